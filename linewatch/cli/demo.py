@@ -1,0 +1,19 @@
+"""`linewatch demo`: the embedded default, end to end, with nothing but the base install."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run the live demo on the embedded default (simulated line, shipped model)")
+    p.add_argument("--frames", type=int, default=300, help="frames the simulated line sends (default 300)")
+    p.add_argument("--fps", type=float, default=30.0, help="simulated line rate (default 30)")
+    p.add_argument("--out", default=None, help="also write a small synthetic set and its preview here")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from linewatch.demo import run_demo
+
+    return run_demo(frames=args.frames, fps=args.fps, out=args.out)
