@@ -1,0 +1,234 @@
+"""Dataset readers, writer and checker (folder format + magnetic-tile layout) on tiny tmp data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from linewatch.cli import main as cli_main
+from linewatch.data.dataset import check_dataset, image_size, open_dataset, write_sample
+from linewatch.errors import DatasetError
+
+H, W = 24, 40
+
+
+def _img(seed: int = 0, gray: bool = False) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (H, W) if gray else (H, W, 3), dtype=np.uint8)
+
+
+def _mask(y: int = 5, x: int = 7) -> np.ndarray:
+    m = np.zeros((H, W), np.uint8)
+    m[y : y + 3, x : x + 4] = 1
+    return m
+
+
+def _good(root: Path) -> Path:
+    """Four samples: anomaly with mask, clean (label 0, no mask files), adhesive mask, all unknown."""
+    write_sample(
+        root, "a", "train", _img(1), {"anomaly": _mask(), "adhesive": None}, {"anomaly": 1, "adhesive": 0}
+    )
+    write_sample(root, "b", "train", _img(2), None, (0, 0))
+    write_sample(root, "c", "test", _img(3, gray=True), (None, _mask(10, 20)), (None, 1))
+    write_sample(root, "d", "val", _img(4), None, (None, None))
+    return root
+
+
+def test_folder_roundtrip(tmp_path: Path) -> None:
+    ds = open_dataset(_good(tmp_path))
+    assert ds.kind == "folder"
+    assert [s.name for s in ds.samples] == ["a", "b", "c", "d"]
+    assert [s.name for s in ds.split("train")] == ["a", "b"]
+    assert [s.name for s in ds.split("test")] == ["c"]
+    a, b, c, d = ds.samples
+    assert a.labels == {"anomaly": 1, "adhesive": 0} and a.group == "default"
+    img = ds.load_image(a)
+    assert img.shape == (H, W, 3) and img.dtype == np.uint8
+    assert np.array_equal(img, _img(1))  # RGB order preserved through the PNG
+    masks, known = ds.load_masks(a)
+    assert masks.shape == (2, H, W) and masks.dtype == np.uint8
+    assert np.array_equal(masks[0], _mask()) and not masks[1].any()
+    assert known.tolist() == [True, True]  # anomaly mask file, adhesive label 0
+    # grayscale is replicated to 3 channels
+    gimg = ds.load_image(c)
+    assert gimg.shape == (H, W, 3)
+    assert np.array_equal(gimg[..., 0], _img(3, gray=True)) and np.array_equal(gimg[..., 0], gimg[..., 2])
+    assert ds.load_masks(c)[1].tolist() == [False, True]
+    # blank labels = unknown, nothing known
+    assert d.labels == {"anomaly": None, "adhesive": None}
+    assert ds.load_masks(d)[1].tolist() == [False, False]
+    assert b.known() == (True, True)
+
+
+def test_labels_csv_blank_is_unknown(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "x.png"), _img())
+    (tmp_path / "labels.csv").write_text("name,split,anomaly,adhesive\nx,train, ,\n")
+    s = open_dataset(tmp_path).samples[0]
+    assert s.labels == {"anomaly": None, "adhesive": None}
+
+
+def test_image_size_from_header(tmp_path: Path) -> None:
+    for ext in (".png", ".jpg", ".bmp"):
+        p = tmp_path / f"i{ext}"
+        cv2.imwrite(str(p), _img())
+        assert image_size(p) == (H, W)
+
+
+@pytest.mark.parametrize(
+    "breakage, fragment",
+    [
+        ("unreadable_image", "unreadable image"),
+        ("mask_size", "mask is"),
+        ("mask_without_image", "mask without image"),
+        ("label_conflict", "conflicts with the mask"),
+        ("unknown_label", "unknown label value"),
+        ("duplicate_name", "duplicate name"),
+        ("missing_column", "missing column"),
+    ],
+)
+def test_each_error_names_the_file(tmp_path: Path, breakage: str, fragment: str) -> None:
+    root = _good(tmp_path)
+    culprit = {
+        "unreadable_image": root / "images" / "a.png",
+        "mask_size": root / "masks" / "anomaly" / "a.png",
+        "mask_without_image": root / "masks" / "anomaly" / "zz.png",
+        "label_conflict": root / "masks" / "anomaly" / "b.png",
+        "unknown_label": root / "labels.csv",
+        "duplicate_name": root / "labels.csv",
+        "missing_column": root / "labels.csv",
+    }[breakage]
+    labels = root / "labels.csv"
+    if breakage == "unreadable_image":
+        culprit.write_bytes(b"not a png at all")
+    elif breakage == "mask_size":
+        cv2.imwrite(str(culprit), np.zeros((H + 1, W), np.uint8))
+    elif breakage == "mask_without_image":
+        cv2.imwrite(str(culprit), np.zeros((H, W), np.uint8))
+    elif breakage == "label_conflict":
+        cv2.imwrite(str(culprit), _mask() * 255)
+    elif breakage == "unknown_label":
+        labels.write_text(labels.read_text().replace("b,train,0,0", "b,train,2,0"))
+    elif breakage == "duplicate_name":
+        labels.write_text(labels.read_text() + "a,train,1,0\n")
+    elif breakage == "missing_column":
+        labels.write_text(
+            labels.read_text().replace("name,split,anomaly,adhesive", "name,split,anomaly,glue")
+        )
+
+    def load_all() -> None:
+        ds = open_dataset(root)
+        for s in ds.samples:
+            ds.load(s)
+
+    with pytest.raises(DatasetError) as exc:
+        load_all()
+    assert str(culprit) in str(exc.value) and fragment in str(exc.value)
+    report = check_dataset(root)
+    assert not report.ok
+    assert any(str(culprit) in p.path and fragment in p.message for p in report.errors), report.format()
+    assert cli_main(["data", "check", str(root)]) == 1
+
+
+def test_check_reports_all_problems_at_once(tmp_path: Path) -> None:
+    root = _good(tmp_path)
+    (root / "images" / "a.png").write_bytes(b"garbage")
+    cv2.imwrite(str(root / "masks" / "adhesive" / "c.png"), np.zeros((H, W + 3), np.uint8))
+    cv2.imwrite(str(root / "masks" / "anomaly" / "orphan.png"), np.zeros((H, W), np.uint8))
+    labels = root / "labels.csv"
+    labels.write_text(labels.read_text().replace("d,val,,", "d,val,yes,"))
+    report = check_dataset(root)
+    paths = " ".join(p.path for p in report.errors)
+    assert len(report.errors) == 4, report.format()
+    for part in ("images/a.png", "masks/adhesive/c.png", "masks/anomaly/orphan.png", "labels.csv"):
+        assert part in paths
+
+
+def test_check_counts_and_warnings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _good(tmp_path)
+    write_sample(
+        root, "e", "train", _img(5), (np.zeros((H, W), np.uint8), None), (1, None)
+    )  # label 1, empty mask
+    report = check_dataset(root)
+    assert report.ok and report.n_images == 5
+    assert len(report.warnings) == 1 and "e.png" in report.warnings[0].path
+    assert report.per_head["anomaly"] == {"1": 2, "0": 1, "unknown": 2, "masks": 2, "empty_masks": 1}
+    assert report.per_head["adhesive"]["1"] == 1 and report.per_head["adhesive"]["0"] == 2
+    assert report.per_split == {"train": 3, "test": 1, "val": 1}
+    assert cli_main(["data", "check", str(root)]) == 0  # warnings alone: exit 0
+    assert cli_main(["data", "check", "--json", str(root)]) == 0
+    out = capsys.readouterr().out
+    doc = json.loads(out[out.index("{") :])
+    assert doc["ok"] and doc["n_images"] == 5 and len(doc["warnings"]) == 1
+
+
+def test_image_without_labels_row_is_a_warning(tmp_path: Path) -> None:
+    root = _good(tmp_path)
+    cv2.imwrite(str(root / "images" / "stray.png"), _img())
+    assert [s.name for s in open_dataset(root).samples] == ["a", "b", "c", "d"]
+    report = check_dataset(root)
+    assert report.ok and [p.path.endswith("stray.png") for p in report.warnings] == [True]
+
+
+def test_not_a_dataset(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="not a dataset"):
+        open_dataset(tmp_path)
+    assert cli_main(["data", "check", str(tmp_path / "nope")]) == 2
+
+
+def test_write_sample_rejects_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="name"):
+        write_sample(tmp_path, "../x", "train", _img(), None, (0, 0))
+    with pytest.raises(DatasetError, match="split"):
+        write_sample(tmp_path, "x", "training", _img(), None, (0, 0))
+    with pytest.raises(DatasetError, match="label"):
+        write_sample(tmp_path, "x", "train", _img(), None, (2, 0))
+
+
+def _fake_magnetic_tile(root: Path) -> Path:
+    spec = {
+        "MT_Blowhole": ["exp1_num_1", "exp1_num_2"],
+        "MT_Free": ["exp0_num_3", "exp0_num_4", "exp0_num_5"],
+        "MT_Uneven": ["exp3_num_6"],
+    }
+    for cls, names in spec.items():
+        d = root / cls / "Imgs"
+        d.mkdir(parents=True)
+        for i, n in enumerate(names):
+            h, w = 20 + i, 30 + 2 * i  # sizes vary
+            cv2.imwrite(str(d / f"{n}.jpg"), np.full((h, w), 100, np.uint8))
+            m = np.zeros((h, w), np.uint8)
+            if cls == "MT_Blowhole":
+                m[2:5, 3:6] = 255
+            cv2.imwrite(str(d / f"{n}.png"), m)  # MT_Uneven's mask is empty, like 4 real ones
+    return root
+
+
+def test_magnetic_tile_layout(tmp_path: Path) -> None:
+    root = _fake_magnetic_tile(tmp_path)
+    ds = open_dataset(root)
+    assert ds.kind == "magnetic-tile" and len(ds) == 6
+    by = {s.name: s for s in ds.samples}
+    assert by["exp1_num_1"].group == "MT_Blowhole" and by["exp1_num_1"].labels == {
+        "anomaly": 1,
+        "adhesive": None,
+    }
+    assert by["exp0_num_3"].labels == {"anomaly": 0, "adhesive": None}
+    assert {s.split for s in ds.samples} <= {"train", "test"}
+    assert open_dataset(root).samples == ds.samples  # the assigned split is deterministic
+    img, masks, known = ds.load(by["exp1_num_2"])
+    assert img.shape == (21, 32, 3) and masks.shape == (2, 21, 32)
+    assert masks[0].sum() == 9 and known.tolist() == [True, False]  # adhesive unknown
+    report = check_dataset(root)
+    assert report.ok and report.per_head["anomaly"]["1"] == 3 and report.per_head["anomaly"]["0"] == 3
+    assert report.per_head["adhesive"]["unknown"] == 6
+    assert report.per_group["MT_Free"]["images"] == 3
+    assert [p.path.endswith("exp3_num_6.png") for p in report.warnings] == [True]
+    # a mask without its image is an error
+    cv2.imwrite(str(root / "MT_Free" / "Imgs" / "lonely.png"), np.zeros((5, 5), np.uint8))
+    with pytest.raises(DatasetError, match="lonely.png: mask without image"):
+        open_dataset(root)
