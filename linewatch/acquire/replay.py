@@ -1,0 +1,156 @@
+"""Replay a folder of images or a video file as a camera.
+
+* A folder: its images (.png .jpg .jpeg .bmp .tif .tiff), sorted by file name, one frame each.
+  When the folder is a linewatch dataset (`labels.csv` + `images/`, see docs/architecture.md),
+  the frames are `images/*` and each frame carries its labels as ground truth (blank = unknown);
+  `split` keeps only the rows of one split.
+* A video file: every frame of it, read with `cv2.VideoCapture`.
+
+`loop=True` starts over at the end; `loop=False` ends the stream (the thread ends, state "done").
+Frames are paced at `fps` on a monotonic clock (0 = as fast as they decode). An image that cannot
+be read becomes a DROP_CORRUPT record (its truth carried) and a warning naming the file; the
+replay goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from linewatch.acquire.base import ROI, BaseSource, CorruptFrame, Grab, SourceError, Truth
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@dataclass
+class ReplayConfig:
+    """Options of the replay source (the profile's `[camera]` with `source = "replay"`)."""
+
+    path: str | Path
+    """A folder of images, a linewatch dataset folder (labels.csv + images/), or a video file."""
+    fps: float = 30.0
+    """Frames per second, paced on a monotonic clock; 0 = as fast as they decode."""
+    loop: bool = False
+    """Start over at the end (True) or end the stream (False)."""
+    roi: ROI | None = None
+    """(x, y, w, h) crop of each frame before the resize into the ring; None = full frame."""
+    split: str | None = None
+    """Dataset folders only: replay only the rows of labels.csv with this split (e.g. "test")."""
+
+    def __post_init__(self) -> None:
+        if self.fps < 0:
+            raise SourceError(f"replay fps={self.fps}: must be >= 0 (0 = as fast as possible)")
+
+
+def _label(value: str, path: Path, row: int, column: str) -> int:
+    v = (value or "").strip()
+    if v == "":
+        return -1
+    if v in ("0", "1"):
+        return int(v)
+    raise SourceError(f"{path}: row {row}, column {column!r} is {value!r}; allowed: 1, 0 or blank (unknown)")
+
+
+def read_dataset_truth(root: Path, split: str | None = None) -> dict[str, tuple[Truth, str]]:
+    """{image stem: ((anomaly, adhesive), split)} from `root/labels.csv` (-1 = unknown)."""
+    path = root / "labels.csv"
+    out: dict[str, tuple[Truth, str]] = {}
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"name", "anomaly", "adhesive"} - set(reader.fieldnames or ())
+        if missing:
+            raise SourceError(f"{path}: missing column(s) {sorted(missing)}; need name,split,anomaly,adhesive")
+        for i, row in enumerate(reader, start=2):
+            s = (row.get("split") or "").strip()
+            if split is not None and s != split:
+                continue
+            name = Path(row["name"].strip()).stem
+            out[name] = ((_label(row["anomaly"], path, i, "anomaly"), _label(row["adhesive"], path, i, "adhesive")), s)
+    return out
+
+
+class ReplaySource(BaseSource):
+    """Frames from a folder of images or a video file (module doc)."""
+
+    kind = "replay"
+
+    def __init__(self, config: ReplayConfig, *, camera: str = "replay") -> None:
+        super().__init__(camera, roi=config.roi, fps=config.fps)
+        self.config = config
+        path = Path(config.path)
+        if not path.exists():
+            raise SourceError(f"replay path {path} does not exist (a folder of images or a video file)")
+        self.files: list[Path] = []
+        self.truth: list[Truth] = []
+        self.video: Path | None = None
+        if path.is_dir():
+            if (path / "labels.csv").is_file() and (path / "images").is_dir():
+                labels = read_dataset_truth(path, config.split)
+                files = sorted(p for p in (path / "images").iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+                if config.split is not None:
+                    files = [p for p in files if p.stem in labels]
+                self.files = files
+                self.truth = [labels[p.stem][0] if p.stem in labels else (-1, -1) for p in files]
+            else:
+                if config.split is not None:
+                    raise SourceError(f"replay split={config.split!r} needs a dataset folder (labels.csv + images/): {path}")
+                self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+                self.truth = [(-1, -1)] * len(self.files)
+            if not self.files:
+                raise SourceError(
+                    f"replay folder {path} holds no images ({', '.join(IMAGE_EXTENSIONS)})"
+                    + (f" of split {config.split!r}" if config.split is not None else "")
+                )
+        else:
+            self.video = path
+        self._cap: cv2.VideoCapture | None = None
+        self._buf: np.ndarray | None = None
+        self._i = 0
+
+    def _prepare(self) -> None:
+        self._open()  # a video OpenCV cannot open fails `start` at once
+
+    def _open(self) -> None:
+        if self.video is not None and self._cap is None:
+            cap = cv2.VideoCapture(str(self.video))
+            if not cap.isOpened():
+                raise SourceError(f"replay cannot open video {self.video} (not a video OpenCV can decode)")
+            self._cap = cap
+
+    def _close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def _grab(self) -> Grab | None:
+        if self.video is not None:
+            return self._grab_video()
+        if self._i >= len(self.files):
+            if not self.config.loop:
+                return None
+            self._i = 0
+        i = self._i
+        self._i += 1
+        path, truth = self.files[i], self.truth[i]
+        t_ns = time.time_ns()
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise CorruptFrame(f"cannot read image {path.name}", t_capture_ns=t_ns, truth=truth)
+        return Grab(image, "BGR8", t_ns, truth)
+
+    def _grab_video(self) -> Grab | None:
+        cap = self._cap
+        assert cap is not None
+        ok, frame = cap.read(self._buf)
+        if not ok and self.config.loop:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, frame = cap.read(self._buf)
+        if not ok:
+            return None
+        self._buf = frame
+        return Grab(frame, "BGR8", time.time_ns())
