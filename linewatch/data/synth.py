@@ -75,8 +75,8 @@ class SynthConfig:
     """Anomaly mask dilation in pixels (square structuring element)."""
 
     def __post_init__(self) -> None:
-        if self.height % 8 or self.width % 8 or self.height < 64 or self.width < 64:
-            raise ValueError(f"synth size {self.height}x{self.width}: both must be >= 64 and divisible by 8")
+        if self.height % 8 or self.width % 8 or self.height < 128 or self.width < 128:
+            raise ValueError(f"synth size {self.height}x{self.width}: both must be >= 128 and divisible by 8")
         for name in (
             "anomaly_rate",
             "adhesive_rate",
@@ -347,7 +347,9 @@ def _scratch(rng: np.random.Generator, cv: _Canvas, amp: float) -> None:
     thick = int(rng.choice([1, 1, 2, 2, 3]))
     m = int(length / 2 + abs(bend) + 6)
     size = 2 * m + 1
-    y, x = int(rng.integers(m // 2, cv.h - m // 2)), int(rng.integers(m // 2, cv.w - m // 2))
+    # (max(...): on small canvases a long scratch may run off the edge; cv.add clips it)
+    y = int(rng.integers(m // 2, max(cv.h - m // 2, m // 2 + 1)))
+    x = int(rng.integers(m // 2, max(cv.w - m // 2, m // 2 + 1)))
     # quadratic Bezier through a bent control point, with a fade at both ends
     t = np.linspace(0, 1, 24)
     ca, sa = math.cos(ang), math.sin(ang)
