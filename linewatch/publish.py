@@ -1,0 +1,537 @@
+"""The publisher: the one thread that owns the daemon's ZeroMQ PUB socket (SPEC §6, docs/protocol.md).
+
+    pub = Publisher("tcp://127.0.0.1:5555", "station-1", overlay_pass_every=50, status=daemon.status)
+    pub.start()                                   # binds; raises LinewatchError if it cannot
+    pub.submit(decision, image=rgb, masks=masks)  # from the decision stage: never blocks
+    ...
+    pub.stop(drain=True)                          # publishes what is queued, then closes (bounded)
+
+`submit()` is thread-safe and never blocks the caller:
+
+- Every decision goes into a bounded queue (`queue_size`, default 100 000 — over an hour of backlog at
+  25 fps; it cannot fill unless the publisher thread is stuck). Sequence numbers of `decision` and
+  `reject` are assigned at submit time, so in the (counted, `queue_overflow`) event that the queue is
+  full and a decision is dropped, subscribers see the gap in `seq` and can fail safe.
+- An overlay is wanted for every reject and every `overlay_pass_every`-th pass (0 = never for passes),
+  when the caller passes the image. The image (uint8 HxWx3 RGB) and masks (float [2, h, w], anomaly
+  then adhesive, values in [0, 1]) are copied into a free slot of a preallocated pool (`overlay_pool`
+  slots; allocated in the constructor when `overlay_shape=(H, W)` is given — the engine's input size,
+  masks then [2, H/8, W/8] — else at the first image, sized by it). When no slot is free, or the
+  image's shape differs from the pool's, the overlay is skipped and counted (`overlays_skipped`);
+  the decision still goes.
+
+The publisher thread sends, for each queued decision, `decision` and then `reject` (if it is one),
+and a `heartbeat` every `heartbeat_interval` seconds with the `status()` callable's dict (keys
+`status`, `fps`, `counters`, `cameras`, all optional) merged over the publisher's own counters.
+Overlays are drawn (`linewatch.overlay.draw_overlay`) and JPEG-encoded by a second thread
+(`linewatch-overlays`, which never touches the socket) and handed back through the same queue, so a
+reject never waits behind an encode; an overlay follows its decision, possibly after later ones.
+A PUB socket never blocks: a subscriber that cannot keep up loses messages at its high-water mark
+(`sndhwm`), which it sees as a gap in `seq`.
+
+CURVE (optional, `curve=CurveServer(...)`): the traffic is encrypted with the server's key pair and,
+when `clients_dir` is given, only clients whose public key file (`*.key`, as written by
+`zmq.auth.create_certificates`) is in that directory can connect; a `zmq.auth.thread.ThreadAuthenticator`
+on the publisher's context checks them. Generate keys with
+
+    python -c "import zmq.auth; zmq.auth.create_certificates('keys', 'server')"   # server.key, server.key_secret
+    python -c "import zmq.auth; zmq.auth.create_certificates('keys', 'plc1')"     # plc1.key (copy to clients_dir)
+
+The daemon holds `server.key_secret`; subscribers hold `server.key` and their own `*.key_secret`
+(`linewatch subscribe --curve-server-key keys/server.key --curve-client-cert keys/plc1.key_secret`).
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from linewatch import HEADS, __version__
+from linewatch.decide import ADHESIVE_RULES, REASON_DROPPED, REASON_LATE, Decision
+from linewatch.errors import LinewatchError
+from linewatch.protocol import (
+    DEFAULT_ENDPOINT,
+    HEARTBEAT_STATUSES,
+    TOPIC_DECISION,
+    TOPIC_REJECT,
+    decision_header,
+    encode,
+    heartbeat_header,
+    is_failsafe,
+    new_session_id,
+    overlay_header,
+)
+
+log = structlog.get_logger(__name__)
+
+_STOP = object()  # queue sentinel
+
+
+class PublisherError(LinewatchError):
+    """The publisher cannot start (bind failed, bad CURVE key file ...) or was misused."""
+
+
+@dataclass(frozen=True, slots=True)
+class CurveServer:
+    """CURVE settings of the publisher.
+
+    secret_key_file: the server's secret certificate (`server.key_secret` from zmq.auth.create_certificates).
+    clients_dir: directory of authorised clients' public certificates (`*.key`); None = any client that
+        knows the server's public key may connect (encryption without client authentication).
+    """
+
+    secret_key_file: Path
+    clients_dir: Path | None = None
+
+
+@dataclass(slots=True)
+class _DecisionItem:
+    seq_decision: int
+    seq_reject: int  # -1 = not a reject
+    decision: Decision
+
+
+@dataclass(slots=True)
+class _OverlayItem:
+    decision: Decision
+    jpeg: bytes
+    width: int
+    height: int
+
+
+def _load_server_keys(curve: CurveServer) -> tuple[bytes, bytes]:
+    import zmq.auth
+
+    path = Path(curve.secret_key_file)
+    if not path.is_file():
+        raise PublisherError(f"CURVE server key file {path} does not exist (expected a *.key_secret file)")
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except Exception as exc:  # zmq raises ValueError / OSError with little context
+        raise PublisherError(f"CURVE server key file {path} cannot be read: {exc}") from exc
+    if not secret:
+        raise PublisherError(
+            f"CURVE server key file {path} holds no secret key: pass the *.key_secret file, not the public *.key"
+        )
+    if curve.clients_dir is not None and not Path(curve.clients_dir).is_dir():
+        raise PublisherError(f"CURVE clients directory {curve.clients_dir} does not exist")
+    return public, secret
+
+
+class Publisher:
+    """The publisher thread; see the module docstring.
+
+    endpoint: where the PUB socket binds (`tcp://host:0` or `tcp://host:*` = a free port; the bound
+        endpoint is `self.endpoint` after start()). station: the station name in every header.
+    curve: CurveServer or None. overlay_pass_every: overlay every N-th pass (0 = never).
+    heartbeat_interval: seconds between heartbeats. status: callable returning the daemon's status dict.
+    adhesive_rule: reported in decision headers (settable later, e.g. on reload).
+    queue_size: decisions waiting to be sent. overlay_pool, overlay_shape: overlay buffers (count,
+    (H, W)). jpeg_quality: 1..100. sndhwm: ZeroMQ send high-water mark (messages per subscriber).
+    linger_ms: how long stop() lets queued messages flush to connected subscribers.
+    """
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        station: str = "station",
+        *,
+        curve: CurveServer | None = None,
+        overlay_pass_every: int = 0,
+        heartbeat_interval: float = 1.0,
+        status: Callable[[], dict[str, Any]] | None = None,
+        adhesive_rule: str = "present",
+        queue_size: int = 100_000,
+        overlay_pool: int = 8,
+        overlay_shape: tuple[int, int] | None = None,
+        jpeg_quality: int = 85,
+        sndhwm: int = 10_000,
+        linger_ms: int = 1000,
+    ) -> None:
+        if not station:
+            raise PublisherError("station must be a non-empty string")
+        if overlay_pass_every < 0:
+            raise PublisherError(f"overlay_pass_every must be >= 0 (0 = never for passes), got {overlay_pass_every}")
+        if not (heartbeat_interval > 0 and math.isfinite(heartbeat_interval)):
+            raise PublisherError(f"heartbeat_interval must be > 0 seconds, got {heartbeat_interval}")
+        if adhesive_rule not in ADHESIVE_RULES:
+            raise PublisherError(f"adhesive_rule {adhesive_rule!r} is not one of {', '.join(ADHESIVE_RULES)}")
+        if queue_size < 1 or overlay_pool < 0 or not 1 <= jpeg_quality <= 100 or sndhwm < 1 or linger_ms < 0:
+            raise PublisherError(
+                "queue_size >= 1, overlay_pool >= 0, 1 <= jpeg_quality <= 100, sndhwm >= 1 and linger_ms >= 0 are required"
+            )
+        self.requested_endpoint = endpoint
+        self.endpoint: str | None = None
+        """The bound endpoint (port resolved when `:0` or `:*` was asked), set by start()."""
+        self.station = station
+        self.session = new_session_id()
+        self.curve = curve
+        self.overlay_pass_every = int(overlay_pass_every)
+        self.heartbeat_interval = float(heartbeat_interval)
+        self.adhesive_rule = adhesive_rule
+        """Rule reported in decision headers; the daemon may set it on SIGHUP reload."""
+        self._status = status
+        self._jpeg_quality = int(jpeg_quality)
+        self._sndhwm = int(sndhwm)
+        self._linger_ms = int(linger_ms)
+
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._lock = threading.Lock()  # submit(): counters, seq, pool slots, enqueue order
+        self._seq_decision = 0
+        self._seq_reject = 0
+        self._passes_seen = 0
+        self._counters: dict[str, int] = dict.fromkeys(
+            ("decisions", "passes", "rejects", "failsafe", "drops", "late", "overlays", "overlays_skipped",
+             "queue_overflow"), 0
+        )
+        self._pool_size = int(overlay_pool)
+        self._pool_images: np.ndarray | None = None
+        self._pool_masks: np.ndarray | None = None
+        self._pool_has_masks = [False] * self._pool_size
+        self._free_slots: list[int] = list(range(self._pool_size))
+        if overlay_shape is not None:
+            h, w = (int(v) for v in overlay_shape)
+            if h < 1 or w < 1:
+                raise PublisherError(f"overlay_shape must be (height, width) > 0, got {overlay_shape}")
+            self._allocate_pool((h, w, 3), (len(HEADS), -(-h // 8), -(-w // 8)))
+
+        self._overlay_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # (decision, slot); <= pool size
+        self._thread: threading.Thread | None = None
+        self._encoder: threading.Thread | None = None
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self._t_start = time.monotonic()
+        self._stopping = False
+        self._drain = True
+
+    # ------------------------------------------------------------------ caller side
+
+    def start(self) -> Publisher:
+        """Start the thread and bind; returns once bound. Raises PublisherError if binding fails."""
+        if self._thread is not None:
+            raise PublisherError("Publisher.start() called twice")
+        if self.curve is not None:
+            _load_server_keys(self.curve)  # fail here, in the caller, with a clear message
+        self._t_start = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="linewatch-publisher", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._start_error is not None:
+            self._thread.join()
+            raise PublisherError(f"cannot bind the publisher to {self.requested_endpoint}: {self._start_error}")
+        self._encoder = threading.Thread(target=self._encode_overlays, name="linewatch-overlays", daemon=True)
+        self._encoder.start()
+        return self
+
+    def submit(self, decision: Decision, image: np.ndarray | None = None, masks: np.ndarray | None = None) -> None:
+        """Queue one decision for publishing (thread-safe, never blocks).
+
+        image/masks are only used (copied) when this decision gets an overlay; they may be views into
+        buffers the caller reuses right after this call returns.
+        """
+        reject = bool(decision.reject)
+        with self._lock:
+            c = self._counters
+            c["decisions"] += 1
+            if reject:
+                c["rejects"] += 1
+            else:
+                c["passes"] += 1
+            if is_failsafe(decision.reason):
+                c["failsafe"] += 1
+            parts = decision.reason.split("+")
+            if REASON_DROPPED in parts:
+                c["drops"] += 1
+            if REASON_LATE in parts:
+                c["late"] += 1
+            seq_d = self._seq_decision
+            self._seq_decision += 1
+            seq_r = -1
+            if reject:
+                seq_r = self._seq_reject
+                self._seq_reject += 1
+            slot = -1
+            if self._wants_overlay(reject) and image is not None:
+                slot = self._copy_into_pool(image, masks)
+            try:
+                self._queue.put_nowait(_DecisionItem(seq_d, seq_r, decision))
+            except queue.Full:
+                c["queue_overflow"] += 1
+                if slot >= 0:
+                    self._free_slots.append(slot)
+                return
+            if slot >= 0:
+                self._overlay_queue.put((decision, slot))
+
+    def counters(self) -> dict[str, int]:
+        """A snapshot of the publisher's own counters."""
+        with self._lock:
+            return dict(self._counters)
+
+    def stop(self, drain: bool = True, timeout: float = 5.0) -> None:
+        """Stop the thread. drain=True publishes everything queued first. Returns within ~timeout + linger."""
+        if self._thread is None:
+            return
+        self._drain = drain
+        if not drain:
+            self._stopping = True
+        deadline = time.monotonic() + timeout
+        if self._encoder is not None:  # first the overlays still to encode: they go into the queue
+            self._overlay_queue.put(_STOP)
+            self._encoder.join(max(deadline - time.monotonic(), 0.0))
+            self._encoder = None
+        self._stopping = True
+        timeout = max(deadline - time.monotonic(), 0.0)
+        try:
+            self._queue.put(_STOP, timeout=max(timeout, 0.0))
+        except queue.Full:
+            self._drain = False  # cannot even queue the sentinel: the thread sees _stopping and exits
+        self._thread.join(timeout + self._linger_ms / 1000.0 + 1.0)
+        if self._thread.is_alive():
+            log.warning("publisher thread did not stop in time", timeout_s=timeout)
+        self._thread = None
+
+    def __enter__(self) -> Publisher:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ helpers (under _lock)
+
+    def _wants_overlay(self, reject: bool) -> bool:
+        if reject:
+            return True
+        self._passes_seen += 1
+        n = self.overlay_pass_every
+        return n > 0 and self._passes_seen % n == 0
+
+    def _copy_into_pool(self, image: np.ndarray, masks: np.ndarray | None) -> int:
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or self._pool_size == 0:
+            self._counters["overlays_skipped"] += 1
+            return -1
+        if self._pool_images is None:
+            self._allocate_pool(image.shape, None if masks is None else np.shape(masks))
+        pool = self._pool_images
+        assert pool is not None
+        if image.shape != pool.shape[1:] or not self._free_slots:
+            self._counters["overlays_skipped"] += 1
+            return -1
+        slot = self._free_slots.pop()
+        np.copyto(pool[slot], image)
+        has_masks = False
+        if masks is not None:
+            if self._pool_masks is None:
+                self._allocate_pool(None, np.shape(masks))
+            assert self._pool_masks is not None
+            if np.shape(masks) == self._pool_masks.shape[1:]:
+                np.copyto(self._pool_masks[slot], masks, casting="unsafe")
+                has_masks = True
+        self._pool_has_masks[slot] = has_masks
+        return slot
+
+    def _allocate_pool(self, image_shape: tuple[int, ...] | None, mask_shape: tuple[int, ...] | None) -> None:
+        # zero-filled, not np.empty: touching the pages now keeps page faults out of submit()
+        if image_shape is not None:
+            self._pool_images = np.zeros((self._pool_size, *image_shape), np.uint8)
+            self._pool_images.fill(0)
+        if mask_shape is not None:
+            self._pool_masks = np.zeros((self._pool_size, *mask_shape), np.float32)
+            self._pool_masks.fill(0)
+
+    def _release_slot(self, slot: int) -> None:
+        with self._lock:
+            self._free_slots.append(slot)
+
+    # ------------------------------------------------------------------ publisher thread
+
+    def _run(self) -> None:
+        try:
+            import zmq
+
+            ctx = zmq.Context()
+        except Exception as exc:
+            self._start_error = exc
+            self._started.set()
+            return
+        auth = None
+        sock = None
+        try:
+            try:
+                sock = ctx.socket(zmq.PUB)
+                sock.setsockopt(zmq.SNDHWM, self._sndhwm)
+                sock.setsockopt(zmq.LINGER, self._linger_ms)
+                if self.curve is not None:
+                    from zmq.auth.thread import ThreadAuthenticator
+
+                    public, secret = _load_server_keys(self.curve)
+                    auth = ThreadAuthenticator(ctx)
+                    auth.start()
+                    if self.curve.clients_dir is not None:
+                        auth.configure_curve(domain="*", location=str(self.curve.clients_dir))
+                    else:
+                        auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
+                    sock.curve_secretkey = secret
+                    sock.curve_publickey = public
+                    sock.curve_server = True
+                endpoint = self.requested_endpoint
+                if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
+                    endpoint = endpoint[:-2] + ":*"
+                sock.bind(endpoint)
+                self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            except Exception as exc:
+                self._start_error = exc
+                return
+            finally:
+                self._started.set()
+            log.info("publisher bound", endpoint=self.endpoint, session=self.session, curve=self.curve is not None)
+            self._loop(sock)
+        except Exception:  # never die silently: the subscribers' heartbeat watchdog will fire, but log why
+            log.exception("publisher thread failed")
+        finally:
+            if sock is not None:
+                sock.close(linger=self._linger_ms)
+            if auth is not None:
+                auth.stop()
+            ctx.term()
+
+    def _loop(self, sock: Any) -> None:
+        seq_overlay = 0
+        seq_heartbeat = 0
+        next_beat = time.monotonic()
+        last_beat_t = time.monotonic()
+        last_beat_decisions = 0
+        while True:
+            now = time.monotonic()
+            if now >= next_beat:
+                decisions = self.counters()["decisions"]
+                fps = (decisions - last_beat_decisions) / max(now - last_beat_t, 1e-9)
+                last_beat_t, last_beat_decisions = now, decisions
+                self._send(sock, self._heartbeat(seq_heartbeat, fps, None))
+                seq_heartbeat += 1
+                next_beat = now + self.heartbeat_interval
+            if self._stopping and not self._drain:
+                break
+            try:
+                entry = self._queue.get(timeout=max(next_beat - time.monotonic(), 0.0))
+            except queue.Empty:
+                continue
+            if entry is _STOP:
+                break
+            if isinstance(entry, _OverlayItem):
+                header = overlay_header(entry.decision, station=self.station, session=self.session, seq=seq_overlay,
+                                        width=entry.width, height=entry.height, t_sent_ns=time.time_ns())
+                self._send(sock, encode(header, entry.jpeg))
+                seq_overlay += 1
+                with self._lock:
+                    self._counters["overlays"] += 1
+                continue
+            d = entry.decision
+            t = time.time_ns()
+            self._send(sock, encode(decision_header(
+                d, topic=TOPIC_DECISION, station=self.station, session=self.session, seq=entry.seq_decision,
+                adhesive_rule=self.adhesive_rule, t_sent_ns=t)))
+            if entry.seq_reject >= 0:
+                self._send(sock, encode(decision_header(
+                    d, topic=TOPIC_REJECT, station=self.station, session=self.session, seq=entry.seq_reject,
+                    adhesive_rule=self.adhesive_rule, t_sent_ns=t)))
+        # final heartbeat: tells subscribers this is a clean stop, not a crash
+        self._send(sock, self._heartbeat(seq_heartbeat, 0.0, "stopping"))
+
+    # ------------------------------------------------------------------ overlay encoder thread
+
+    def _encode_overlays(self) -> None:
+        """Draw + JPEG-encode overlays off the publisher thread, so no reject waits behind an encode."""
+        while True:
+            entry = self._overlay_queue.get()
+            if entry is _STOP:
+                return
+            d, slot = entry
+            if self._stopping:  # stop(drain=False): give the slot back, encode nothing
+                self._release_slot(slot)
+                continue
+            item = self._encode_one(d, slot)
+            if item is None:
+                continue
+            try:
+                self._queue.put_nowait(item)
+            except queue.Full:
+                with self._lock:
+                    self._counters["overlays_skipped"] += 1
+
+    def _encode_one(self, d: Decision, slot: int) -> _OverlayItem | None:
+        import cv2
+
+        from linewatch.overlay import draw_overlay
+
+        try:
+            assert self._pool_images is not None
+            image = self._pool_images[slot]
+            masks = self._pool_masks[slot] if self._pool_masks is not None and self._pool_has_masks[slot] else None
+            if masks is None:
+                drawn = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+            else:  # BGR, mask contours at pixel value 0.5, scores written in the corner
+                drawn = draw_overlay(image, masks, scores=d.scores)
+            ok, jpeg = cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, self._jpeg_quality])
+            if not ok:
+                raise RuntimeError("cv2.imencode returned False")
+        except Exception as exc:
+            log.warning("overlay skipped", frame_id=d.frame_id, camera=d.camera, error=str(exc))
+            with self._lock:
+                self._counters["overlays_skipped"] += 1
+            return None
+        finally:
+            self._release_slot(slot)
+        height, width = drawn.shape[:2]
+        return _OverlayItem(d, jpeg.tobytes(), int(width), int(height))
+
+    def _heartbeat(self, seq: int, fps: float, force_status: str | None) -> list[bytes]:
+        extra: dict[str, Any] = {}
+        status = "ok"
+        if self._status is not None:
+            try:
+                extra = dict(self._status() or {})
+            except Exception as exc:
+                log.warning("status() raised; heartbeat marked degraded", error=str(exc))
+                status = "degraded"
+        counters = self.counters()
+        status = str(extra.get("status", status))
+        if status not in HEARTBEAT_STATUSES:
+            status = "degraded"
+        if counters["queue_overflow"] and status == "ok":
+            status = "degraded"
+        if force_status is not None:
+            status = force_status
+        merged = dict(counters)
+        for k, v in dict(extra.get("counters") or {}).items():
+            try:
+                merged[str(k)] = max(int(v), 0)
+            except (TypeError, ValueError):
+                continue
+        fps_value = extra.get("fps", fps)
+        try:
+            fps_value = max(float(fps_value), 0.0)
+            if not math.isfinite(fps_value):
+                fps_value = 0.0
+        except (TypeError, ValueError):
+            fps_value = fps
+        return encode(heartbeat_header(
+            station=self.station, session=self.session, seq=seq, status=status,
+            uptime_s=time.monotonic() - self._t_start, fps=fps_value, counters=merged,
+            cameras=dict(extra.get("cameras") or {}), interval_s=self.heartbeat_interval,
+            version=__version__, t_sent_ns=time.time_ns(),
+        ))
+
+    @staticmethod
+    def _send(sock: Any, frames: list[bytes]) -> None:
+        sock.send_multipart(frames, copy=False)  # a PUB socket never blocks: at SNDHWM it drops

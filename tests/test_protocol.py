@@ -1,0 +1,192 @@
+"""The wire protocol: header builders, encode/decode, JSON Schemas, docs in sync."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from linewatch.decide import Decision
+from linewatch.protocol import (
+    SCHEMA_VERSION,
+    TOPICS,
+    ProtocolError,
+    decision_header,
+    decode,
+    encode,
+    heartbeat_header,
+    iso_utc,
+    load_schema,
+    new_session_id,
+    overlay_header,
+    schema_path,
+    validate_header,
+)
+
+SESSION = new_session_id()
+T0 = 1_795_000_000_123_456_789
+
+
+def _decision(reject: bool = False, reason: str = "pass", scores=(0.12, 0.93), truth=None) -> Decision:
+    return Decision("cam0", 42, T0, T0 + 3_500_000, scores, (0.7, 0.7), reject, reason, truth)
+
+
+def _headers() -> dict[str, dict]:
+    d = _decision(True, "anomaly+adhesive-missing", (0.91, 0.2), (1, 0))
+    return {
+        "decision": decision_header(_decision(), station="s1", session=SESSION, seq=0, adhesive_rule="present",
+                                    t_sent_ns=T0 + 4_000_000),
+        "reject": decision_header(d, topic="reject", station="s1", session=SESSION, seq=7,
+                                  adhesive_rule="absent", t_sent_ns=T0 + 4_000_000),
+        "overlay": overlay_header(d, station="s1", session=SESSION, seq=3, width=256, height=128,
+                                  t_sent_ns=T0 + 5_000_000),
+        "heartbeat": heartbeat_header(station="s1", session=SESSION, seq=9, status="ok", uptime_s=12.5, fps=25.0,
+                                      counters={"decisions": 5, "passes": 4, "rejects": 1, "failsafe": 0, "drops": 0,
+                                                "late": 0, "overlays": 1, "overlays_skipped": 0,
+                                                "queue_overflow": 0, "frames": 6},
+                                      cameras={"cam0": "up"}, interval_s=1.0, version="0.1.0",
+                                      t_sent_ns=T0),
+    }
+
+
+@pytest.mark.parametrize("topic", TOPICS)
+def test_round_trip_and_schema(topic: str) -> None:
+    header = _headers()[topic]
+    payload = b"\xff\xd8jpeg\xff\xd9" if topic == "overlay" else None
+    frames = encode(header, payload)
+    assert frames[0] == topic.encode()
+    assert len(frames) == (3 if payload else 2)
+    msg = decode(frames)
+    assert msg.topic == topic and msg.header == header and msg.payload == payload
+    assert msg.seq == header["seq"] and msg.session == SESSION
+    validate_header(msg.header)
+
+
+@pytest.mark.parametrize("topic", TOPICS)
+def test_builders_emit_exactly_the_schema_fields(topic: str) -> None:
+    schema = load_schema(topic)
+    header = _headers()[topic]
+    assert set(header) == set(schema["properties"]) == set(schema["required"])
+    assert schema["additionalProperties"] is False
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert header["schema"] == SCHEMA_VERSION == schema["properties"]["schema"]["const"]
+
+
+def test_decision_header_values() -> None:
+    h = _headers()["reject"]
+    assert h["decision"] == "reject" and h["reason"] == "anomaly+adhesive-missing"
+    assert h["scores"] == {"anomaly": 0.91, "adhesive": 0.2}
+    assert h["thresholds"] == {"anomaly": 0.7, "adhesive": 0.7}
+    assert h["truth"] == {"anomaly": 1, "adhesive": 0}
+    assert h["failsafe"] is False and h["adhesive_rule"] == "absent"
+    assert h["t_capture_ns"] == T0 and h["t_decision_ns"] == T0 + 3_500_000
+    assert h["t_capture_iso"] == "2026-11-18T11:06:40.123456Z"
+
+
+def test_failsafe_decision_has_null_scores_and_validates() -> None:
+    for reason in ("dropped", "corrupt", "late", "engine-error", "anomaly+late"):
+        d = _decision(True, reason, None, (-1, -1))
+        h = decision_header(d, station="s", session=SESSION, seq=1, adhesive_rule="ignore", t_sent_ns=T0)
+        assert h["scores"] is None and h["failsafe"] is True and h["truth"] is None
+        validate_header(h)
+        validate_header({**h, "topic": "reject"})
+
+
+def test_partial_truth_and_non_finite_scores() -> None:
+    h = decision_header(_decision(scores=(math.nan, 0.5), truth=(1, -1)), station="s", session=SESSION, seq=0,
+                        adhesive_rule="present", t_sent_ns=T0)
+    assert h["scores"] is None  # JSON has no NaN: a non-finite score travels as "no score"
+    assert h["truth"] == {"anomaly": 1, "adhesive": None}
+    validate_header(h)
+    json.loads(encode(h)[1])
+
+
+@pytest.mark.parametrize(
+    "topic, change",
+    [
+        ("decision", {"extra": 1}),
+        ("decision", {"decision": "maybe"}),
+        ("decision", {"reason": "because"}),
+        ("decision", {"scores": {"anomaly": 0.5}}),
+        ("decision", {"seq": -1}),
+        ("decision", {"session": "not-hex"}),
+        ("reject", {"decision": "pass", "reason": "pass"}),
+        ("overlay", {"content_type": "image/png"}),
+        ("heartbeat", {"status": "fine"}),
+        ("heartbeat", {"counters": {"decisions": 1}}),
+        ("heartbeat", {"camera": "cam0"}),
+        ("heartbeat", {"schema": 2}),
+    ],
+)
+def test_schema_rejects_bad_headers(topic: str, change: dict) -> None:
+    header = {**_headers()[topic], **change}
+    with pytest.raises(ProtocolError, match=topic):
+        validate_header(header)
+
+
+def test_schema_rejects_missing_field() -> None:
+    header = dict(_headers()["decision"])
+    del header["frame_id"]
+    with pytest.raises(ProtocolError, match="frame_id"):
+        validate_header(header)
+
+
+def test_decode_errors() -> None:
+    good = encode(_headers()["decision"])
+    with pytest.raises(ProtocolError, match="2 or 3 frames"):
+        decode(good[:1])
+    with pytest.raises(ProtocolError, match="unknown topic"):
+        decode([b"news", good[1]])
+    with pytest.raises(ProtocolError, match="JSON"):
+        decode([b"decision", b"{not json"])
+    with pytest.raises(ProtocolError, match="JSON object"):
+        decode([b"decision", b"[1, 2]"])
+    with pytest.raises(ProtocolError, match="differs from the topic frame"):
+        decode([b"reject", good[1]])
+    bumped = json.dumps({**_headers()["decision"], "schema": SCHEMA_VERSION + 1}).encode()
+    with pytest.raises(ProtocolError, match="schema"):
+        decode([b"decision", bumped])
+
+
+def test_encode_refuses_bad_topic_and_nan() -> None:
+    with pytest.raises(ProtocolError, match="topic"):
+        encode({"topic": "news"})
+    with pytest.raises(ProtocolError, match="JSON"):
+        encode({**_headers()["heartbeat"], "fps": math.nan})
+    with pytest.raises(ProtocolError, match="status"):
+        heartbeat_header(station="s", session=SESSION, seq=0, status="fine", uptime_s=0, fps=0, counters={},
+                         cameras={}, interval_s=1, version="x", t_sent_ns=0)
+
+
+def test_session_ids_are_random_hex() -> None:
+    a, b = new_session_id(), new_session_id()
+    assert a != b and len(a) == 32 and int(a, 16) >= 0
+
+
+def test_iso_utc() -> None:
+    assert iso_utc(0) == "1970-01-01T00:00:00.000000Z"
+    assert iso_utc(1_500_000_000_999_999_999) == "2017-07-14T02:40:00.999999Z"
+
+
+def test_schema_files_are_package_data_and_documented() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text(encoding="utf-8")
+    for topic in TOPICS:
+        path = schema_path(topic)
+        assert path.is_file() and path.name == f"{topic}.schema.json"
+        for field in load_schema(topic)["properties"]:
+            assert f"`{field}`" in doc, f"docs/protocol.md does not document {topic} field {field!r}"
+
+
+def test_every_reason_of_the_decision_stage_is_in_the_schema() -> None:
+    from linewatch import decide
+
+    reasons = [v for k, v in vars(decide).items() if k.startswith("REASON_")]
+    assert len(reasons) >= 8
+    for reason in reasons:
+        d = _decision(reason != "pass", reason)
+        h = decision_header(d, station="s", session=SESSION, seq=0, adhesive_rule="present", t_sent_ns=T0)
+        validate_header(h)
+        assert h["failsafe"] is (reason in decide.FAILSAFE_REASONS)
