@@ -140,3 +140,18 @@ def test_contact_sheet_outlines() -> None:
     assert red.any() and green.any()
     plain = contact_sheet([x.image for x in s], None, cols=2, tile_width=152)
     assert not ((plain[..., 0] > 200) & (plain[..., 1] < 80) & (plain[..., 2] < 80)).any()
+
+
+def test_parallel_jobs_write_the_same_files(tmp_path: Path) -> None:
+    def digest(root: Path) -> dict[str, str]:
+        return {
+            str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+        }
+
+    write_dataset(tmp_path / "one", 6, seed=5, cfg=SMALL, test_fraction=0.5)
+    write_dataset(tmp_path / "two", 6, seed=5, cfg=SMALL, test_fraction=0.5, jobs=2)
+    a, b = digest(tmp_path / "one"), digest(tmp_path / "two")
+    assert len(a) == 6 * 3 + 1  # image + 2 masks per sample, labels.csv
+    assert a == b

@@ -34,6 +34,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--height", type=int, default=None, help="image height (default 512)")
     p.add_argument("--width", type=int, default=None, help="image width (default 1224)")
     p.add_argument(
+        "--jobs", type=int, default=1, metavar="J", help="processes rendering in parallel (default 1; same files)"
+    )
+    p.add_argument(
         "--preview", metavar="PNG", default=None, help="also write a contact sheet of the first images"
     )
     p.add_argument(
@@ -68,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--count {args.count}: must be >= 1")
     t0 = time.perf_counter()
     out = write_dataset(
-        Path(args.out), args.count, args.seed, cfg, val_fraction=args.val, test_fraction=args.test
+        Path(args.out), args.count, args.seed, cfg, val_fraction=args.val, test_fraction=args.test,
+        jobs=args.jobs,
     )
     dt = time.perf_counter() - t0
     print(f"wrote {args.count} images to {out} in {dt:.1f} s ({args.count / dt:.1f} img/s)")

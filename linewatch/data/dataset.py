@@ -578,8 +578,12 @@ def write_sample(
     *,
     group: str | None = None,
     png_compression: int = 3,
+    append_label: bool = True,
 ) -> Path:
     """Write one sample in the folder format and append its row to labels.csv; returns the image path.
+
+    With ``append_label=False`` only the image and mask files are written; the caller appends the
+    row later with `append_label_row` (parallel writers let one process own labels.csv).
 
     ``image`` is H x W x 3 uint8 RGB (or H x W grayscale). ``masks`` per head (a mapping, a
     sequence or a [2, H, W] array; None = no mask file): written as PNG with 0/255. ``labels`` per
@@ -621,6 +625,22 @@ def write_sample(
         mp = root / "masks" / h / f"{name}.png"
         if not cv2.imwrite(str(mp), np.where(m > 0, 255, 0).astype(np.uint8), params):
             raise DatasetError(f"{mp}: could not write the mask")
+    if append_label:
+        append_label_row(root, name, split, lab, group=group)
+    return img_path
+
+
+def append_label_row(
+    root: str | Path,
+    name: str,
+    split: str,
+    labels: Mapping[str, int | None] | Sequence[int | None],
+    *,
+    group: str | None = None,
+) -> None:
+    """Append one row to ``root``/labels.csv (created with its header by the first row)."""
+    root = Path(root)
+    lab = _as_per_head(labels, f"labels of {name!r}")
     labels_path = root / LABELS_FILE
     new = not labels_path.exists()
     if new:
@@ -635,4 +655,3 @@ def write_sample(
         if new:
             writer.writerow(header)
         writer.writerow([row.get(c, "") for c in header])
-    return img_path

@@ -504,14 +504,17 @@ def write_dataset(
     cfg: SynthConfig = SynthConfig(),
     val_fraction: float = 0.0,
     test_fraction: float = 0.0,
+    jobs: int = 1,
 ) -> Path:
     """Render ``count`` images into a folder-format dataset at ``out`` (both masks always written).
 
     The split is by index: the last ``round(test_fraction * count)`` are ``test``, the
     ``round(val_fraction * count)`` before them ``val``, the rest ``train``. ``out`` must not
-    already hold a labels.csv. Output files are byte-identical for the same arguments.
+    already hold a labels.csv. Output files are byte-identical for the same arguments, whatever
+    ``jobs`` (processes rendering and encoding in parallel; labels.csv is written in index order
+    by this process alone).
     """
-    from linewatch.data.dataset import LABELS_FILE, write_sample
+    from linewatch.data.dataset import LABELS_FILE, append_label_row
     from linewatch.errors import DatasetError
 
     out = Path(out)
@@ -521,6 +524,8 @@ def write_dataset(
         0.0 <= val_fraction <= 1.0 and 0.0 <= test_fraction <= 1.0 and val_fraction + test_fraction <= 1.0
     ):
         raise DatasetError(f"val {val_fraction} + test {test_fraction}: each in [0, 1], sum at most 1")
+    if jobs < 1:
+        raise DatasetError(f"jobs {jobs}: must be >= 1")
     if (out / LABELS_FILE).exists():
         raise DatasetError(
             f"{out / LABELS_FILE}: already exists; write a synthetic dataset into a new folder"
@@ -529,16 +534,35 @@ def write_dataset(
     n_test = round(test_fraction * count)
     n_val = round(val_fraction * count)
     width = max(5, len(str(count - 1)))
+    tasks = []
     for i in range(count):
         split = "test" if i >= count - n_test else "val" if i >= count - n_test - n_val else "train"
-        s = render(seed, i, cfg)
-        write_sample(
-            out,
-            f"s{seed}_{i:0{width}d}",
-            split,
-            s.image,
-            dict(zip(HEADS, s.masks, strict=True)),
-            dict(zip(HEADS, s.labels, strict=True)),
-            group="synthetic",
-        )
+        tasks.append((str(out), seed, i, f"s{seed}_{i:0{width}d}", split, cfg))
+    if jobs == 1:
+        rows = map(_write_one, tasks)
+    else:
+        import multiprocessing
+
+        pool = multiprocessing.get_context("spawn").Pool(jobs)
+        rows = pool.imap(_write_one, tasks, chunksize=4)
+    try:
+        for name, split, labels in rows:
+            append_label_row(out, name, split, dict(zip(HEADS, labels, strict=True)), group="synthetic")
+    finally:
+        if jobs > 1:
+            pool.close()
+            pool.join()
     return out
+
+
+def _write_one(task: tuple[str, int, int, str, str, SynthConfig]) -> tuple[str, str, tuple[int, int]]:
+    """Render one sample and write its files (no labels.csv row); a process-pool task."""
+    from linewatch.data.dataset import write_sample
+
+    out, seed, index, name, split, cfg = task
+    s = render(seed, index, cfg)
+    write_sample(
+        out, name, split, s.image, dict(zip(HEADS, s.masks, strict=True)),
+        dict(zip(HEADS, s.labels, strict=True)), group="synthetic", append_label=False,
+    )
+    return name, split, s.labels
