@@ -62,7 +62,7 @@ class ModelConfig:
     """Conv layers per block: v1 (1,1,2), v2 (2,2,3) — the paper's choice —, v3 (3,3,4), v4 (4,4,5)."""
     resse: str = "v1"
     """ResSE placement: none, v1 (after Conv2_1, Conv3_1), v2 (after Conv1_2), v3 (after Conv3_2, Conv3_3)."""
-    widths: tuple[int, int, int] = (8, 24, 48)
+    widths: tuple[int, int, int] = (16, 32, 64)
     """Output channels of the conv layers of blocks 1, 2, 3."""
     kernels: tuple[int, int, int] = (3, 3, 3)
     """Conv kernel size of blocks 1, 2, 3 (odd)."""
@@ -271,9 +271,9 @@ class ClassificationStage(nn.Module):
         c = F.relu(self.conv_c(torch.cat([feats, seg], dim=1)))
         pooled = torch.cat(
             [
-                F.adaptive_max_pool2d(c, 1),
+                c.amax(dim=(2, 3), keepdim=True),
                 F.adaptive_avg_pool2d(c, 1),
-                F.adaptive_max_pool2d(seg, 1),
+                seg.amax(dim=(2, 3), keepdim=True),
                 F.adaptive_avg_pool2d(seg, 1),
             ],
             dim=1,
@@ -302,7 +302,7 @@ class ResSENet(nn.Module):
         self.classification = ClassificationStage(cfg)
 
     def forward(self, x: torch.Tensor) -> ResSEOutput:
-        if x.shape[-2] % 8 or x.shape[-1] % 8:
+        if not torch.onnx.is_in_onnx_export() and (x.shape[-2] % 8 or x.shape[-1] % 8):
             raise ValueError(f"input size {tuple(x.shape[-2:])} must be divisible by 8")
         feats, seg_logits = self.segmentation(x)
         masks = torch.sigmoid(seg_logits) if self.cfg.seg_activation == "sigmoid" else seg_logits

@@ -1,0 +1,41 @@
+"""`linewatch ablate`: the paper's Tables 2, 4 and 5 on a dataset (same split and seed for every row)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    from linewatch.cli.train import add_model_args, add_train_args
+
+    p = subparsers.add_parser(
+        "ablate",
+        help="reproduce the paper's ablations: depth (Table 2), ResSE placement (4), seg loss (5)",
+        description="Train and evaluate every row of the paper's ablation tables with the same split and seed. "
+        "Without --folds: trained on the train split, measured on the test split. With --folds K: stratified "
+        "K-fold cross-validation over all samples (mean ± std). Finished rows are reused when rerun.",
+    )
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--out", required=True, help="output folder (runs, results.json, ablation.md)")
+    p.add_argument("--tables", default="2,4,5", help="tables (2, 4, 5) and/or single rows (e.g. resse-v1), comma-separated (default 2,4,5)")
+    p.add_argument("--folds", type=int, default=0, help="K-fold cross-validation (0 = use the test split)")
+    add_train_args(p)
+    add_model_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from linewatch.cli.train import train_config
+    from linewatch.errors import UsageError
+    from linewatch.model.ablate import run_ablation
+
+    if args.folds == 1 or args.folds < 0:
+        raise UsageError(f"--folds {args.folds}: use 0 (test split) or K >= 2")
+    if args.depth or args.resse:
+        raise UsageError("--depth/--resse are what the ablation varies; set widths, kernels, input size only")
+    base = train_config(args, out=args.out)
+    base.model.pop("depth", None)
+    base.model.pop("resse", None)
+    run_ablation(base, args.out, [t.strip() for t in args.tables.split(",") if t.strip()], args.folds)
+    return 0

@@ -1,0 +1,35 @@
+"""`linewatch evaluate`: AP_pos, AP_neg, TPR_t, TNR_t per head of a model on a dataset split."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="the paper's metrics (AP_pos, AP_neg, TPR/TNR at t) of a model on a dataset split",
+        description="Evaluate a checkpoint (.pt) or an ONNX model (.onnx with its manifest .json; run with "
+        "onnxruntime) on a dataset split. Prints a Markdown table; with --out also writes metrics.json, "
+        "metrics.md, scores.csv and PR curves pr_<head>.png.",
+    )
+    p.add_argument("--model", required=True, help="RUN/best.pt, engines/<name>.pt, or engines/<name>.onnx")
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split (default test)")
+    p.add_argument("--out", help="folder for metrics.json, metrics.md, scores.csv, pr_<head>.png")
+    p.add_argument("--threshold", type=float, help="t of TPR_t/TNR_t (default: the manifest's, else 0.7)")
+    p.add_argument("--batch", type=int, default=8, help="frames per inference call (default 8)")
+    p.add_argument("--device", default="cpu", help="device for a .pt checkpoint: cpu | cuda (default cpu)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from linewatch.model.evaluate import evaluate
+    from linewatch.model.metrics import markdown_table
+    from linewatch.model.train import pick_device
+
+    device = str(pick_device(args.device)) if args.model.endswith((".pt", ".pth")) else "cpu"
+    res = evaluate(args.model, args.data, args.split, args.out, args.threshold, args.batch, device=device)
+    print(markdown_table(res["metrics"], f"{args.model} on {args.data} / {args.split} ({res['n']} images)"), end="")
+    return 0

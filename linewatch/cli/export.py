@@ -1,0 +1,61 @@
+"""`linewatch export`: ONNX model + manifest + weights from a training checkpoint, with a parity self-check."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="export a checkpoint to ONNX (uint8 NHWC in; masks, scores out) with its manifest",
+        description="Export RUN/best.pt to engines/<name>.onnx, write engines/<name>.json (manifest) and "
+        "engines/<name>.pt (weights), then check onnxruntime against PyTorch at batch 1 and 3 "
+        "(fails when scores or masks differ by more than 1e-4).",
+    )
+    p.add_argument("--checkpoint", required=True, help="training checkpoint, e.g. RUN/best.pt")
+    p.add_argument("--out", required=True, help="target .onnx path, e.g. engines/resse-v1.onnx")
+    p.add_argument("--threshold", type=float, action="append", metavar="T",
+                   help="default decision threshold (once for both heads, or twice: anomaly then adhesive)")
+    p.add_argument("--metrics", action="append", metavar="SPLIT=JSON",
+                   help="add held-out metrics to the manifest: a metrics.json of `linewatch evaluate --out`, "
+                   "e.g. --metrics test=runs/x/heldout/metrics.json (repeatable)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17, default 17)")
+    p.add_argument("--no-check", action="store_true", help="skip the ORT-vs-PyTorch self-check")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from linewatch import HEADS
+    from linewatch.errors import UsageError
+    from linewatch.model.export import export_onnx, load_checkpoint, load_model
+
+    if args.opset < 17:
+        raise UsageError(f"--opset {args.opset}: must be >= 17")
+    thresholds = None
+    if args.threshold:
+        if len(args.threshold) not in (1, 2) or not all(0 < t < 1 for t in args.threshold):
+            raise UsageError("--threshold: give one or two values in (0, 1)")
+        ts = args.threshold * (2 if len(args.threshold) == 1 else 1)
+        thresholds = dict(zip(HEADS, ts, strict=True))
+    import json
+    from pathlib import Path
+
+    ckpt = load_checkpoint(args.checkpoint)
+    metrics = dict(ckpt.get("metrics", {}))
+    for item in args.metrics or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not Path(path).is_file():
+            raise UsageError(f"--metrics {item!r}: expected SPLIT=PATH to an existing metrics.json")
+        try:
+            ev = json.loads(Path(path).read_text())
+            metrics[name] = {"data": ev["data"], "split": ev["split"], "n": ev["n"], **ev["metrics"]}
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise UsageError(f"--metrics {path}: not a metrics.json of `linewatch evaluate` ({exc})") from exc
+    model = load_model(args.checkpoint)
+    training = {"checkpoint": str(args.checkpoint), **ckpt.get("training", {})}
+    man = export_onnx(model, args.out, training=training, metrics=metrics,
+                      thresholds=thresholds, opset=args.opset, self_check=not args.no_check)
+    print(f"wrote {args.out} (sha256 {man.sha256[:12]}…), manifest and weights beside it")
+    return 0

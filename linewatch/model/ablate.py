@@ -1,0 +1,179 @@
+"""`linewatch ablate`: the paper's ablation tables on a dataset, same split and seed for every row.
+
+    table 2  depth v1–v4, no ResSE                                   (paper Table 2)
+    table 4  ResSE none / v1 / v2 / v3 on depth v2                   (paper Table 4)
+    table 5  seg loss linear+MSE, sigmoid+MSE, sigmoid+CE on ResSE v1 (paper Table 5)
+
+A row that appears in two tables (baseline v2 = Table 4's baseline; ResSE v1 = sigmoid+CE) is trained
+once. Without `--folds`, each row trains on the dataset's train split (validation: its val split or a
+held-out share) and is measured on its test split. With `--folds K`, all samples are dealt into K
+folds stratified by class (`Sample.group` and labels, seed fixed); each row is trained K times, fold
+k held out as test, and the table shows the mean (± std) over folds. Rows already finished in
+`--out` (their `eval.json` exists) are not trained again, so an interrupted ablation continues.
+
+Output: `OUT/<row>/[fold<k>/]` run folders with `eval.json`, `OUT/results.json`, `OUT/ablation.md`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from linewatch import HEADS
+from linewatch.errors import UsageError
+from linewatch.model.data import holdout, strat_key, stratified_folds
+from linewatch.model.metrics import DEFAULT_THRESHOLD
+from linewatch.model.train import TrainConfig, pick_device, train
+
+# key -> (model overrides, seg loss)
+ROWS: dict[str, tuple[dict[str, Any], str]] = {
+    "baseline-v1": ({"depth": "v1", "resse": "none"}, "bce"),
+    "baseline-v2": ({"depth": "v2", "resse": "none"}, "bce"),
+    "baseline-v3": ({"depth": "v3", "resse": "none"}, "bce"),
+    "baseline-v4": ({"depth": "v4", "resse": "none"}, "bce"),
+    "resse-v1": ({"depth": "v2", "resse": "v1"}, "bce"),
+    "resse-v2": ({"depth": "v2", "resse": "v2"}, "bce"),
+    "resse-v3": ({"depth": "v2", "resse": "v3"}, "bce"),
+    "resse-v1-mse-linear": ({"depth": "v2", "resse": "v1"}, "mse-linear"),
+    "resse-v1-mse-sigmoid": ({"depth": "v2", "resse": "v1"}, "mse-sigmoid"),
+}
+
+TABLES: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "2": ("Table 2 — baseline depth (no ResSE)", [
+        ("baseline v1", "baseline-v1"), ("baseline v2", "baseline-v2"),
+        ("baseline v3", "baseline-v3"), ("baseline v4", "baseline-v4"),
+    ]),
+    "4": ("Table 4 — ResSE placement (depth v2)", [
+        ("baseline", "baseline-v2"), ("ResSE v1", "resse-v1"), ("ResSE v2", "resse-v2"), ("ResSE v3", "resse-v3"),
+    ]),
+    "5": ("Table 5 — segmentation activation + loss (ResSE v1)", [
+        ("linear + MSE", "resse-v1-mse-linear"), ("sigmoid + MSE", "resse-v1-mse-sigmoid"),
+        ("sigmoid + CE", "resse-v1"),
+    ]),
+}
+
+METRIC_KEYS = ("AP_pos", "AP_neg", "TPR", "TNR")
+
+
+def plan(tables: list[str]) -> list[str]:
+    """Row keys to train for the given tables (or row keys given directly), each once, in order."""
+    keys: list[str] = []
+    for t in tables:
+        if t in ROWS:
+            if t not in keys:
+                keys.append(t)
+            continue
+        if t not in TABLES:
+            raise UsageError(
+                f"--tables: unknown table or row {t!r}; allowed: tables {', '.join(TABLES)}, rows {', '.join(ROWS)}"
+            )
+        for _, key in TABLES[t][1]:
+            if key not in keys:
+                keys.append(key)
+    return keys
+
+
+def _run_one(base: TrainConfig, key: str, run_dir: Path, splits: tuple[Any, list[Any], list[Any]],
+             test: list[Any], device: str) -> dict[str, Any]:
+    from linewatch.model.evaluate import evaluate
+
+    done = run_dir / "eval.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    overrides, loss = ROWS[key]
+    tc = replace(base, out=str(run_dir), seg_loss=loss, model={**base.model, **overrides, "seg_activation": "sigmoid"})
+    train(tc, resume=(run_dir / "last.pt").is_file(), splits=splits)  # an interrupted row continues
+    res = evaluate(run_dir / "best.pt", base.data, out=run_dir / "eval", samples=test, device=device)
+    res["metrics"] = json.loads(json.dumps(res["metrics"]).replace("NaN", "null"))
+    done.write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+def run_ablation(base: TrainConfig, out: str | Path, tables: list[str], folds: int = 0) -> dict[str, Any]:
+    """Train and evaluate every row of `tables`; write OUT/results.json and OUT/ablation.md."""
+    from linewatch.data.dataset import open_dataset
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = open_dataset(base.data)
+    device = str(pick_device(base.device))
+    keys = plan(tables)
+    # the same split for every row
+    jobs: list[tuple[str, tuple[Any, list[Any], list[Any]], list[Any]]] = []
+    if folds:
+        samples = list(ds.samples)
+        fold_of = stratified_folds([strat_key(s) for s in samples], folds, base.seed)
+        for k in range(folds):
+            rest = [s for s, f in zip(samples, fold_of, strict=True) if f != k]
+            test = [s for s, f in zip(samples, fold_of, strict=True) if f == k]
+            tr, va = holdout([strat_key(s) for s in rest], base.val_split, base.seed)
+            jobs.append((f"fold{k}", (ds, [rest[i] for i in tr], [rest[i] for i in va]), test))
+    else:
+        from linewatch.model.train import resolve_splits
+
+        test = ds.split("test")
+        if not test:
+            raise UsageError(f"{base.data}: no 'test' split to measure the ablation on (or use --folds K)")
+        jobs.append(("", resolve_splits(base.data, base.val_split, base.seed), test))
+
+    results: dict[str, list[dict[str, Any]]] = {}
+    for key in keys:
+        for sub, splits, test in jobs:
+            run_dir = out / key / sub if sub else out / key
+            print(f"ablate: {key} {sub}".rstrip(), flush=True)
+            results.setdefault(key, []).append(_run_one(base, key, run_dir, splits, test, device))
+    summary = {key: aggregate([r["metrics"] for r in rs]) for key, rs in results.items()}
+    (out / "results.json").write_text(json.dumps({"folds": folds, "seed": base.seed, "rows": summary,
+                                                  "runs": results}, indent=2) + "\n")
+    md = markdown(summary, tables, folds, base)
+    (out / "ablation.md").write_text(md)
+    print(md)
+    return summary
+
+
+def _metric(m: dict[str, Any], name: str) -> float:
+    if name in ("TPR", "TNR"):
+        name = f"{name}_{m.get('threshold', DEFAULT_THRESHOLD):g}"
+    v = m.get(name)
+    return math.nan if v is None else float(v)
+
+
+def aggregate(runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, list[float]]]:
+    """Per head and metric: [mean, std] over runs (folds), ignoring NaN."""
+    agg: dict[str, dict[str, list[float]]] = {}
+    for head in HEADS:
+        agg[head] = {}
+        for name in METRIC_KEYS:
+            vals = np.array([_metric(r[head], name) for r in runs], np.float64)
+            vals = vals[~np.isnan(vals)]
+            agg[head][name] = [float(vals.mean()), float(vals.std())] if vals.size else [math.nan, math.nan]
+    return agg
+
+
+def markdown(summary: dict[str, Any], tables: list[str], folds: int, base: TrainConfig) -> str:
+    lines = [
+        f"Data `{base.data}`; epochs {base.epochs_seg}+{base.epochs_cls}, batch {base.batch}, seed {base.seed}; "
+        + (f"{folds}-fold cross-validation (mean ± std)." if folds else "test split."),
+        "",
+    ]
+    for t in tables:
+        title, rows = TABLES[t] if t in TABLES else (f"row {t}", [(t, t)])
+        for head in HEADS:
+            lines += [f"### {title}: {head}", "", "| network | AP_pos | AP_neg | TPR_0.7 | TNR_0.7 |",
+                      "|---|---:|---:|---:|---:|"]
+            for label, key in rows:
+                cells = []
+                for name in METRIC_KEYS:
+                    mean, std = summary[key][head][name]
+                    if math.isnan(mean):
+                        cells.append("—")
+                    else:
+                        cells.append(f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if folds else ""))
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return "\n".join(lines)

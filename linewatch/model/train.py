@@ -1,0 +1,372 @@
+"""Two-stage training of the ResSE network (paper §3, SPEC §2), read top to bottom.
+
+Stage 1 (`epochs_seg`, 200): segmentation stage only, pixel-wise BCE after the sigmoid (eq. 4) —
+or the ablations sigmoid+MSE / linear+MSE —, heads whose mask is unknown left out per sample.
+Stage 2 (`epochs_cls`, 80): the segmentation stage is frozen (no grad, BatchNorm in eval mode) and
+the classification stage trains with BCE on the two scores (eq. 5), unknown labels left out.
+Batch 16, Adam with default parameters, a fresh Adam for each stage. Crop augmentation δ ∈ [0.75, 1]
+(`linewatch.model.data.augment`).
+
+Fast path: the dataset is decoded once into a uint8 tensor cache that lives on the device; batches
+are gathered, augmented and normalised there; channels_last; bf16 (or fp16 + GradScaler) autocast
+on CUDA; losses are accumulated on the device and read once per epoch (no per-step host sync).
+
+Outputs in RUN/: `last.pt` (every epoch: model, optimizer, epoch, stage, RNG, best so far),
+`best.pt` (lowest validation loss of the current stage; at the switch to stage 2 the best stage-1
+weights are restored first), `log.jsonl` (one JSON line per epoch), `metrics.json` (validation
+metrics of best.pt). Checkpoints hold only tensors and plain Python values:
+`torch.load(path, weights_only=True)` reads them. `--resume` continues from `last.pt`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from linewatch.errors import UsageError
+from linewatch.model.data import TensorCache, augment, build_cache, holdout, strat_key
+from linewatch.model.resse import ModelConfig, ResSENet
+
+SEG_LOSSES = ("bce", "mse-sigmoid", "mse-linear")
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""
+    out: str = "runs/resse"
+    epochs_seg: int = 200
+    epochs_cls: int = 80
+    batch: int = 16
+    lr: float = 1e-3
+    seg_loss: str = "bce"
+    crop: bool = True
+    delta_min: float = 0.75
+    device: str = "auto"
+    amp: str = "auto"
+    """auto (bf16 on CUDA when supported, else fp16; off on CPU) | bf16 | fp16 | off."""
+    seed: int = 0
+    workers: int = 4
+    val_split: float = 0.1
+    """Share of the train split held out for validation when the dataset has no `val` split."""
+    limit_steps: int = 0
+    """Cap on steps per epoch (0 = one pass over the training set); for tests and smoke runs."""
+    stop_after_epochs: int = 0
+    """Stop this invocation after that many epochs (0 = never); `--resume` continues."""
+    eval_every: int = 1
+    quiet: bool = False
+    model: dict[str, Any] = field(default_factory=dict)
+    """ModelConfig as a dict."""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# ------------------------------------------------------------------------------------ losses
+
+
+def seg_loss(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor, kind: str) -> torch.Tensor:
+    """Eq. 4 (or its MSE ablations): mean over pixels, then over the (sample, head) pairs that are known."""
+    logits = logits.float()
+    if kind == "bce":
+        per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")  # = CE after sigmoid
+    elif kind == "mse-sigmoid":
+        per_pixel = (torch.sigmoid(logits) - target) ** 2
+    elif kind == "mse-linear":
+        per_pixel = (logits - target) ** 2
+    else:
+        raise UsageError(f"--seg-loss {kind!r} is invalid; allowed: {', '.join(SEG_LOSSES)}")
+    per_head = per_pixel.mean(dim=(2, 3))  # [B, 2]
+    w = known.float()
+    return (per_head * w).sum() / w.sum().clamp_min(1.0)
+
+
+def cls_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Eq. 5: BCE over the (sample, head) pairs whose label is known (labels NaN = unknown)."""
+    known = ~torch.isnan(labels)
+    y = torch.nan_to_num(labels, nan=0.0)
+    per = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none")
+    w = known.float()
+    return (per * w).sum() / w.sum().clamp_min(1.0)
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available here (torch {torch.__version__})")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise UsageError(f"--device {name!r} is invalid; allowed: auto, cpu, cuda, cuda:N")
+    return torch.device(name)
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def set_stage(model: ResSENet, stage: int) -> list[torch.nn.Parameter]:
+    """Train mode for the trained part; stage 2 freezes the segmentation stage. Returns the trained params."""
+    model.train()
+    seg_trainable = stage == 1
+    for p in model.segmentation.parameters():
+        p.requires_grad_(seg_trainable)
+    for p in model.classification.parameters():
+        p.requires_grad_(stage == 2)
+    if stage == 2:
+        model.segmentation.eval()
+        return list(model.classification.parameters())
+    return list(model.segmentation.parameters())
+
+
+class Progress:
+    """A one-line progress bar on a TTY (stderr); silent otherwise."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.t0 = total, time.time()
+        self.enabled = enabled and sys.stderr.isatty()
+
+    def update(self, done: int, text: str) -> None:
+        if not self.enabled:
+            return
+        frac = done / max(1, self.total)
+        el = time.time() - self.t0
+        eta = el / max(frac, 1e-9) - el
+        bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
+        sys.stderr.write(f"\r[{bar}] {done}/{self.total} {text} eta {eta:5.0f}s ")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def resolve_splits(data: str, val_split: float, seed: int) -> tuple[Any, list[Any], list[Any]]:
+    """(dataset, train samples, val samples): the `val` split if it has one, else a stratified hold-out."""
+    from linewatch.data.dataset import open_dataset
+
+    ds = open_dataset(data)
+    train = ds.split("train")
+    val = ds.split("val")
+    if not train:
+        raise UsageError(f"{data}: no samples in split 'train'")
+    if not val and val_split > 0:
+        tr, va = holdout([strat_key(s) for s in train], val_split, seed)
+        train, val = [train[i] for i in tr], [train[i] for i in va]
+    return ds, train, val
+
+
+@torch.no_grad()
+def predict(
+    model: ResSENet, cache: TensorCache, batch: int, dtype: torch.dtype | None, channels_last: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(seg logits, masks-target, cls logits) over a cache without augmentation, eval mode, float32."""
+    was = model.training
+    model.eval()
+    seg, tgt, cls = [], [], []
+    dev = cache.images.device
+    for i in range(0, len(cache), batch):
+        x, t = augment(cache.images[i : i + batch], cache.masks[i : i + batch], None, crop=False,
+                       channels_last=channels_last)
+        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = model(x)
+        seg.append(out.seg_logits.float())
+        tgt.append(t)
+        cls.append(out.cls_logits.float())
+    model.train(was)
+    return torch.cat(seg), torch.cat(tgt), torch.cat(cls)
+
+
+def rng_state(gen: torch.Generator) -> dict[str, torch.Tensor]:
+    return {"generator": gen.get_state(), "torch": torch.get_rng_state()}
+
+
+# ------------------------------------------------------------------------------------ training
+
+
+def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], list[Any]] | None = None) -> dict[str, Any]:
+    """Run (or resume) a two-stage training; returns a summary dict (also the last log line).
+
+    `splits` = (dataset, train samples, val samples) overrides the dataset's own split (k-fold ablations).
+    """
+    out = Path(tc.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_last, ckpt_best = out / "last.pt", out / "best.pt"
+    ckpt: dict[str, Any] | None = None
+    if resume:
+        if not ckpt_last.is_file():
+            raise UsageError(f"--resume: {ckpt_last} does not exist (nothing to resume)")
+        ckpt = torch.load(ckpt_last, map_location="cpu", weights_only=True)
+        keep = {"stop_after_epochs": tc.stop_after_epochs, "quiet": tc.quiet, "device": tc.device,
+                "workers": tc.workers, "out": tc.out, "data": tc.data or ckpt["train"]["data"]}
+        tc = TrainConfig.from_dict({**ckpt["train"], **keep})
+    elif ckpt_last.is_file():
+        raise UsageError(f"{out} already holds a run ({ckpt_last}); use --resume to continue it, or a new --out")
+    if tc.seg_loss not in SEG_LOSSES:
+        raise UsageError(f"--seg-loss {tc.seg_loss!r} is invalid; allowed: {', '.join(SEG_LOSSES)}")
+    if tc.batch < 1 or tc.epochs_seg < 0 or tc.epochs_cls < 0:
+        raise UsageError("--batch must be >= 1 and the epoch counts >= 0")
+    cfg = ModelConfig.from_dict(tc.model) if tc.model else ModelConfig()
+    want_act = "linear" if tc.seg_loss == "mse-linear" else "sigmoid"
+    if cfg.seg_activation != want_act:
+        cfg = ModelConfig.from_dict({**cfg.to_dict(), "seg_activation": want_act})
+    tc.model = cfg.to_dict()
+
+    device = pick_device(tc.device)
+    dtype = amp_dtype(tc.amp, device)
+    use_cl = device.type == "cuda"
+    torch.manual_seed(tc.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    gen = torch.Generator(device=device)
+    gen.manual_seed(tc.seed)
+
+    # data: decode once, keep on the device
+    t0 = time.time()
+    ds, train_s, val_s = splits if splits is not None else resolve_splits(tc.data, tc.val_split, tc.seed)
+    hw = (cfg.input_height, cfg.input_width)
+    train_c = build_cache(ds, train_s, hw, tc.workers).to(device)
+    val_c = build_cache(ds, val_s, hw, tc.workers).to(device) if val_s else None
+    log = print if not tc.quiet else (lambda *a, **k: None)
+    log(f"data {tc.data}: {len(train_c)} train, {len(val_c) if val_c else 0} val, input {hw[0]}x{hw[1]}, "
+        f"decoded in {time.time() - t0:.1f}s; device {device}, amp {dtype}")
+
+    model = ResSENet(cfg).to(device)
+    if use_cl:
+        model = model.to(memory_format=torch.channels_last)
+
+    n_epochs = tc.epochs_seg + tc.epochs_cls
+    fused = device.type == "cuda"  # one kernel per step for all params; same maths as Adam defaults
+    start_epoch, best_val, stage = 0, math.inf, 1 if tc.epochs_seg > 0 else 2
+    params = set_stage(model, stage)
+    opt = torch.optim.Adam(params, lr=tc.lr, fused=fused)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        start_epoch, best_val, stage = int(ckpt["epoch"]) + 1, float(ckpt["best_val"]), int(ckpt["stage"])
+        params = set_stage(model, stage)  # the loop switches stage (restoring best.pt) if it is due
+        opt = torch.optim.Adam(params, lr=tc.lr, fused=fused)
+        opt.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["rng"]["generator"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        log(f"resumed from {ckpt_last} at epoch {start_epoch} (stage {stage})")
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    n = len(train_c)
+    bs = min(tc.batch, n)
+    steps = max(1, n // bs)
+    if tc.limit_steps:
+        steps = min(steps, tc.limit_steps)
+    progress = Progress(n_epochs, not tc.quiet)
+    logf = open(out / "log.jsonl", "a")  # noqa: SIM115 - closed in finally
+    t_start = time.time()
+    summary: dict[str, Any] = {}
+    ran = 0
+    try:
+        for epoch in range(start_epoch, n_epochs):
+            new_stage = 1 if epoch < tc.epochs_seg else 2
+            if new_stage != stage:  # stage 1 -> 2: restore the best segmentation, freeze it, fresh Adam
+                if ckpt_best.is_file():
+                    best = torch.load(ckpt_best, map_location="cpu", weights_only=True)
+                    model.load_state_dict(best["model"])
+                stage, best_val = new_stage, math.inf
+                params = set_stage(model, stage)
+                opt = torch.optim.Adam(params, lr=tc.lr, fused=fused)
+            set_stage(model, stage)
+            t_ep = time.time()
+            loss_sum = torch.zeros((), device=device)
+            perm = torch.randperm(n, generator=gen, device=device)
+            for step in range(steps):
+                idx = perm[step * bs : (step + 1) * bs]
+                x, target = augment(train_c.images[idx], train_c.masks[idx], gen, crop=tc.crop,
+                                    delta_min=tc.delta_min, channels_last=use_cl)
+                with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    if stage == 1:
+                        _, logits = model.segmentation(x)
+                        loss = seg_loss(logits, target, train_c.mask_known[idx], tc.seg_loss)
+                    else:
+                        with torch.no_grad():
+                            feats, seg_logits = model.segmentation(x)
+                            masks = torch.sigmoid(seg_logits) if cfg.seg_activation == "sigmoid" else seg_logits
+                        logits = model.classification(feats, masks)
+                        loss = cls_loss(logits, train_c.labels[idx])
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                loss_sum += loss.detach()
+            train_loss = float(loss_sum) / steps  # the one host sync of the epoch
+
+            val_loss = math.nan
+            if val_c is not None and ((epoch + 1) % tc.eval_every == 0 or epoch + 1 == n_epochs):
+                seg_l, tgt, cls_l = predict(model, val_c, max(bs, 32), dtype, use_cl)
+                val_loss = float(seg_loss(seg_l, tgt, val_c.mask_known, tc.seg_loss) if stage == 1
+                                 else cls_loss(cls_l, val_c.labels))
+            improved = not math.isnan(val_loss) and val_loss < best_val
+            if improved:
+                best_val = val_loss
+            state = {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "epoch": epoch,
+                "stage": stage,
+                "best_val": best_val,
+                "rng": rng_state(gen),
+                "config": cfg.to_dict(),
+                "train": asdict(tc),
+            }
+            torch.save(state, ckpt_last)
+            if improved or val_c is None:
+                torch.save(state, ckpt_best)
+            summary = {
+                "epoch": epoch + 1, "epochs": n_epochs, "stage": stage, "train_loss": round(train_loss, 6),
+                "val_loss": None if math.isnan(val_loss) else round(val_loss, 6), "best": improved,
+                "epoch_s": round(time.time() - t_ep, 3), "elapsed_s": round(time.time() - t_start, 1),
+            }
+            logf.write(json.dumps(summary) + "\n")
+            logf.flush()
+            progress.update(epoch + 1, f"stage {stage} loss {train_loss:.4f}")
+            if not tc.quiet and not progress.enabled:
+                log(json.dumps(summary))
+            ran += 1
+            if tc.stop_after_epochs and ran >= tc.stop_after_epochs and epoch + 1 < n_epochs:
+                log(f"stopping after {ran} epoch(s) as asked; continue with --resume")
+                return {**summary, "stopped": True}
+    finally:
+        progress.close()
+        logf.close()
+
+    # final validation metrics of best.pt (stored in it, and in metrics.json)
+    if val_c is not None and ckpt_best.is_file():
+        from linewatch.model.metrics import all_metrics
+
+        best = torch.load(ckpt_best, map_location="cpu", weights_only=True)
+        model.load_state_dict(best["model"])
+        _, _, cls_l = predict(model, val_c, max(bs, 32), dtype, use_cl)
+        metrics = {"val": all_metrics(val_c.labels.cpu().numpy(), torch.sigmoid(cls_l).cpu().numpy())}
+        best["metrics"] = json.loads(json.dumps(metrics))  # plain floats only
+        best["training"] = {
+            "data": str(tc.data), "n_train": len(train_c), "n_val": len(val_c), "epochs_seg": tc.epochs_seg,
+            "epochs_cls": tc.epochs_cls, "batch": tc.batch, "lr": tc.lr, "seg_loss": tc.seg_loss,
+            "seed": tc.seed, "device": str(device), "amp": str(dtype), "wall_s": round(time.time() - t_start, 1),
+        }
+        torch.save(best, ckpt_best)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        summary["val_metrics"] = metrics["val"]
+    return summary

@@ -1,0 +1,268 @@
+"""Two-stage training, losses, augmentation, checkpoints/resume, the CLI and the ablation (fast, CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from linewatch.model.data import (  # noqa: E402
+    augment,
+    holdout,
+    resize_mask_max,
+    stratified_folds,
+    write_toy_dataset,
+)
+from linewatch.model.train import TrainConfig, cls_loss, seg_loss, train  # noqa: E402
+
+TINY_MODEL = dict(widths=[4, 8, 8], class_channels=4, input_height=64, input_width=96)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return write_toy_dataset(tmp_path_factory.mktemp("toy") / "ds", 28, val=4, test=6, unknown_every=4)
+
+
+def cfg(toy, out, **kw):
+    base = dict(data=str(toy), out=str(out), epochs_seg=2, epochs_cls=2, batch=6, seed=3, workers=2,
+                quiet=True, model=dict(TINY_MODEL))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# ------------------------------------------------------------------------------------ losses
+
+
+def test_seg_loss_masks_unknown_heads():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 2, 4, 6)
+    target = (torch.rand(2, 2, 4, 6) > 0.5).float()
+    known = torch.tensor([[True, False], [True, True]])
+    for kind in ("bce", "mse-sigmoid", "mse-linear"):
+        a = seg_loss(logits, target, known, kind)
+        changed = logits.clone()
+        changed[0, 1] += 5.0  # the unknown head of sample 0
+        assert torch.allclose(a, seg_loss(changed, target, known, kind))
+        changed[1, 1] += 5.0  # a known head
+        assert not torch.allclose(a, seg_loss(changed, target, known, kind))
+    # eq. 4: mean BCE after the sigmoid over all known pixels
+    p = torch.sigmoid(logits)
+    bce = -(target * p.log() + (1 - target) * (1 - p).log())
+    all_known = torch.ones(2, 2, dtype=torch.bool)
+    assert torch.allclose(seg_loss(logits, target, all_known, "bce"), bce.mean(), atol=1e-6)
+
+
+def test_cls_loss_masks_unknown_labels():
+    logits = torch.tensor([[2.0, -1.0], [0.5, 3.0]])
+    labels = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
+    a = cls_loss(logits, labels)
+    b = cls_loss(torch.tensor([[2.0, 99.0], [0.5, 3.0]]), labels)
+    assert torch.allclose(a, b)
+    y = torch.tensor([1.0, 0.0, 1.0])
+    z = torch.tensor([2.0, 0.5, 3.0])
+    assert torch.allclose(a, torch.nn.functional.binary_cross_entropy_with_logits(z, y))
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def test_resize_mask_max_keeps_single_pixels():
+    m = np.zeros((100, 150), np.uint8)
+    m[37, 91] = 1
+    small = resize_mask_max(m, (16, 24))
+    assert 1 <= small.sum() <= 4  # a pixel straddling cells marks each cell it overlaps
+    exact = resize_mask_max(m[:96, :144], (16, 24))  # integer ratio 6
+    assert exact.sum() == 1 and exact[37 // 6, 91 // 6] == 1
+    big = resize_mask_max(m, (200, 300))
+    assert big.sum() >= 1
+    assert resize_mask_max(np.zeros((10, 10), np.uint8), (4, 4)).sum() == 0
+
+
+def test_augment_targets_keep_tiny_defects():
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (16, 64, 96, 3), dtype=torch.uint8)
+    masks = torch.zeros(16, 2, 16, 24, dtype=torch.uint8)
+    for i in range(16):
+        masks[i, 0, (3 * i) % 16, (5 * i) % 24] = 1  # one cell of the H/4 mask
+    x, t = augment(imgs, masks, None, crop=False)
+    assert x.shape == (16, 3, 64, 96) and t.shape == (16, 2, 8, 12)
+    assert torch.equal(t, torch.nn.functional.max_pool2d(masks.float(), 2))
+    for _ in range(5):
+        x, t = augment(imgs, masks, g, crop=True)
+        assert x.shape == (16, 3, 64, 96) and t.shape == (16, 2, 8, 12)
+        visible = t[:, 0].flatten(1).amax(1)
+        # a defect can only leave the picture by the crop; a cell near the centre always stays
+        assert visible.sum() >= 1
+    centre = torch.zeros(4, 2, 16, 24, dtype=torch.uint8)
+    centre[:, 1, 8, 12] = 1
+    for _ in range(10):
+        _, t = augment(imgs[:4], centre, g, crop=True)
+        assert torch.all(t[:, 1].flatten(1).amax(1) == 1) and t[:, 1].sum() <= 4 * 2
+        assert t[:, 0].sum() == 0
+
+
+def test_augment_keeps_image_and_target_aligned():
+    # white rectangles on black: after the same random crop, the bright 8x8 cells of the image
+    # and the positive cells of the target must (nearly) coincide
+    torch.manual_seed(0)
+    full = torch.zeros(16, 64, 96)
+    for i in range(16):
+        y, x = torch.randint(4, 52, (1,)).item(), torch.randint(4, 80, (1,)).item()
+        full[i, y : y + 8, x : x + 12] = 1
+    imgs = (full[..., None].repeat(1, 1, 1, 3) * 255).to(torch.uint8)
+    masks = torch.nn.functional.max_pool2d(full[:, None], 4).repeat(1, 2, 1, 1).to(torch.uint8)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        x, t = augment(imgs, masks, g, crop=True)
+        bright = torch.nn.functional.max_pool2d((x[:, :1] > 0).float(), 8)[:, 0]
+        union = ((bright + t[:, 0]) > 0).sum()
+        agree = ((bright == 1) & (t[:, 0] == 1)).sum()
+        assert agree >= 0.75 * union, (agree, union)
+
+
+def test_crop_dataset_items():
+    from linewatch.model.data import CropDataset, TensorCache
+
+    n = 3
+    cache = TensorCache(torch.randint(0, 256, (n, 64, 96, 3), dtype=torch.uint8),
+                        torch.zeros(n, 2, 16, 24, dtype=torch.uint8), torch.ones(n, 2, dtype=torch.bool),
+                        torch.tensor([[1.0, float("nan")]] * n), ["a", "b", "c"], ["g"] * n)
+    item = CropDataset(cache, seed=1)[2]
+    assert item["image"].shape == (3, 64, 96) and item["target"].shape == (2, 8, 12)
+    assert torch.isnan(item["label"][1]) and len(CropDataset(cache)) == 3
+
+
+def test_folds_and_holdout_are_stratified():
+    keys = ["a"] * 10 + ["b"] * 5 + ["c"] * 3
+    folds = stratified_folds(keys, 3, seed=1)
+    assert stratified_folds(keys, 3, seed=1) == folds
+    for k in range(3):
+        members = [key for key, f in zip(keys, folds, strict=True) if f == k]
+        assert members.count("a") in (3, 4) and members.count("b") in (1, 2) and members.count("c") == 1
+    tr, va = holdout(keys, 0.2, seed=0)
+    assert sorted(tr + va) == list(range(18))
+    assert [keys[i] for i in va].count("a") == 2 and [keys[i] for i in va].count("c") == 1
+
+
+# ------------------------------------------------------------------------------------ training
+
+
+def test_training_loss_falls(toy, tmp_path):
+    tc = cfg(toy, tmp_path / "run", epochs_seg=8, epochs_cls=0, lr=1e-2, crop=False)
+    train(tc)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    losses = [x["train_loss"] for x in lines]
+    assert len(losses) == 8 and all(x["stage"] == 1 for x in lines)
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_stage2_freezes_segmentation_and_checkpoints_load(toy, tmp_path):
+    out = tmp_path / "run"
+    tc = cfg(toy, out, epochs_seg=2, epochs_cls=2, stop_after_epochs=2)
+    assert train(tc)["stopped"]
+    best1 = torch.load(out / "best.pt", weights_only=True)
+    assert best1["stage"] == 1
+    train(cfg(toy, out, epochs_seg=2, epochs_cls=2), resume=True)
+    final = torch.load(out / "best.pt", weights_only=True)
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert final["stage"] == 2 and last["epoch"] == 3
+    seg_keys = [k for k in final["model"] if k.startswith("segmentation.")]
+    assert any("running_mean" in k for k in seg_keys)
+    for k in seg_keys:  # weights and BatchNorm statistics unchanged by stage 2
+        assert torch.equal(final["model"][k], best1["model"][k]), k
+        assert torch.equal(last["model"][k], best1["model"][k]), k
+    cls_keys = [k for k in final["model"] if k.startswith("classification.")]
+    assert any(not torch.equal(last["model"][k], best1["model"][k]) for k in cls_keys)
+    assert set(final["metrics"]["val"]) == {"anomaly", "adhesive"}
+    assert final["config"]["widths"] == [4, 8, 8]
+    assert (out / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("stop", [1, 2, 3])
+def test_resume_gives_the_same_state(toy, tmp_path, stop):
+    straight = tmp_path / "straight"
+    train(cfg(toy, straight, limit_steps=2))
+    parts = tmp_path / "parts"
+    assert train(cfg(toy, parts, limit_steps=2, stop_after_epochs=stop))["stopped"]
+    train(cfg(toy, parts, limit_steps=2), resume=True)
+    a = torch.load(straight / "last.pt", weights_only=True)
+    b = torch.load(parts / "last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 3
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert torch.equal(a["rng"]["generator"], b["rng"]["generator"])
+    ba = torch.load(straight / "best.pt", weights_only=True)
+    bb = torch.load(parts / "best.pt", weights_only=True)
+    for k in ba["model"]:
+        assert torch.equal(ba["model"][k], bb["model"][k]), k
+
+
+def test_seeds_repeat(toy, tmp_path):
+    train(cfg(toy, tmp_path / "a", epochs_cls=0, limit_steps=2))
+    train(cfg(toy, tmp_path / "b", epochs_cls=0, limit_steps=2))
+    train(cfg(toy, tmp_path / "c", epochs_cls=0, limit_steps=2, seed=4))
+    a, b, c = (torch.load(tmp_path / n / "last.pt", weights_only=True)["model"] for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_mse_linear_uses_linear_activation(toy, tmp_path):
+    train(cfg(toy, tmp_path / "lin", seg_loss="mse-linear", epochs_seg=1, epochs_cls=1, limit_steps=1))
+    ck = torch.load(tmp_path / "lin" / "best.pt", weights_only=True)
+    assert ck["config"]["seg_activation"] == "linear"
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def test_cli_train_export_evaluate(toy, tmp_path, capsys):
+    from linewatch.cli import main
+
+    run = tmp_path / "run"
+    common = ["--batch", "6", "--input-size", "64x96", "--widths", "4,8,8", "--class-channels", "4",
+              "--workers", "2", "--quiet"]
+    assert main(["train", "--data", str(toy), "--out", str(run), "--epochs-seg", "1", "--epochs-cls", "1",
+                 "--limit-steps", "1", *common]) == 0
+    onnx = tmp_path / "engines" / "toy.onnx"
+    assert main(["export", "--checkpoint", str(run / "best.pt"), "--out", str(onnx)]) == 0
+    assert "self-check batch 3" in capsys.readouterr().out
+    man = json.loads(onnx.with_suffix(".json").read_text())
+    assert man["training"]["epochs_seg"] == 1 and "val" in man["metrics"]
+    assert main(["evaluate", "--model", str(onnx), "--data", str(toy), "--out", str(tmp_path / "ev")]) == 0
+    assert "| anomaly |" in capsys.readouterr().out
+    assert (tmp_path / "ev" / "pr_adhesive.png").is_file()
+    # user errors: clear message, exit 2, no traceback
+    assert main(["train", "--data", str(toy), "--out", str(tmp_path / "bad"), "--depth", "v1", "--resse", "v3",
+                 *common]) == 2
+    assert "Conv3_3" in capsys.readouterr().err
+    assert main(["train", "--data", str(toy), "--out", str(tmp_path / "bad"), "--resume", *common]) == 2
+    assert main(["train", "--data", str(toy), "--out", str(run), *common]) == 2  # would overwrite a run
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--data", str(toy), "--out", str(tmp_path / "bad"), "--input-size", "60x96"]) == 2
+
+
+def test_ablate_kfold_tiny(toy, tmp_path):
+    from linewatch.cli import main
+
+    out = tmp_path / "abl"
+    args = ["ablate", "--data", str(toy), "--out", str(out), "--tables", "5", "--folds", "2",
+            "--epochs-seg", "1", "--epochs-cls", "1", "--limit-steps", "1", "--batch", "6",
+            "--input-size", "64x96", "--widths", "4,8,8", "--class-channels", "4", "--quiet"]
+    assert main(args) == 0
+    md = (out / "ablation.md").read_text()
+    for row in ("linear + MSE", "sigmoid + MSE", "sigmoid + CE"):
+        assert row in md
+    assert "±" in md
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["rows"]) == {"resse-v1", "resse-v1-mse-linear", "resse-v1-mse-sigmoid"}
+    assert len(res["runs"]["resse-v1"]) == 2
+    # every row saw the same folds: the test sets are identical across rows
+    names = {key: [json.loads((out / key / f"fold{k}" / "eval.json").read_text())["n"] for k in range(2)]
+             for key in res["rows"]}
+    assert len({tuple(v) for v in names.values()}) == 1
+    mtime = (out / "resse-v1" / "fold0" / "eval.json").stat().st_mtime
+    assert main(args) == 0  # finished rows are reused
+    assert (out / "resse-v1" / "fold0" / "eval.json").stat().st_mtime == mtime
