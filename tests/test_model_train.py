@@ -266,3 +266,17 @@ def test_ablate_kfold_tiny(toy, tmp_path):
     mtime = (out / "resse-v1" / "fold0" / "eval.json").stat().st_mtime
     assert main(args) == 0  # finished rows are reused
     assert (out / "resse-v1" / "fold0" / "eval.json").stat().st_mtime == mtime
+
+
+def test_ablate_parallel_matches_serial(toy, tmp_path):
+    from linewatch.cli import main
+
+    common = ["--tables", "resse-v1", "--folds", "2", "--epochs-seg", "1", "--epochs-cls", "1",
+              "--limit-steps", "1", "--batch", "6", "--input-size", "64x96", "--widths", "4,8,8",
+              "--class-channels", "4", "--quiet", "--data", str(toy)]
+    assert main(["ablate", "--out", str(tmp_path / "serial"), *common]) == 0
+    assert main(["ablate", "--out", str(tmp_path / "par"), "--parallel", "2", *common]) == 0
+    a = json.loads((tmp_path / "serial" / "results.json").read_text())["rows"]["resse-v1"]["anomaly"]
+    b = json.loads((tmp_path / "par" / "results.json").read_text())["rows"]["resse-v1"]["anomaly"]
+    for name in ("AP_pos", "AP_neg", "TPR", "TNR"):
+        assert a[name][0] == pytest.approx(b[name][0], abs=1e-6), name

@@ -20,6 +20,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", required=True, help="output folder (runs, results.json, ablation.md)")
     p.add_argument("--tables", default="2,4,5", help="tables (2, 4, 5) and/or single rows (e.g. resse-v1), comma-separated (default 2,4,5)")
     p.add_argument("--folds", type=int, default=0, help="K-fold cross-validation (0 = use the test split)")
+    p.add_argument("--parallel", type=int, default=1,
+                   help="(row, fold) runs trained at once in separate processes (default 1); same results")
     add_train_args(p)
     add_model_args(p)
     p.set_defaults(func=run)
@@ -37,5 +39,6 @@ def run(args: argparse.Namespace) -> int:
     base = train_config(args, out=args.out)
     base.model.pop("depth", None)
     base.model.pop("resse", None)
-    run_ablation(base, args.out, [t.strip() for t in args.tables.split(",") if t.strip()], args.folds)
+    run_ablation(base, args.out, [t.strip() for t in args.tables.split(",") if t.strip()], args.folds,
+                 parallel=args.parallel)
     return 0

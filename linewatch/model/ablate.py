@@ -94,8 +94,14 @@ def _run_one(base: TrainConfig, key: str, run_dir: Path, splits: tuple[Any, list
     return res
 
 
-def run_ablation(base: TrainConfig, out: str | Path, tables: list[str], folds: int = 0) -> dict[str, Any]:
-    """Train and evaluate every row of `tables`; write OUT/results.json and OUT/ablation.md."""
+def _run_dir(out: Path, key: str, sub: str) -> Path:
+    return out / key / sub if sub else out / key
+
+
+def run_ablation(base: TrainConfig, out: str | Path, tables: list[str], folds: int = 0,
+                 parallel: int = 1) -> dict[str, Any]:
+    """Train and evaluate every row of `tables` (`parallel` runs at once, in processes);
+    write OUT/results.json and OUT/ablation.md."""
     from linewatch.data.dataset import open_dataset
 
     out = Path(out)
@@ -121,12 +127,25 @@ def run_ablation(base: TrainConfig, out: str | Path, tables: list[str], folds: i
             raise UsageError(f"{base.data}: no 'test' split to measure the ablation on (or use --folds K)")
         jobs.append(("", resolve_splits(base.data, base.val_split, base.seed), test))
 
-    results: dict[str, list[dict[str, Any]]] = {}
-    for key in keys:
-        for sub, splits, test in jobs:
-            run_dir = out / key / sub if sub else out / key
+    runs = [(key, sub, splits, test) for key in keys for sub, splits, test in jobs]
+    results: dict[str, list[dict[str, Any]]] = {key: [] for key in keys}
+    if parallel <= 1:
+        for key, sub, splits, test in runs:
             print(f"ablate: {key} {sub}".rstrip(), flush=True)
-            results.setdefault(key, []).append(_run_one(base, key, run_dir, splits, test, device))
+            results[key].append(_run_one(base, key, _run_dir(out, key, sub), splits, test, device))
+    else:
+        # Independent (row, fold) runs in separate processes: a small model leaves a GPU mostly idle
+        # between kernel launches, so several trainings share it well. Results keep the serial order.
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=parallel, mp_context=ctx) as pool:
+            futures = [(key, pool.submit(_run_one, base, key, _run_dir(out, key, sub), splits, test, device))
+                       for key, sub, splits, test in runs]
+            for key, fut in futures:
+                results[key].append(fut.result())
+                print(f"ablate: {key} done ({len(results[key])}/{len(jobs)})", flush=True)
     summary = {key: aggregate([r["metrics"] for r in rs]) for key, rs in results.items()}
     (out / "results.json").write_text(json.dumps({"folds": folds, "seed": base.seed, "rows": summary,
                                                   "runs": results}, indent=2) + "\n")
