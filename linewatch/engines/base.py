@@ -35,3 +35,27 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Free device memory and sessions. Idempotent."""
+
+
+def output_hw(input_hw: tuple[int, int]) -> tuple[int, int]:
+    """Mask size for an input size: 1/8 of each side (the input is a multiple of 8)."""
+    return (input_hw[0] // 8, input_hw[1] // 8)
+
+
+def check_frames(frames: object, input_hw: tuple[int, int], max_batch: int, engine: str) -> int:
+    """Validate what an engine's `infer` got; return N. Raises EngineError naming what is wrong."""
+    from linewatch.errors import EngineError
+
+    if not isinstance(frames, np.ndarray):
+        raise EngineError(f"{engine}: frames must be a numpy array, got {type(frames).__name__}")
+    if frames.dtype != np.uint8:
+        raise EngineError(f"{engine}: frames must be uint8 [N, H, W, 3], got dtype {frames.dtype}")
+    h, w = input_hw
+    if frames.ndim != 4 or frames.shape[1:] != (h, w, 3):
+        raise EngineError(
+            f"{engine}: frames must have shape [N, {h}, {w}, 3] (the model's input), got {list(frames.shape)}"
+        )
+    n = int(frames.shape[0])
+    if not 1 <= n <= max_batch:
+        raise EngineError(f"{engine}: batch of {n} frames; allowed 1..{max_batch} (max_batch)")
+    return n
