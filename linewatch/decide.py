@@ -6,7 +6,12 @@ or not inferred in time (those are rejects with their reason).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from linewatch import HEADS
 
 # Reasons a frame is rejected or passed. "pass" is the only reason of a passing frame.
 REASON_PASS = "pass"
@@ -35,3 +40,123 @@ class Decision:
     """One of the REASON_* constants; when several apply, reasons joined by "+" (e.g. "anomaly+adhesive-missing")."""
     truth: tuple[int, int] | None = None
     """Ground truth (anomaly, adhesive) when the source knows it (synthetic line), else None."""
+
+
+ADHESIVE_RULES = ("present", "absent", "ignore")
+"""`present`: the adhesive must be there (reject when adhesive < t_h); `absent`: it must not be
+there (reject when adhesive >= t_h); `ignore`: the adhesive head does not decide."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionParams:
+    """The decision stage's settings as one immutable value, swapped atomically on reload."""
+
+    thresholds: tuple[float, float]
+    adhesive_rule: str
+    deadline_ns: int
+
+
+def _truth_tuple(truth: Any) -> tuple[int, int] | None:
+    """Ring truth (int8 [2], -1 = unknown) -> (anomaly, adhesive), or None when neither is known."""
+    if truth is None:
+        return None
+    a, h = int(truth[0]), int(truth[1])
+    if a < 0 and h < 0:
+        return None
+    return (a, h)
+
+
+class Decider:
+    """Turns one frame's scores (or the reason it has none) into exactly one `Decision`.
+
+    Rules, in order:
+
+    1. No scores (`scores is None`): reject with `reason_if_failsafe` (dropped, corrupt, engine-error,
+       late). The decision carries no scores.
+    2. Late: `now_ns - t_capture_ns > deadline_ns` -> reject with reason "late", even when the frame
+       was inferred: the reject gate may already have passed the cell, so the line must treat it as
+       a reject. The scores are kept in the decision (and in its message) for diagnosis.
+    3. Otherwise: reject "anomaly" when anomaly >= t_a; with rule `present` reject
+       "adhesive-missing" when adhesive < t_h; with rule `absent` reject "adhesive-present" when
+       adhesive >= t_h; with `ignore` the adhesive head never rejects. Several reasons are joined
+       with "+" (e.g. "anomaly+adhesive-missing"); no reason -> pass.
+
+    `update(...)` swaps the settings as one immutable `DecisionParams` (a single attribute store,
+    atomic under the GIL): a `decide` running concurrently uses either the old or the new settings,
+    never a mix. Safe to call from a signal-driven reload while the worker decides.
+    """
+
+    def __init__(self, thresholds: tuple[float, float] | Mapping[str, float], adhesive_rule: str = "present",
+                 deadline_ns: int = 200_000_000) -> None:
+        self._params = self._make(thresholds, adhesive_rule, deadline_ns)
+
+    @staticmethod
+    def _make(thresholds: tuple[float, float] | Mapping[str, float], adhesive_rule: str,
+              deadline_ns: int) -> DecisionParams:
+        if isinstance(thresholds, Mapping):
+            unknown = set(thresholds) - set(HEADS)
+            if unknown:
+                raise ValueError(f"thresholds: unknown head(s) {sorted(unknown)}; allowed: {', '.join(HEADS)}")
+            t = (float(thresholds.get(HEADS[0], 0.7)), float(thresholds.get(HEADS[1], 0.7)))
+        else:
+            if len(thresholds) != 2:
+                raise ValueError(f"thresholds={thresholds!r}: need 2 values ({', '.join(HEADS)})")
+            t = (float(thresholds[0]), float(thresholds[1]))
+        for head, v in zip(HEADS, t, strict=True):
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"thresholds.{head} = {v}: must be in [0, 1]")
+        if adhesive_rule not in ADHESIVE_RULES:
+            raise ValueError(f"adhesive_rule = {adhesive_rule!r}: must be one of {', '.join(ADHESIVE_RULES)}")
+        if deadline_ns <= 0:
+            raise ValueError(f"deadline_ns = {deadline_ns}: must be > 0")
+        return DecisionParams(t, adhesive_rule, int(deadline_ns))
+
+    @property
+    def params(self) -> DecisionParams:
+        return self._params
+
+    @property
+    def thresholds(self) -> tuple[float, float]:
+        return self._params.thresholds
+
+    def update(self, thresholds: tuple[float, float] | Mapping[str, float] | None = None,
+               adhesive_rule: str | None = None, deadline_ns: int | None = None) -> DecisionParams:
+        """Validate, then atomically swap in new settings (None keeps the current value). Returns them."""
+        cur = self._params
+        new = self._make(cur.thresholds if thresholds is None else thresholds,
+                         cur.adhesive_rule if adhesive_rule is None else adhesive_rule,
+                         cur.deadline_ns if deadline_ns is None else deadline_ns)
+        self._params = new
+        return new
+
+    update_thresholds = update
+
+    def decide(self, camera: str, frame_id: int, t_capture_ns: int, scores: Any | None,
+               reason_if_failsafe: str = REASON_DROPPED, truth: Any = None,
+               now_ns: int | None = None) -> Decision:
+        """One frame -> one Decision. `scores` is (anomaly, adhesive) (any 2-sequence) or None."""
+        p = self._params  # one read: the settings of this decision
+        now = time.time_ns() if now_ns is None else int(now_ns)
+        t_truth = _truth_tuple(truth)
+        if scores is None:
+            if reason_if_failsafe not in FAILSAFE_REASONS:
+                raise ValueError(f"reason {reason_if_failsafe!r} is not a fail-safe reason; "
+                                 f"allowed: {', '.join(FAILSAFE_REASONS)}")
+            return Decision(camera, int(frame_id), int(t_capture_ns), now, None, p.thresholds, True,
+                            reason_if_failsafe, t_truth)
+        s = (float(scores[0]), float(scores[1]))
+        if now - int(t_capture_ns) > p.deadline_ns:
+            return Decision(camera, int(frame_id), int(t_capture_ns), now, s, p.thresholds, True, REASON_LATE, t_truth)
+        reasons = []
+        t_a, t_h = p.thresholds
+        # NaN scores compare False everywhere: treat them as the worst case (fail-safe reject).
+        if not s[0] < t_a:
+            reasons.append(REASON_ANOMALY)
+        if p.adhesive_rule == "present" and not s[1] >= t_h:
+            reasons.append(REASON_ADHESIVE_MISSING)
+        elif p.adhesive_rule == "absent" and not s[1] < t_h:
+            reasons.append(REASON_ADHESIVE_PRESENT)
+        if reasons:
+            return Decision(camera, int(frame_id), int(t_capture_ns), now, s, p.thresholds, True,
+                            "+".join(reasons), t_truth)
+        return Decision(camera, int(frame_id), int(t_capture_ns), now, s, p.thresholds, False, REASON_PASS, t_truth)

@@ -1,0 +1,392 @@
+"""The inspection daemon: wires profile -> engine -> ring -> sources -> worker -> publisher.
+
+    daemon = Daemon(load_profile("calib/line-3.toml"), profile_path="calib/line-3.toml")
+    daemon.start()            # engine loaded + warmed up, publisher bound, cameras started; READY=1
+    ...
+    daemon.reload()           # SIGHUP: thresholds / adhesive rule / deadline from the profile file
+    daemon.stop()             # SIGTERM: request a drain (safe from a signal handler)
+    code = daemon.join()      # 0 after a clean drain, 1 when a stage failed
+
+Start order (`start()`): engine (`open_engine`, then `warmup()`), ring (slots from the profile,
+the engine's page-locked allocator when `engine.pinned`), decision stage, publisher (binds the
+endpoint), inference worker, one acquisition thread per camera, and the supervisor thread. Then
+`READY=1` goes to systemd. Any failure before READY undoes what was started and raises.
+
+Shutdown (`stop()`, SIGTERM, `--duration`, `--max-frames`, or every finite camera done):
+`STOPPING=1`; acquisition stops (stop event, source threads joined); the ring is closed and the
+worker decides every frame and drop record still in it; the publisher publishes everything queued
+and closes; the engine is closed. No frame that entered the ring leaves without a decision.
+
+Reload (`reload()`, SIGHUP): the profile file is read and validated again; the decision settings
+(`[decision]` thresholds, adhesive_rule, deadline_ms) are swapped atomically while frames keep
+flowing. An invalid profile is logged as an error and the old settings stay. Other sections need a
+restart (logged as a warning when they changed).
+
+The supervisor thread (`linewatch-supervisor`) ticks every 0.1 s: it performs requested reloads and
+stops, computes the decision rate, sends `STATUS=` every `status_interval` seconds and `WATCHDOG=1`
+at half of `$WATCHDOG_USEC`, but only while the inference worker shows progress (`alive_age_s()`
+below that half-period): a wedged engine stops the petting and systemd restarts the service. When
+the worker thread dies the daemon shuts down with exit code 1 (`Restart=on-failure`).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from linewatch.decide import Decider
+from linewatch.errors import LinewatchError, ProfileError
+from linewatch.infer import InferenceWorker
+from linewatch.logs import get_logger
+from linewatch.profile import Profile, load_profile
+from linewatch.sdnotify import Notifier
+
+SOURCE_JOIN_S = 5.0
+"""How long shutdown waits for each acquisition thread."""
+DROP_RECORDS = 65536
+"""Drop-record ring capacity (about 1.5 MB): bursts of drops while the worker is busy with a batch
+must not overflow it (an overflowing record is a frame without a decision, counted as lost_records)."""
+WORKER_JOIN_S = 30.0
+"""How long shutdown waits for the worker to decide what is left in the ring."""
+
+
+def make_source(cam: Any, profile: Profile) -> Any:
+    """The acquisition source of one `[[camera]]` table (imports the source module it needs only)."""
+    roi = tuple(cam.roi) if cam.roi is not None else None
+    if cam.source == "synthetic":
+        from linewatch.acquire.synthetic import SyntheticConfig, SyntheticSource
+
+        cfg = SyntheticConfig(seed=cam.seed, fps=cam.fps, defect_rate=cam.defect_rate, adhesive_rate=cam.adhesive_rate,
+                              frames=cam.count, pool=cam.pool, corrupt_every=cam.corrupt_every, roi=roi)
+        return SyntheticSource(cfg, camera=cam.id)
+    if cam.source == "replay":
+        from linewatch.acquire.replay import ReplayConfig, ReplaySource
+
+        rcfg = ReplayConfig(profile.resolve(cam.path), fps=cam.fps or 0.0, loop=cam.loop, roi=roi, split=cam.split)
+        return ReplaySource(rcfg, camera=cam.id)
+    if cam.source == "genicam":
+        from linewatch.acquire.genicam import GenicamConfig, GenicamSource
+
+        gcfg = GenicamConfig(cti=profile.cti_path(cam), device=cam.device, features=dict(cam.features), roi=roi,
+                             timeout_s=cam.timeout_s, down_after_s=cam.down_after_s or None, strict=cam.strict,
+                             timestamps=cam.timestamps, buffers=cam.buffers, lost_frames=cam.lost_frames)
+        return GenicamSource(gcfg, camera=cam.id)
+    raise ProfileError(f"camera {cam.id!r}: unknown source {cam.source!r}")  # unreachable after validation
+
+
+def open_profile_engine(profile: Profile, backend: str | None = None) -> Any:
+    """`open_engine` with the profile's model, backend, max_batch and threads."""
+    from linewatch.engines.factory import open_engine, resolve_backend
+
+    name = resolve_backend(backend or profile.model.backend)
+    opts: dict[str, Any] = {}
+    if name == "onnxruntime" and profile.model.threads:
+        opts["threads"] = profile.model.threads
+    return open_engine(profile.model_path(), backend=name, max_batch=profile.model.max_batch, **opts)
+
+
+class Daemon:
+    """The running pipeline of one station (module doc). Usable in-process (tests, `linewatch bench`).
+
+    Injection points for tests and benchmarks: `engine=` (an Engine the caller closes, else
+    `open_profile_engine` with `backend=` or the profile's backend),
+    `sources=` (Source objects in camera order, else built from the profile), `publisher=` (an object
+    with start/submit/stop, else a `linewatch.publish.Publisher`), `notifier=` (else from the
+    environment). Stop conditions: `max_frames` decisions, `duration_s` seconds, or every camera done.
+    """
+
+    def __init__(
+        self,
+        profile: Profile,
+        *,
+        profile_path: str | Path | None = None,
+        engine: Any = None,
+        backend: str | None = None,
+        sources: Sequence[Any] | None = None,
+        publisher: Any = None,
+        notifier: Notifier | None = None,
+        max_frames: int | None = None,
+        duration_s: float | None = None,
+        status_interval: float = 5.0,
+        take_timeout: float = 0.1,
+        log: Any = None,
+    ) -> None:
+        self.profile = profile
+        self.profile_path = Path(profile_path) if profile_path is not None else (
+            Path(profile.source_path) if profile.source_path and Path(profile.source_path).is_file() else None)
+        self.engine = engine
+        self._own_engine = engine is None
+        self.backend = backend
+        self.sources: list[Any] = list(sources) if sources is not None else []
+        self._given_sources = sources is not None
+        self.publisher = publisher
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.max_frames = max_frames
+        self.duration_s = duration_s
+        self.status_interval = float(status_interval)
+        self.take_timeout = float(take_timeout)
+        self.log = log if log is not None else get_logger("linewatch.daemon", station=profile.station.name)
+
+        p = profile.decision
+        self.decider = Decider(p.thresholds.as_tuple(), p.adhesive_rule, p.deadline_ns)
+        self.ring: Any = None
+        self.worker: InferenceWorker | None = None
+        self.stop_event = threading.Event()
+        """Set to stop acquisition (the sources' stop event)."""
+        self.exit_code = 0
+        self.reloads = 0
+        self.reload_errors = 0
+        self.watchdog_pets = 0
+        self._stop_requested = threading.Event()
+        self._reload_requested = threading.Event()
+        self._done = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self._source_threads: list[threading.Thread] = []
+        self._t_start = time.monotonic()
+        self._fps = 0.0
+        self._stop_reason = ""
+        self._stopping = False
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> Daemon:
+        """Bring the pipeline up (see the module doc); raises LinewatchError when a stage cannot start."""
+        prof = self.profile
+        try:
+            if self.engine is None:
+                self.engine = open_profile_engine(prof, self.backend)
+            self.log.info("engine_open", backend=self.engine.name, device=self.engine.device,
+                          input_hw=list(self.engine.input_hw), max_batch=self.engine.max_batch)
+            t0 = time.monotonic()
+            self.engine.warmup()
+            self.log.info("engine_warm", seconds=round(time.monotonic() - t0, 3))
+
+            from linewatch.ring import Ring
+
+            h, w = self.engine.input_hw
+            alloc = getattr(self.engine, "host_empty", None) if getattr(self.engine, "pinned", False) else None
+            slots = max(prof.ring.slots, self.engine.max_batch)
+            self.ring = Ring(slots, h, w, alloc=alloc, drop_capacity=max(DROP_RECORDS, 4 * slots))
+
+            if self.publisher is None:
+                self.publisher = self._make_publisher()
+                self.publisher.start()
+                self.log.info("publisher_bound", endpoint=getattr(self.publisher, "endpoint", prof.station.endpoint))
+            else:
+                self.publisher.start()
+
+            self.worker = InferenceWorker(self.ring, self.engine, self.decider, self.publisher, prof.camera_ids,
+                                          log=self.log, take_timeout=self.take_timeout)
+            self.worker.start()
+
+            if not self._given_sources:
+                self.sources = [make_source(cam, prof) for cam in prof.camera]
+            for i, src in enumerate(self.sources):
+                self._source_threads.append(src.start(self.ring, i, self.stop_event))
+        except BaseException:
+            self._teardown(drain=False)
+            raise
+        self._t_start = time.monotonic()
+        self.notifier.ready(self._status_line())
+        self._supervisor = threading.Thread(target=self._supervise, name="linewatch-supervisor", daemon=True)
+        self._supervisor.start()
+        self.log.info("ready", station=prof.station.name, cameras=list(prof.camera_ids), slots=self.ring.slots,
+                      thresholds=list(self.decider.thresholds), adhesive_rule=self.decider.params.adhesive_rule,
+                      watchdog_s=self.notifier.watchdog_interval_s)
+        return self
+
+    def _make_publisher(self) -> Any:
+        from linewatch.publish import CurveServer, Publisher
+
+        prof = self.profile
+        curve = None
+        if prof.station.curve is not None:
+            c = prof.station.curve
+            curve = CurveServer(prof.resolve(c.secret_key_file),
+                                prof.resolve(c.authorized_keys_dir) if c.authorized_keys_dir else None)
+        return Publisher(prof.station.endpoint, prof.station.name, curve=curve,
+                         overlay_pass_every=prof.publish.overlay_pass_every, heartbeat_interval=prof.publish.heartbeat_s,
+                         status=self.status, adhesive_rule=prof.decision.adhesive_rule,
+                         jpeg_quality=prof.publish.jpeg_quality)
+
+    def stop(self, reason: str = "requested") -> None:
+        """Request a drain and exit. Returns at once; safe from a signal handler. `join()` waits."""
+        if not self._stop_requested.is_set():
+            self._stop_reason = reason
+            self._stop_requested.set()
+
+    def request_reload(self) -> None:
+        """Ask the supervisor to reload (safe from a signal handler)."""
+        self._reload_requested.set()
+
+    def join(self, timeout: float | None = None) -> int | None:
+        """Wait until the daemon has shut down; its exit code (None when the timeout passed first)."""
+        if not self._done.wait(timeout):
+            return None
+        return self.exit_code
+
+    def run_until_stopped(self) -> int:
+        """`start()`, then wait for the shutdown; the exit code."""
+        self.start()
+        code = self.join()
+        assert code is not None
+        return code
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT -> stop (drain), SIGHUP -> reload. Call from the main thread."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stop("SIGTERM"))
+        signal.signal(signal.SIGINT, lambda *_: self.stop("SIGINT"))
+        signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+
+    # -- reload -----------------------------------------------------------------------------------
+    def reload(self) -> bool:
+        """Re-read the profile file and swap the decision settings. True when applied."""
+        if self.profile_path is None:
+            self.log.warning("reload_skipped", reason="the daemon runs the embedded profile: nothing to reload")
+            return False
+        self.notifier.reloading()
+        try:
+            new = load_profile(self.profile_path)
+            d = new.decision
+            params = self.decider.update(d.thresholds.as_tuple(), d.adhesive_rule, d.deadline_ns)
+        except (LinewatchError, ValueError) as exc:
+            self.reload_errors += 1
+            self.log.error("reload_failed", profile=str(self.profile_path), error=str(exc),
+                           kept_thresholds=list(self.decider.thresholds))
+            self.notifier.ready(self._status_line())
+            return False
+        if self.publisher is not None and hasattr(self.publisher, "adhesive_rule"):
+            self.publisher.adhesive_rule = params.adhesive_rule
+        changed = [s for s in ("station", "model", "camera", "ring", "publish")
+                   if getattr(new, s) != getattr(self.profile, s)]
+        if changed:
+            self.log.warning("reload_needs_restart", sections=changed,
+                             note="only [decision] is applied on reload; restart the service for the rest")
+        self.profile = self.profile.model_copy(update={"decision": new.decision})
+        self.reloads += 1
+        self.log.info("reloaded", profile=str(self.profile_path), thresholds=list(params.thresholds),
+                      adhesive_rule=params.adhesive_rule, deadline_ms=params.deadline_ns / 1e6)
+        self.notifier.ready(self._status_line())
+        return True
+
+    # -- supervisor -------------------------------------------------------------------------------
+    def _supervise(self) -> None:
+        tick = 0.1
+        wd = self.notifier.watchdog_interval_s
+        next_pet = time.monotonic()
+        next_status = time.monotonic() + self.status_interval
+        last_n, last_t = 0, time.monotonic()
+        try:
+            while True:
+                now = time.monotonic()
+                worker = self.worker
+                assert worker is not None
+                if self._reload_requested.is_set():
+                    self._reload_requested.clear()
+                    self.reload()
+                if now - last_t >= 1.0:
+                    n = worker.decisions
+                    self._fps = (n - last_n) / (now - last_t)
+                    last_n, last_t = n, now
+                if wd is not None and now >= next_pet:
+                    if worker.running and worker.alive_age_s() < wd:
+                        self.notifier.watchdog()
+                        self.watchdog_pets += 1
+                    else:
+                        self.log.error("watchdog_withheld", worker_running=worker.running,
+                                       worker_stalled_s=round(worker.alive_age_s(), 3))
+                    next_pet = now + wd
+                if now >= next_status:
+                    self.notifier.status(self._status_line())
+                    next_status = now + self.status_interval
+                if not worker.running:
+                    self.log.error("worker_died", error=worker.last_error)
+                    self.exit_code = 1
+                    self.stop("inference worker died")
+                elif self.max_frames is not None and worker.decisions >= self.max_frames:
+                    self.stop(f"max_frames={self.max_frames} reached")
+                elif self.duration_s is not None and now - self._t_start >= self.duration_s:
+                    self.stop(f"duration={self.duration_s}s reached")
+                elif self.sources and all(getattr(s, "state", "") == "done" for s in self.sources):
+                    self.stop("every camera is done")
+                if self._stop_requested.wait(tick):
+                    break
+        except BaseException as exc:  # the supervisor must always reach the shutdown
+            self.exit_code = 1
+            self.log.exception("supervisor_failed", error=str(exc))
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._stopping = True
+        self.log.info("stopping", reason=self._stop_reason)
+        self.notifier.stopping(f"stopping: {self._stop_reason}")
+        try:
+            self._teardown(drain=True)
+        finally:
+            w = self.worker
+            self.log.info("stopped", exit_code=self.exit_code, **(w.counters() if w else {}),
+                          ring=self.ring.counters.as_dict() if self.ring is not None else {})
+            self.notifier.close()
+            self._done.set()
+
+    def _teardown(self, drain: bool) -> None:
+        """Stop every started stage in flow order: sources, worker (drain the ring), publisher, engine."""
+        self.stop_event.set()
+        for t in self._source_threads:
+            t.join(SOURCE_JOIN_S)
+            if t.is_alive():
+                self.log.error("source_not_stopped", thread=t.name)
+                self.exit_code = 1
+        if self.ring is not None:
+            self.ring.close()
+        if self.worker is not None:
+            if not drain:
+                self.worker.stop(drain=False)
+            if not self.worker.join(WORKER_JOIN_S):
+                self.log.error("worker_not_stopped", timeout_s=WORKER_JOIN_S)
+                self.exit_code = 1
+            elif self.ring is not None and self.ring.occupancy:
+                # A producer that never committed its claimed slot (it died mid-frame).
+                self.log.error("frames_left_in_ring", slots=self.ring.occupancy)
+        if self.publisher is not None:
+            try:
+                self.publisher.stop(drain=drain)
+            except Exception as exc:
+                self.log.error("publisher_stop_failed", error=str(exc))
+        if self.engine is not None and self._own_engine:
+            try:
+                self.engine.close()
+            except Exception as exc:
+                self.log.error("engine_close_failed", error=str(exc))
+
+    # -- observation ------------------------------------------------------------------------------
+    def camera_states(self) -> dict[str, str]:
+        return {getattr(s, "camera", f"camera{i}"): str(getattr(s, "state", "?")) for i, s in enumerate(self.sources)}
+
+    def status(self) -> dict[str, Any]:
+        """The heartbeat's status: state, decision rate, counters, camera states (publisher's `status=`)."""
+        w = self.worker
+        counters: dict[str, int] = {}
+        if w is not None:
+            c = w.counters()
+            counters = {k: v for k, v in c.items() if isinstance(v, int)}
+        if self.ring is not None:
+            rc = self.ring.counters
+            counters.update(ring_dropped_full=rc.dropped_full, ring_dropped_corrupt=rc.dropped_corrupt,
+                            ring_lost_records=rc.lost_records, ring_occupancy=self.ring.occupancy)
+        counters.update(reloads=self.reloads, reload_errors=self.reload_errors)
+        cams = self.camera_states()
+        healthy = w is not None and w.running and all(s == "up" for s in cams.values())
+        state = "stopping" if self._stopping or self._stop_requested.is_set() else ("ok" if healthy else "degraded")
+        return {"status": state, "fps": round(self._fps, 2), "counters": counters, "cameras": cams}
+
+    def _status_line(self) -> str:
+        s = self.status()
+        c = s["counters"]
+        cams = ", ".join(f"{k}={v}" for k, v in s["cameras"].items())
+        t = self.decider.thresholds
+        return (f"{s['status']}: {s['fps']:.1f} fps, {c.get('decisions', 0)} decisions, {c.get('rejects', 0)} rejects, "
+                f"{c.get('drops', 0)} dropped; thresholds {t[0]:.3f}/{t[1]:.3f}; cameras {cams}")

@@ -1,0 +1,291 @@
+"""The inference worker: one thread that turns ring batches into decisions.
+
+Loop (one iteration per `ring.take`):
+
+1. `batch = ring.take(engine.max_batch, timeout)`: up to max_batch committed frames plus the pending
+   drop records. Micro-batching falls out of this: when the engine keeps up, a frame is alone in
+   its batch (lowest latency); under load, the backlog forms batches up to max_batch (throughput).
+2. Drop records (no slot, corrupt, lost): a fail-safe reject each, with the record's reason.
+3. Frames: `engine.infer(batch.images)` on the contiguous view of the ring. If the engine raises,
+   every frame of that batch is decided as a fail-safe reject "engine-error" (logged with the
+   exception); the worker keeps going with the next batch. When even the newest frame of the batch
+   is already past the deadline, the engine is skipped and the batch is rejected "late" without
+   scores: a backlog (after a stall) is cleared at once instead of making every later frame late.
+4. Each frame is decided (`Decider.decide`, which also rejects "late" frames) and handed to
+   `publisher.submit(decision, image, masks)` with views of the ring slot and the engine's output
+   (the publisher copies what it keeps, and only for overlays).
+5. `ring.release(batch)`, always (also when a stage raised).
+
+Exactly one decision leaves per frame and per drop record. Per-stage timings (waiting in take,
+infer, decide, submit) and the end-to-end latency (capture -> decision) go into preallocated
+histograms (`LatencyHistogram`, no per-frame allocation): `stats()` for heartbeats and
+`linewatch bench`.
+
+Liveness: `alive_age_s()` is the time since the loop last made progress (returned from `take`,
+finished a batch). The daemon pets the systemd watchdog only while it is small, so an engine call
+that hangs stops the petting and systemd restarts the service.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from linewatch.decide import REASON_DROPPED, REASON_ENGINE_ERROR, REASON_LATE, REASON_PASS, Decider, Decision
+
+STAGES = ("wait", "infer", "decide", "submit", "end_to_end")
+"""Timed stages: time blocked in ring.take, engine.infer per batch, decide per frame,
+publisher.submit per frame, and capture -> decision per frame."""
+
+
+class LatencyHistogram:
+    """Log-spaced histogram of durations in nanoseconds (1 µs .. 100 s, ~4% bins), preallocated."""
+
+    def __init__(self, lo_ns: float = 1e3, hi_ns: float = 1e11, bins: int = 400) -> None:
+        self.edges = np.geomspace(lo_ns, hi_ns, bins + 1)
+        self._edges_list = self.edges.tolist()
+        self.counts = np.zeros(bins + 2, np.int64)  # [0] underflow, [-1] overflow
+        self.n = 0
+        self.total_ns = 0
+        self.max_ns = 0
+
+    def record(self, ns: int) -> None:
+        self.counts[bisect.bisect_right(self._edges_list, ns)] += 1
+        self.n += 1
+        self.total_ns += ns
+        if ns > self.max_ns:
+            self.max_ns = ns
+
+    def reset(self) -> None:
+        self.counts[:] = 0
+        self.n = self.total_ns = self.max_ns = 0
+
+    def percentile(self, q: float) -> float:
+        """Upper edge of the bin holding the q-th percentile, in ns (max for the overflow bin); 0 when empty."""
+        if self.n == 0:
+            return 0.0
+        rank = q / 100.0 * self.n
+        idx = int(np.searchsorted(np.cumsum(self.counts), max(rank, 1), side="left"))
+        if idx == 0:
+            return float(self.edges[0])
+        if idx >= len(self.edges):
+            return float(self.max_ns)
+        return float(min(self.edges[idx], self.max_ns))
+
+    def summary_ms(self) -> dict[str, float]:
+        """n, mean, p50, p90, p99, max in milliseconds."""
+        mean = self.total_ns / self.n if self.n else 0.0
+        return {
+            "n": self.n,
+            "mean": mean / 1e6,
+            "p50": self.percentile(50) / 1e6,
+            "p90": self.percentile(90) / 1e6,
+            "p99": self.percentile(99) / 1e6,
+            "max": self.max_ns / 1e6,
+        }
+
+
+class InferenceWorker:
+    """The consumer of the ring (see the module doc). `start()` runs `run()` in a daemon thread.
+
+    Stop protocol (the daemon's drain): stop the producers, then `ring.close()`; the worker decides
+    everything still pending and its thread ends when `take` comes back empty from a closed ring.
+    `stop()` does the close for callers that own no producers.
+    """
+
+    def __init__(
+        self,
+        ring: Any,
+        engine: Any,
+        decider: Decider,
+        publisher: Any,
+        cameras: Sequence[str],
+        *,
+        log: Any = None,
+        take_timeout: float = 0.1,
+        reason_of: Callable[[int], str] | None = None,
+    ) -> None:
+        self.ring = ring
+        self.engine = engine
+        self.decider = decider
+        self.publisher = publisher
+        self.cameras = tuple(cameras)
+        self.log = log
+        self.take_timeout = float(take_timeout)
+        if reason_of is None:
+            from linewatch.ring import reason_of as ring_reason_of
+
+            reason_of = ring_reason_of
+        self._reason_of = reason_of
+        self.max_batch = int(engine.max_batch)
+
+        self.hist = {s: LatencyHistogram() for s in STAGES}
+        self.batch_sizes = np.zeros(self.max_batch + 1, np.int64)
+        self.frames = 0
+        """Frames inferred (or attempted) from the ring."""
+        self.drops = 0
+        """Drop records decided."""
+        self.decisions = 0
+        self.rejects = 0
+        self.reasons: dict[str, int] = {}
+        self.engine_errors = 0
+        self.late_skipped = 0
+        """Frames not inferred because their batch was already past the deadline when taken."""
+        self.submit_errors = 0
+        self.last_error: str | None = None
+
+        self._alive_ns = time.monotonic_ns()
+        self._thread: threading.Thread | None = None
+        self._abort = threading.Event()
+        self._lock = threading.Lock()  # guards counter snapshots in stats()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> threading.Thread:
+        self._thread = threading.Thread(target=self.run, name="linewatch-infer", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self, drain: bool = True) -> None:
+        """Close the ring (drain=True: decide what is pending first) or abort right away."""
+        if not drain:
+            self._abort.set()
+        self.ring.close()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread; True when it has ended."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def alive_age_s(self) -> float:
+        """Seconds since the loop last made progress."""
+        return (time.monotonic_ns() - self._alive_ns) / 1e9
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self) -> None:
+        ring = self.ring
+        while not self._abort.is_set():
+            t0 = time.perf_counter_ns()
+            batch = ring.take(self.max_batch, self.take_timeout)
+            self._alive_ns = time.monotonic_ns()
+            if batch.empty:
+                if ring.closed:
+                    break
+                continue
+            self.hist["wait"].record(time.perf_counter_ns() - t0)
+            try:
+                self.process(batch)
+            except BaseException as exc:  # a bug, not an engine fault: log it; the daemon exits 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if self.log is not None:
+                    self.log.exception("worker_failed", error=self.last_error)
+                raise
+            finally:
+                ring.release(batch)
+                self._alive_ns = time.monotonic_ns()
+
+    def process(self, batch: Any) -> None:
+        """Decide every drop record and every frame of one batch (exactly one decision each)."""
+        for cam, fid, t_cap, code, truth in batch.drops():
+            try:
+                reason = self._reason_of(code)
+            except ValueError:
+                reason = REASON_DROPPED
+            d = self.decider.decide(self._camera_name(cam), fid, t_cap, None, reason, truth)
+            self.drops += 1
+            self._emit(d, None, None)
+        n = batch.n
+        if n == 0:
+            return
+        self.batch_sizes[min(n, self.max_batch)] += 1
+        masks = scores = None
+        failsafe = REASON_ENGINE_ERROR
+        t0 = time.perf_counter_ns()
+        if time.time_ns() - int(batch.t_capture_ns.max()) > self.decider.params.deadline_ns:
+            # Even the newest frame of the batch is past its deadline: skip the engine (a backlog
+            # catches up at once) and reject the batch "late" without scores.
+            failsafe = REASON_LATE
+            self.late_skipped += n
+        else:
+            try:
+                masks, scores = self._infer(batch.images, n)
+            except Exception as exc:  # any engine failure: fail-safe rejects, keep running
+                self.engine_errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                masks = scores = None
+                if self.log is not None:
+                    self.log.error("engine_error", error=self.last_error, frames=n,
+                                   engine=getattr(self.engine, "name", "?"), exc_info=self.engine_errors == 1)
+            self.hist["infer"].record(time.perf_counter_ns() - t0)
+        self.frames += n
+        cams, fids, tcaps, truths = batch.camera, batch.frame_id, batch.t_capture_ns, batch.truth
+        for i in range(n):
+            t1 = time.perf_counter_ns()
+            d = self.decider.decide(self._camera_name(int(cams[i])), int(fids[i]), int(tcaps[i]),
+                                    None if scores is None else scores[i], failsafe, truths[i])
+            self.hist["decide"].record(time.perf_counter_ns() - t1)
+            self._emit(d, batch.images[i], None if masks is None else masks[i])
+
+    def _infer(self, images: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        masks, scores = self.engine.infer(images)
+        if scores.shape[0] < n or masks.shape[0] < n:
+            raise RuntimeError(f"engine returned {scores.shape[0]} scores / {masks.shape[0]} masks for {n} frames")
+        return masks, scores
+
+    def _emit(self, d: Decision, image: np.ndarray | None, masks: np.ndarray | None) -> None:
+        with self._lock:
+            self.decisions += 1
+            if d.reject:
+                self.rejects += 1
+            self.reasons[d.reason] = self.reasons.get(d.reason, 0) + 1
+        self.hist["end_to_end"].record(max(0, d.t_decision_ns - d.t_capture_ns))
+        t0 = time.perf_counter_ns()
+        try:
+            self.publisher.submit(d, image, masks)
+        except Exception as exc:  # the decision is counted; a publisher fault must not stop inference
+            self.submit_errors += 1
+            self.last_error = f"publisher: {type(exc).__name__}: {exc}"
+            if self.log is not None and self.submit_errors == 1:
+                self.log.error("submit_error", error=self.last_error, exc_info=True)
+        self.hist["submit"].record(time.perf_counter_ns() - t0)
+
+    def _camera_name(self, index: int) -> str:
+        return self.cameras[index] if 0 <= index < len(self.cameras) else f"camera{index}"
+
+    # -- observation --------------------------------------------------------------------------
+    def counters(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "decisions": self.decisions,
+                "rejects": self.rejects,
+                "passes": self.reasons.get(REASON_PASS, 0),
+                "frames": self.frames,
+                "drops": self.drops,
+                "engine_errors": self.engine_errors,
+                "late_skipped": self.late_skipped,
+                "submit_errors": self.submit_errors,
+                "reasons": dict(self.reasons),
+            }
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, batch-size histogram and per-stage latency summaries (ms)."""
+        out = self.counters()
+        out["batch_sizes"] = {int(k): int(v) for k, v in enumerate(self.batch_sizes) if v}
+        out["latency_ms"] = {s: h.summary_ms() for s, h in self.hist.items()}
+        return out
+
+    def reset_stats(self) -> None:
+        """Zero the timing histograms (e.g. after warm-up in a benchmark); counters are kept."""
+        for h in self.hist.values():
+            h.reset()
+        self.batch_sizes[:] = 0

@@ -1,0 +1,414 @@
+"""Station profile: one TOML file -> one validated, typed `Profile`.
+
+A station profile says everything the daemon needs at one inspection station: where it publishes
+(`[station]`), which model runs on which backend (`[model]`), which cameras feed it and how their
+frames are cropped (`[[camera]]`), how scores become decisions (`[decision]`), how many frames may
+wait (`[ring]`) and what the publisher sends besides decisions (`[publish]`). The reference of every
+key lives in docs/operations.md; `linewatch/profiles/demo.toml` is the embedded default.
+
+Validation is strict: an unknown key, a wrong type or a value out of range raises `ProfileError`
+whose message names the file, the key path (`decision.adhesive_rule`, `camera[1].roi`), the value
+and what is allowed. Relative paths (model, cti, replay folder, CURVE keys) are resolved against the
+profile's folder; the model is also looked up in the repository's `engines/` folder.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from linewatch.errors import ProfileError
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch", "null")
+SOURCES = ("genicam", "synthetic", "replay")
+ADHESIVE_RULES = ("present", "absent", "ignore")
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+DEFAULT_MODEL = "resse-default.onnx"
+"""File name of the shipped default model in the repository's `engines/` folder."""
+ENGINES_DIR = Path(__file__).resolve().parent.parent / "engines"
+"""The repository's `engines/` folder (models and built TensorRT plans)."""
+
+FeatureValue = Union[bool, int, float, str]  # noqa: UP007 - pydantic union order matters (bool first)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class CurveConfig(_Section):
+    """Optional CURVE encryption of the PUB socket (zmq.auth certificate files)."""
+
+    secret_key_file: str
+    """The server's secret certificate (`zmq.auth.create_certificates` writes `<name>.key_secret`)."""
+    authorized_keys_dir: str | None = None
+    """Folder of the clients' public certificates allowed to subscribe; unset = any CURVE client."""
+
+
+class StationConfig(_Section):
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = "station"
+    endpoint: Annotated[str, Field(pattern=r"^(tcp|ipc|inproc)://.+$")] = DEFAULT_ENDPOINT
+    curve: CurveConfig | None = None
+
+
+class ModelConfig(_Section):
+    path: str = DEFAULT_MODEL
+    """ONNX model (its manifest JSON lies beside it); relative to the profile or to `engines/`."""
+    backend: Literal["auto", "onnxruntime", "tensorrt", "torch", "null"] = "auto"
+    max_batch: Annotated[int, Field(ge=1, le=64)] = 8
+    threads: Annotated[int, Field(ge=0, le=256)] = 0
+    """CPU threads of the onnxruntime backend; 0 = the runtime's default."""
+
+
+Roi = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=4, max_length=4)]
+CameraId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class _CameraBase(_Section):
+    id: CameraId
+    roi: Roi | None = None
+    """[x, y, w, h] in the source's pixels, cropped and resized to the model's input; unset = whole frame."""
+
+
+class GenicamCamera(_CameraBase):
+    source: Literal["genicam"]
+    cti: str
+    """GenTL producer (.cti) file."""
+    device: str | Annotated[int, Field(ge=0)] | None = None
+    """Serial number, id or user-defined name (string), or index (integer); unset = the only device."""
+    features: dict[str, FeatureValue] = Field(default_factory=dict)
+    """GenICam features written before acquisition starts, e.g. ExposureTime = 2000.0."""
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    """One fetch waits this long for a frame."""
+    down_after_s: Annotated[float, Field(ge=0)] = 5.0
+    """No frame for this long = the device is lost and reopened; 0 = never (triggered lines with long pauses)."""
+    strict: bool = True
+    """A feature that cannot be set (unknown, read-only, refused value) stops the camera (true) or warns."""
+    timestamps: Literal["host", "device"] = "host"
+    """Capture time: the host clock at arrival, or the camera's timestamp mapped to the host clock."""
+    buffers: Annotated[int, Field(ge=1, le=256)] = 8
+    """GenTL buffers queued for the device."""
+    lost_frames: bool = True
+    """Report gaps in the camera's frame ids as dropped frames (fail-safe rejects)."""
+
+
+class SyntheticCamera(_CameraBase):
+    source: Literal["synthetic"]
+    fps: Annotated[float, Field(ge=0, le=10000)] = 25.0
+    """Frames per second of the simulated line; 0 = as fast as the pipeline takes them."""
+    defect_rate: Annotated[float, Field(ge=0, le=1)] = 0.2
+    seed: Annotated[int, Field(ge=0)] = 0
+    adhesive_rate: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Share of cells with adhesive bars; unset = the renderer's default."""
+    count: Annotated[int, Field(ge=1)] | None = None
+    """Frames to produce, then the camera stops; unset = endless."""
+    pool: Annotated[int, Field(ge=0, le=4096)] = 64
+    """Distinct frames rendered up front and cycled (0 = render every frame live, slower)."""
+    corrupt_every: Annotated[int, Field(ge=2)] | None = None
+    """Every Nth frame arrives corrupt (to exercise the fail-safe path); unset = never."""
+
+
+class ReplayCamera(_CameraBase):
+    source: Literal["replay"]
+    path: str
+    """Folder of images (sorted by name) or a video file."""
+    loop: bool = False
+    fps: Annotated[float, Field(ge=0, le=10000)] | None = None
+    """Pace of the replay; unset or 0 = as fast as the frames decode."""
+    split: str | None = None
+    """For a linewatch dataset folder (labels.csv + images/): replay only this split (e.g. "test")."""
+
+
+CameraConfig = Annotated[Union[GenicamCamera, SyntheticCamera, ReplayCamera], Field(discriminator="source")]  # noqa: UP007
+
+Threshold = Annotated[float, Field(ge=0, le=1)]
+
+
+class Thresholds(_Section):
+    anomaly: Threshold = 0.7
+    adhesive: Threshold = 0.7
+
+    def as_tuple(self) -> tuple[float, float]:
+        return (float(self.anomaly), float(self.adhesive))
+
+
+class DecisionConfig(_Section):
+    thresholds: Thresholds = Thresholds()
+    adhesive_rule: Literal["present", "absent", "ignore"] = "present"
+    deadline_ms: Annotated[float, Field(gt=0, le=60000)] = 200.0
+    """A frame not decided within this time after capture is rejected with reason "late"."""
+
+    @property
+    def deadline_ns(self) -> int:
+        return int(round(self.deadline_ms * 1e6))
+
+
+class RingConfig(_Section):
+    slots: Annotated[int, Field(ge=2, le=4096)] = 32
+
+
+class PublishConfig(_Section):
+    overlay_pass_every: Annotated[int, Field(ge=0)] = 25
+    """Publish an overlay for every Nth passing frame (rejects always get one); 0 = never for passes."""
+    heartbeat_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 80
+
+
+class Profile(_Section):
+    station: StationConfig = StationConfig()
+    model: ModelConfig = ModelConfig()
+    camera: Annotated[list[CameraConfig], Field(min_length=1, max_length=256)]
+    decision: DecisionConfig = DecisionConfig()
+    ring: RingConfig = RingConfig()
+    publish: PublishConfig = PublishConfig()
+    base_dir: str = Field(default=".", exclude=True)
+    """Folder relative paths are resolved against (the profile's folder). Not a TOML key."""
+    source_path: str | None = Field(default=None, exclude=True)
+    """The file the profile was read from (None for the embedded default). Not a TOML key."""
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Profile:
+        seen: dict[str, int] = {}
+        for i, cam in enumerate(self.camera):
+            if cam.id in seen:
+                raise _CrossError(f"camera[{i}].id", cam.id, f"camera ids must be unique (camera[{seen[cam.id]}] has it too)")
+            seen[cam.id] = i
+            if cam.roi is not None and (cam.roi[2] < 1 or cam.roi[3] < 1):
+                raise _CrossError(f"camera[{i}].roi", cam.roi, "width and height (3rd and 4th numbers) must be >= 1")
+        if self.ring.slots < self.model.max_batch:
+            raise _CrossError("ring.slots", self.ring.slots, f"must be >= model.max_batch ({self.model.max_batch})")
+        return self
+
+    # -- resolved paths -------------------------------------------------------------------------
+    def resolve(self, path: str) -> Path:
+        """A path from the profile: absolute as is, else relative to the profile's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def model_candidates(self) -> list[Path]:
+        """Where the model is looked for, in order: the profile's folder, then the repository's `engines/`."""
+        p = self.resolve(self.model.path)
+        if Path(self.model.path).expanduser().is_absolute():
+            return [p]
+        return [p, ENGINES_DIR / self.model.path]
+
+    def model_path(self) -> Path:
+        """The model file (first existing candidate); `ProfileError` naming the places looked in when none exists."""
+        cands = self.model_candidates()
+        for c in cands:
+            if c.is_file():
+                return c
+        where = ", ".join(str(c) for c in cands)
+        raise ProfileError(f"{self.source_path or '<embedded demo profile>'}: model.path = {self.model.path!r}: no such file "
+                           f"(looked in {where}); export one with `linewatch export` or set model.path")
+
+    def cti_path(self, cam: GenicamCamera) -> Path:
+        """The camera's GenTL producer: as given, relative to the profile, else inside the installed
+        `genicam` package (where the genicam wheel ships its simulated camera `viky.cti`)."""
+        p = self.resolve(cam.cti)
+        if p.is_file() or Path(cam.cti).expanduser().is_absolute():
+            return p
+        import importlib.util
+
+        spec = importlib.util.find_spec("genicam")
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            alt = Path(folder) / cam.cti
+            if alt.is_file():
+                return alt
+        return p
+
+    @property
+    def camera_ids(self) -> tuple[str, ...]:
+        return tuple(c.id for c in self.camera)
+
+
+class _CrossError(ValueError):
+    """A check across keys; carries the key path and value for the formatted message."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        super().__init__(f"{key} = {value!r}: {allowed}")
+        self.key, self.value, self.allowed = key, value, allowed
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+def load_profile(path: str | Path) -> Profile:
+    """Read and validate a station profile. Raises `ProfileError` naming the key, value and what is allowed."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProfileError(f"{p}: cannot read the station profile: {exc.strerror or exc}") from exc
+    return parse_profile(text, name=str(p), base_dir=p.resolve().parent)
+
+
+def default_profile() -> Profile:
+    """The embedded demo profile (synthetic line, default model), `linewatch/profiles/demo.toml`."""
+    text = resources.files("linewatch").joinpath("profiles/demo.toml").read_text(encoding="utf-8")
+    return parse_profile(text, name="<embedded demo profile>", base_dir=ENGINES_DIR.parent, source_path=None)
+
+
+def parse_profile(text: str, *, name: str = "<profile>", base_dir: str | Path = ".",
+                  source_path: str | None | Literal[False] = False) -> Profile:
+    """Validate profile TOML text. `name` prefixes error messages; `base_dir` anchors relative paths."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"{name}: not valid TOML: {exc}") from exc
+    for reserved in ("base_dir", "source_path"):
+        if reserved in raw:
+            raise ProfileError(f"{name}: unknown key '{reserved}' at the top level; allowed: {', '.join(_allowed(Profile))}")
+    data = dict(raw)
+    data["base_dir"] = str(base_dir)
+    data["source_path"] = name if source_path is False else source_path
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        raise ProfileError(_format_errors(name, exc, raw)) from None
+
+
+# -- error formatting ---------------------------------------------------------------------------
+
+def _allowed(model: type[BaseModel]) -> list[str]:
+    return [k for k, f in model.model_fields.items() if not f.exclude]
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _strip_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop pydantic's union-member tags ('synthetic', 'list[...]' ...) from an error location."""
+    out: list[Any] = []
+    for i, part in enumerate(loc):
+        if i >= 2 and loc[i - 2] == "camera" and isinstance(loc[i - 1], int) and part in SOURCES:
+            continue
+        if isinstance(part, str) and ("[" in part or part in ("function-after", "nullable")):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _section_model(loc: tuple[Any, ...], raw: dict[str, Any]) -> type[BaseModel] | None:
+    """The model class that holds the key at `loc` (for listing the allowed keys)."""
+    model: Any = Profile
+    node: Any = raw
+    for part in loc:
+        if isinstance(part, int):
+            if isinstance(node, list) and part < len(node):
+                node = node[part]
+            else:
+                node = None
+            if model is _CAMERA_LIST:
+                src = node.get("source") if isinstance(node, dict) else None
+                model = _CAMERA_BY_SOURCE.get(src, _CameraBase)
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(part)
+        if field is None:
+            return model
+        node = node.get(part) if isinstance(node, dict) else None
+        model = _unwrap(field.annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+_CAMERA_LIST = object()
+_CAMERA_BY_SOURCE: dict[Any, type[BaseModel]] = {"genicam": GenicamCamera, "synthetic": SyntheticCamera, "replay": ReplayCamera}
+
+
+def _unwrap(ann: Any) -> Any:
+    origin = get_origin(ann)
+    if origin is list:
+        return _CAMERA_LIST
+    if origin is Annotated:
+        return _unwrap(get_args(ann)[0])
+    if origin is Union or str(origin) == "<class 'types.UnionType'>":
+        members = [a for a in get_args(ann) if a is not type(None)]
+        if len(members) == 1:
+            return _unwrap(members[0])
+    return ann
+
+
+def _section_label(loc: tuple[Any, ...]) -> str:
+    if not loc:
+        return "the top level"
+    if loc[0] == "camera" and len(loc) >= 2:
+        return f"[[camera]] #{loc[1]} ({_key_path(loc)})"
+    return f"[{_key_path(loc)}]"
+
+
+def _constraint_text(err: dict[str, Any]) -> str:
+    t, ctx = err["type"], err.get("ctx") or {}
+    if t == "literal_error":
+        expected = str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
+        return f"one of {expected}"
+    if t == "union_tag_invalid":
+        expected = str(ctx.get("expected_tags", "")).replace("'", "")
+        return f"one of {expected}"
+    if t == "union_tag_not_found":
+        return f"missing key 'source' (one of {', '.join(SOURCES)})"
+    bounds = {"greater_than_equal": ">= {ge}", "less_than_equal": "<= {le}", "greater_than": "> {gt}", "less_than": "< {lt}"}
+    if t in bounds:
+        return "a number " + bounds[t].format(**ctx)
+    types = {"int_type": "an integer", "float_type": "a number", "string_type": "a string", "bool_type": "true or false",
+             "list_type": "an array", "tuple_type": "an array", "dict_type": "a table", "model_type": "a table",
+             "model_attributes_type": "a table", "int_from_float": "an integer", "bool_parsing": "true or false"}
+    if t in types:
+        return types[t]
+    if err["loc"] and err["loc"][-1] == "roi" and t in ("too_short", "too_long", "list_type"):
+        return "an array of 4 integers [x, y, w, h]"
+    if t == "too_short":
+        return f"at least {ctx.get('min_length')} item(s)"
+    if t == "too_long":
+        return f"at most {ctx.get('max_length')} item(s)"
+    if t == "string_too_short":
+        return "a non-empty string"
+    if t == "string_pattern_mismatch":
+        pattern = str(ctx.get("pattern", ""))
+        if pattern.startswith("^(tcp"):
+            return "a ZeroMQ endpoint such as tcp://127.0.0.1:5555, ipc:///run/linewatch.sock"
+        return "letters, digits, '_', '.', '-' only"
+    return err.get("msg", t)
+
+
+def _format_errors(name: str, exc: ValidationError, raw: dict[str, Any]) -> str:
+    lines: list[str] = []
+    for err in exc.errors(include_url=False):
+        t = err["type"]
+        if t == "value_error" and isinstance((err.get("ctx") or {}).get("error"), _CrossError):
+            ce = err["ctx"]["error"]
+            lines.append(f"{ce.key} = {ce.value!r}: {ce.allowed}")
+            continue
+        loc = _strip_tags(tuple(err["loc"]))
+        if t == "extra_forbidden":
+            key, parent = loc[-1], loc[:-1]
+            model = _section_model(parent, raw)
+            allowed = ", ".join(_allowed(model)) if model else "(none)"
+            lines.append(f"unknown key '{key}' in {_section_label(parent)}; allowed: {allowed}")
+            continue
+        path = _key_path(loc)
+        if t == "missing":
+            lines.append(f"{path}: missing (required)")
+            continue
+        if t in ("union_tag_invalid", "union_tag_not_found"):
+            path = _key_path(loc + ("source",)) if t == "union_tag_invalid" else path
+            val = (err.get("ctx") or {}).get("tag", err.get("input"))
+            if t == "union_tag_not_found":
+                lines.append(f"{path}: {_constraint_text(err)}")
+            else:
+                lines.append(f"{path} = {val!r}: must be {_constraint_text(err)}")
+            continue
+        lines.append(f"{path} = {err.get('input')!r}: must be {_constraint_text(err)}")
+    if len(lines) == 1:
+        return f"{name}: {lines[0]}"
+    return f"{name}: {len(lines)} problems:\n" + "\n".join(f"  - {line}" for line in lines)

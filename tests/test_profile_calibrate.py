@@ -1,0 +1,109 @@
+"""`linewatch calibrate`: the threshold choice, the textual rewrite of a profile, and the command end to end."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from linewatch.cli import main
+from linewatch.cli.calibrate import choose_threshold, rates, rewrite_thresholds
+from linewatch.errors import ProfileError
+from linewatch.profile import load_profile, parse_profile
+
+REPO = Path(__file__).resolve().parent.parent
+CAM = '[[camera]]\nid = "c"\nsource = "synthetic"\n'
+NEW = {"anomaly": 0.4321, "adhesive": 0.55}
+
+
+def test_balanced_accuracy_picks_the_middle_of_the_gap():
+    labels = np.array([0, 0, 0, 1, 1, -1])
+    scores = np.array([0.1, 0.2, 0.3, 0.6, 0.9, 0.0])  # the unknown label is ignored
+    t = choose_threshold(labels, scores)
+    assert t == pytest.approx(0.45)
+    assert rates(labels, scores, t) == (1.0, 1.0)
+
+
+def test_overlapping_classes_maximise_balanced_accuracy():
+    rng = np.random.default_rng(0)
+    neg, pos = rng.uniform(0, 0.6, 200), rng.uniform(0.4, 1.0, 50)
+    labels = np.r_[np.zeros(200), np.ones(50)].astype(int)
+    scores = np.r_[neg, pos]
+    t = choose_threshold(labels, scores)
+    best = max(sum(rates(labels, scores, c)) for c in np.linspace(0, 1, 1001))
+    assert sum(rates(labels, scores, t)) >= best - 1e-9
+
+
+def test_target_tnr_and_missing_classes():
+    labels = np.array([0] * 100 + [1])
+    scores = np.r_[np.linspace(0, 0.99, 100), 1.0]
+    t = choose_threshold(labels, scores, target_tnr=0.95)
+    assert rates(labels, scores, t)[1] >= 0.95
+    assert rates(labels, scores, float(np.nextafter(t, 0) - 0.01))[1] < 0.95  # the lowest such t
+    assert choose_threshold(np.array([1, 1]), np.array([0.2, 0.9])) is None
+    assert choose_threshold(np.array([-1, -1]), np.array([0.2, 0.9])) is None
+
+
+@pytest.mark.parametrize(
+    "decision",
+    [
+        "[decision]\nthresholds = { anomaly = 0.7, adhesive = 0.7 }  # calibrated 2026-01\nadhesive_rule = \"absent\"\n",
+        "[decision]\nadhesive_rule = \"absent\"\n[decision.thresholds]\nanomaly = 0.7 # a comment\nadhesive = 0.7\n",
+        "[decision]\nadhesive_rule = \"absent\"\nthresholds.anomaly = 0.7\n",
+        "[decision]\nadhesive_rule = \"absent\"\n",
+        "",
+    ],
+)
+def test_rewrite_keeps_everything_else(decision):
+    text = "# station header comment\n[station]\nname = \"s1\"\n" + decision + CAM
+    new = rewrite_thresholds(text, NEW)
+    got = tomllib.loads(new)
+    assert got["decision"]["thresholds"] == NEW
+    assert got["station"]["name"] == "s1" and got["camera"][0]["id"] == "c"
+    assert new.startswith("# station header comment\n")
+    if "absent" in decision:
+        assert got["decision"]["adhesive_rule"] == "absent"
+    if "# calibrated 2026-01" in decision:
+        assert "# calibrated 2026-01" in new
+    p = parse_profile(new)
+    assert p.decision.thresholds.as_tuple() == (0.4321, 0.55)
+
+
+def test_rewrite_refuses_what_it_cannot_do_safely():
+    with pytest.raises(ProfileError, match="set them by hand"):
+        rewrite_thresholds('[decision]\nthresholds = "nonsense"\n' + CAM, NEW)
+
+
+def test_shipped_profiles_rewrite_cleanly():
+    for name in ("demo.toml", "viky.toml", "example-station.toml"):
+        text = (REPO / "calib" / name).read_text()
+        new = rewrite_thresholds(text, NEW)
+        assert parse_profile(new).decision.thresholds.as_tuple() == (0.4321, 0.55)
+        assert len(new.splitlines()) == len(text.splitlines())  # edited in place
+
+
+def test_calibrate_command_end_to_end(tmp_path, capsys):
+    """Synthetic labelled frames, the null engine (every score 0), --write into the profile."""
+    from linewatch.data.dataset import write_sample
+    from linewatch.engines.manifest import Manifest, sha256_file
+
+    onnx = tmp_path / "stub.onnx"
+    onnx.write_bytes(b"stub")
+    Manifest(onnx=onnx.name, sha256=sha256_file(onnx), input_height=32, input_width=48).save(tmp_path / "stub.json")
+    data = tmp_path / "data"
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        img = rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)
+        write_sample(data, f"f{i}", "val", img, None, {"anomaly": i % 2, "adhesive": None})
+    prof = tmp_path / "s.toml"
+    prof.write_text('[model]\npath = "stub.onnx"\nmax_batch = 4\n' + CAM + "[decision]\nadhesive_rule = \"ignore\"\n")
+    rc = main(["calibrate", "--profile", str(prof), "--data", str(data), "--backend", "null", "--target-tnr", "1.0",
+               "--write"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "wrote thresholds" in out and "needs labelled positives and negatives" in out
+    p = load_profile(prof)
+    # every null score is 0: TNR 100% needs t just above 0; the adhesive head (unknown) keeps 0.7
+    assert 0 < p.decision.thresholds.anomaly <= 1e-4 and p.decision.thresholds.adhesive == 0.7
+    assert p.decision.adhesive_rule == "ignore"
