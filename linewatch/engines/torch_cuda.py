@@ -6,7 +6,8 @@ The GPU path where TensorRT is not installed. The only engines module that impor
 - Graphs are captured for the powers of two up to `max_batch` plus `max_batch` itself
   (8 → 1, 2, 4, 8; 6 → 1, 2, 4, 6); a batch of N runs the graph of the smallest captured size
   >= N (the padding rows hold stale frames; their outputs are never returned).
-- Frames go through a page-locked host buffer to a static device input; the outputs of the graph
+- Frames already in page-locked memory (the daemon's ring, allocated with `host_empty`) are copied
+  straight to a static device input; other frames are staged through a page-locked host buffer; the outputs of the graph
   are copied into page-locked host buffers; `infer` returns numpy views of those (valid until the
   next call, per the Engine contract).
 - `device="cpu"` (FP32, no graphs, no page-locked memory) exists for the test suite only: it runs
@@ -166,15 +167,21 @@ class TorchEngine:
         with self._lock:
             if "_model" not in self.__dict__:
                 raise EngineError("torch: the engine is closed")
-            np.copyto(self._np_in[:n], frames)
             if self._stream is None:  # CPU test mode: eager, same buffers
+                np.copyto(self._np_in[:n], frames)
                 with torch.no_grad():
                     masks, scores = self._model(self._h_in[:n])
                 self._h_masks[:n].copy_(masks)
                 self._h_scores[:n].copy_(scores)
             else:
+                src = torch.from_numpy(frames) if frames.flags.c_contiguous else None
+                if src is None or not src.is_pinned():
+                    # pageable memory: stage it in our page-locked buffer so the copy is a real async DMA.
+                    # Frames from the daemon's ring (allocated with `host_empty`) skip this host copy.
+                    np.copyto(self._np_in[:n], frames)
+                    src = self._h_in[:n]
                 with torch.cuda.device(self._dev), torch.cuda.stream(self._stream), torch.no_grad():
-                    self._d_in[:n].copy_(self._h_in[:n], non_blocking=True)
+                    self._d_in[:n].copy_(src, non_blocking=True)
                     if self._graphs_on:
                         g, masks, scores = self._graphs[graph_size_for(n, self.sizes)]
                         g.replay()
