@@ -10,10 +10,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=300, help="frames the simulated line sends (default 300)")
     p.add_argument("--fps", type=float, default=30.0, help="simulated line rate (default 30)")
     p.add_argument("--out", default=None, help="also write a small synthetic set and its preview here")
+    p.add_argument("--backend", default=None, help="engine: auto | onnxruntime | tensorrt | torch | null (default: the profile's)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from linewatch.demo import run_demo
 
-    return run_demo(frames=args.frames, fps=args.fps, out=args.out)
+    return run_demo(frames=args.frames, fps=args.fps, out=args.out, backend=args.backend)
