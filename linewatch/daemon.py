@@ -47,9 +47,6 @@ from linewatch.sdnotify import Notifier
 
 SOURCE_JOIN_S = 5.0
 """How long shutdown waits for each acquisition thread."""
-DROP_RECORDS = 65536
-"""Drop-record ring capacity (about 1.5 MB): bursts of drops while the worker is busy with a batch
-must not overflow it (an overflowing record is a frame without a decision, counted as lost_records)."""
 WORKER_JOIN_S = 30.0
 """How long shutdown waits for the worker to decide what is left in the ring."""
 
@@ -169,7 +166,7 @@ class Daemon:
             h, w = self.engine.input_hw
             alloc = getattr(self.engine, "host_empty", None) if getattr(self.engine, "pinned", False) else None
             slots = max(prof.ring.slots, self.engine.max_batch)
-            self.ring = Ring(slots, h, w, alloc=alloc, drop_capacity=max(DROP_RECORDS, 4 * slots))
+            self.ring = Ring(slots, h, w, alloc=alloc)
 
             if self.publisher is None:
                 self.publisher = self._make_publisher()

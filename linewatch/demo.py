@@ -86,13 +86,14 @@ class _Tally:
         self.failsafe_events.append(reason)
 
 
-def run_demo(frames: int = 300, fps: float = 30.0, out: str | None = None, backend: str | None = None) -> int:
+def run_demo(frames: int = 300, fps: float | None = None, out: str | None = None, backend: str | None = None) -> int:
     """Run the demo; returns the exit status (0 when every frame got exactly one decision)."""
     configure_logging("console", level="warning", stream=sys.stderr)
     if out:
         _write_sample_set(out)
     prof = default_profile()
     cam = prof.camera[0]
+    fps = float(cam.fps if fps is None else fps)
     prof = prof.model_copy(update={
         "station": prof.station.model_copy(update={"endpoint": "tcp://127.0.0.1:0"}),
         "camera": [cam.model_copy(update={"count": int(frames), "fps": float(fps)})],

@@ -37,11 +37,12 @@ producer reports the incoming frame with `drop(..., DROP_FULL)`; frames already 
 their place. The drop record still flows to the consumer with the next `take`, so the dropped
 frame gets a decision: a fail-safe reject with reason `linewatch.decide.REASON_DROPPED`.
 
-Drop records live in their own preallocated ring (`drop_capacity` records, default 4 × S). `drop`
-never blocks. The record ring can only overflow when the consumer has stopped calling
-`take`/`release` (a dead or wedged inference worker) while producers keep dropping: that many
-drops with no consumer progress. Records that do not fit are counted in `counters.lost_records`
-(and the daemon's watchdog must treat a consumer that stops consuming as a fault of its own).
+Drop records live in their own preallocated ring (`drop_capacity` records, default
+max(65536, 4 × S): 24 bytes a record, 1.5 MB). `drop` never blocks. The record ring overflows only
+when producers drop more frames than it holds between two `take` calls: a dead or wedged inference
+worker, or cameras far faster than the engine during one long batch (with the default, 65536 drops
+inside one batch). Records that do not fit are counted in `counters.lost_records` (frames without
+a decision; the daemon's watchdog treats a consumer that stops consuming as a fault of its own).
 
 Threading: one `threading.Condition` guards the indices and the metadata; producers and the
 consumer hold it for a few index updates only, never while pixels are copied. `take` waits on
@@ -232,7 +233,7 @@ class Ring:
         self.truth = np.full((self.slots, 2), -1, dtype=np.int8)
         self.status = np.zeros(self.slots, dtype=np.uint8)
 
-        d = int(drop_capacity) if drop_capacity is not None else 4 * self.slots
+        d = int(drop_capacity) if drop_capacity is not None else max(65536, 4 * self.slots)
         if d < 1:
             raise ValueError(f"drop_capacity must be >= 1, got {drop_capacity}")
         self.drop_capacity = d

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"linewatch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in COMMANDS:
+    for _command, module in COMMANDS:
         try:
             mod = importlib.import_module(f"linewatch.cli.{module}")
         except ModuleNotFoundError as exc:  # a command whose module is not written yet

@@ -8,7 +8,7 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the live demo on the embedded default (simulated line, shipped model)")
     p.add_argument("--frames", type=int, default=300, help="frames the simulated line sends (default 300)")
-    p.add_argument("--fps", type=float, default=30.0, help="simulated line rate (default 30)")
+    p.add_argument("--fps", type=float, default=None, help="simulated line rate (default: the profile's, 25)")
     p.add_argument("--out", default=None, help="also write a small synthetic set and its preview here")
     p.add_argument("--backend", default=None, help="engine: auto | onnxruntime | tensorrt | torch | null (default: the profile's)")
     p.set_defaults(func=run)

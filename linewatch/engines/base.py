@@ -24,7 +24,8 @@ class Engine(Protocol):
     max_batch: int
     """Largest N `infer` accepts."""
     pinned: bool
-    """True when the caller should hand frames in page-locked host memory (GPU engines)."""
+    """True when the caller should hand frames in page-locked host memory (GPU engines). Such an
+    engine also has `host_empty(shape, dtype) -> np.ndarray`, a page-locked array (the ring uses it)."""
 
     def warmup(self) -> None:
         """Run every batch size once so the first real frame pays no start-up cost."""
@@ -59,3 +60,12 @@ def check_frames(frames: object, input_hw: tuple[int, int], max_batch: int, engi
     if not 1 <= n <= max_batch:
         raise EngineError(f"{engine}: batch of {n} frames; allowed 1..{max_batch} (max_batch)")
     return n
+
+
+def warm_every_batch(engine: Engine) -> None:
+    """Run every batch size 1..max_batch once on zero frames (what `warmup` does in every engine):
+    sessions allocate, kernels are chosen and graphs exist before the first real frame."""
+    h, w = engine.input_hw
+    frames = np.zeros((engine.max_batch, h, w, 3), np.uint8)
+    for n in range(1, engine.max_batch + 1):
+        engine.infer(frames[:n])

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from linewatch.engines.base import check_frames, output_hw
+from linewatch.engines.base import check_frames, output_hw, warm_every_batch
 from linewatch.engines.manifest import Manifest
 from linewatch.errors import EngineError
 
@@ -126,9 +126,7 @@ class OrtEngine:
                 )
 
     def warmup(self) -> None:
-        h, w = self.input_hw
-        for n in range(1, self.max_batch + 1):
-            self.infer(np.zeros((n, h, w, 3), np.uint8))
+        warm_every_batch(self)
 
     def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = check_frames(frames, self.input_hw, self.max_batch, self.name)

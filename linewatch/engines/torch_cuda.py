@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from linewatch.engines.base import check_frames, output_hw
+from linewatch.engines.base import check_frames, output_hw, warm_every_batch
 from linewatch.engines.manifest import Manifest
 from linewatch.errors import EngineError
 
@@ -158,9 +158,7 @@ class TorchEngine:
         return torch.empty(shape, dtype=t, pin_memory=self.pinned).numpy()
 
     def warmup(self) -> None:
-        h, w = self.input_hw
-        for n in range(1, self.max_batch + 1):
-            self.infer(np.zeros((n, h, w, 3), np.uint8))
+        warm_every_batch(self)
 
     def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = check_frames(frames, self.input_hw, self.max_batch, self.name)

@@ -25,7 +25,7 @@ import numpy as np
 import pycuda.driver as cuda
 import tensorrt as trt
 
-from linewatch.engines.base import check_frames, output_hw
+from linewatch.engines.base import check_frames, output_hw, warm_every_batch
 from linewatch.engines.build import INPUT_NAME, PRECISIONS, PlanInfo, find_plan, sidecar_path
 from linewatch.engines.build import check_plan as check_plan_info
 from linewatch.engines.manifest import Manifest
@@ -106,9 +106,7 @@ class TrtEngine:
             cuda.Context.pop()
 
     def warmup(self) -> None:
-        h, w = self.input_hw
-        for n in range(1, self.max_batch + 1):
-            self.infer(np.zeros((n, h, w, 3), np.uint8))
+        warm_every_batch(self)
 
     def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = check_frames(frames, self.input_hw, self.max_batch, self.name)
