@@ -1,0 +1,107 @@
+"""`linewatch bench`: sustained throughput and latency of the whole pipeline (see linewatch/bench.py)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch", "null")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="measure the whole pipeline: sustained frames/s and capture -> subscriber latency",
+        description=(
+            "Run the real pipeline in this process (acquisition, ring, engine, inference worker, decisions, "
+            "publisher) with a live subscriber in a second process on a free loopback port, and report the "
+            "sustained decisions/s (median and minimum 1-s window), the latency from capture to the subscriber's "
+            "receipt (p50/p95/p99/max), time per stage, drops and fail-safe decisions, frames without a decision, "
+            "CPU and peak memory. Default pacing: closed loop (the simulated camera is triggered when the ring has "
+            "room, nothing is dropped). Exit status 1 when the minimum window of inferred decisions is below "
+            "--min-fps or a frame got no decision; 2 on a usage error."
+        ),
+    )
+    p.add_argument("--profile", metavar="TOML", default=None,
+                   help="station profile (default: the embedded demo profile)")
+    p.add_argument("--source", choices=("synthetic", "genicam", "replay"), default="synthetic",
+                   help="synthetic: the bench's paced simulated camera over a prerendered pool (one per profile "
+                        "camera); genicam/replay: the profile's own cameras (default synthetic)")
+    p.add_argument("--backend", choices=BACKENDS, default=None, help="override the profile's model.backend")
+    p.add_argument("--engine", dest="backend", choices=BACKENDS, default=None,
+                   help="alias of --backend (`--engine null`: the instant engine, the pipeline's own ceiling)")
+    p.add_argument("--model", metavar="ONNX", default=None,
+                   help="override the profile's model (default: the profile's, engines/resse-default.onnx)")
+    p.add_argument("--duration", type=float, metavar="S", default=30.0, help="measured seconds (default 30)")
+    p.add_argument("--warmup", type=float, metavar="S", default=3.0,
+                   help="seconds of traffic before the measurement (default 3)")
+    p.add_argument("--pace", choices=("backpressure", "fixed", "free"), default=None,
+                   help="source pacing: backpressure = closed loop, no drops (default); fixed = a line camera at "
+                        "--fps (drops when the ring is full); free = as fast as the source can (drops counted)")
+    p.add_argument("--fps", type=float, metavar="F", default=None,
+                   help="source rate for --pace fixed (giving --fps alone implies --pace fixed)")
+    p.add_argument("--inflight", type=int, metavar="N", default=None,
+                   help="backpressure: at most N frames in the ring (default auto: the largest batch size n "
+                        "whose engine time t(n) has 2 t(n) <= half the profile's deadline)")
+    p.add_argument("--max-batch", type=int, metavar="N", default=None, help="override the profile's model.max_batch")
+    p.add_argument("--min-fps", type=float, metavar="F", default=25.0,
+                   help="fail (exit 1) when the minimum 1-s window of inferred decisions is below F (default 25)")
+    p.add_argument("--pool", type=int, metavar="N", default=32,
+                   help="synthetic frames rendered up front and cycled (default 32)")
+    p.add_argument("--pixels", choices=("copy", "reuse"), default="copy",
+                   help="copy: one frame copy into the ring slot per frame, like a camera source (default); "
+                        "reuse: slots filled once, no per-frame copy (isolates the copy cost)")
+    p.add_argument("--overlays", action=argparse.BooleanOptionalAction, default=True,
+                   help="publish overlays as the profile says (default) or none (--no-overlays)")
+    p.add_argument("--baseline", choices=("torch",), default=None,
+                   help="also run the plain PyTorch eager FP32 loop on the same frames and device, and compare")
+    p.add_argument("--baseline-duration", type=float, metavar="S", default=None,
+                   help="seconds of the baseline loop (default: min(--duration, 10))")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
+    p.add_argument("--save", metavar="PATH", default=None, help="also write the JSON report to PATH")
+    p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="warning",
+                   help="log level of the pipeline's logs on stderr (default warning)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+    from pathlib import Path
+
+    from linewatch.bench import BenchConfig, _Progress, exit_status, format_report, run_bench
+    from linewatch.logs import configure
+    from linewatch.profile import default_profile, load_profile
+
+    configure("auto", args.log_level, stream=sys.stderr)
+    pace = args.pace or ("fixed" if args.fps else "backpressure")
+    cfg = BenchConfig(
+        profile=load_profile(args.profile) if args.profile else default_profile(),
+        source=args.source,
+        backend=args.backend,
+        model=Path(args.model) if args.model else None,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        pace=pace,
+        fps=args.fps or 0.0,
+        inflight=args.inflight,
+        max_batch=args.max_batch,
+        min_fps=args.min_fps,
+        pool=args.pool,
+        pixels=args.pixels,
+        overlays=args.overlays,
+        baseline=args.baseline,
+        baseline_duration_s=args.baseline_duration,
+    )
+    progress = None
+    if not args.quiet:
+        progress = _Progress()
+    report = run_bench(cfg, progress=progress)
+    if progress is not None:
+        progress.done()
+    text = json.dumps(report, indent=2)
+    if args.save:
+        Path(args.save).write_text(text + "\n", encoding="utf-8")
+    print(text if args.json else format_report(report))
+    return exit_status(report)

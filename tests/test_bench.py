@@ -1,0 +1,281 @@
+"""`linewatch bench`: a short real run (null engine and a tiny ONNX model), report consistency, exit status.
+
+No speed is asserted (`min_fps=0`): the checks are that the report is complete and adds up.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from linewatch.bench import (
+    REPORT_KEYS,
+    BenchConfig,
+    BenchSource,
+    calibrate_inflight,
+    exit_status,
+    format_report,
+    frame_accounting,
+    percentiles_ms,
+    run_bench,
+    verdict,
+    window_counts,
+)
+from linewatch.errors import UsageError
+from linewatch.profile import default_profile
+from linewatch.ring import Ring
+
+
+def check_report(r: dict, duration: float) -> None:
+    """Everything a report must satisfy, whatever the speed."""
+    for key in REPORT_KEYS:
+        assert key in r, key
+    json.dumps(r)  # JSON-able
+    f = r["frames"]
+    assert f["decisions"] == f["inferred"] + f["failsafe"]
+    assert f["decisions"] == f["rejects"] + f["passes"]
+    assert sum(f["reasons"].values()) == f["decisions"]
+    assert f["missing"] == 0 and f["duplicates"] == 0 and f["unexpected"] == 0
+    assert f["not_decided"] == 0 and f["lost_in_transport"] == 0 and f["missing_examples"] == []
+    assert f["produced"] == f["decisions"] > 0
+    m = r["measured"]
+    assert m["decisions"] == m["inferred"] + m["failsafe"]
+    t = r["throughput"]
+    assert t["windows"] == int(duration) == len(t["per_window"]) == len(t["per_window_inferred"])
+    assert sum(t["per_window"]) <= m["decisions"]
+    assert t["fps"]["min"] <= t["fps"]["median"] <= t["fps"]["max"]
+    for lat in (r["latency_ms"], *r["latency_split_ms"].values()):
+        assert lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert r["latency_ms"]["n"] > 0
+    assert r["stages_ms"]["infer"]["n"] > 0 and r["stages_ms"]["submit"]["n"] > 0
+    assert sum(r["batch_sizes"].values()) > 0
+    assert r["resources"]["max_rss_mb"] > 0 and r["resources"]["cpu_s"] > 0
+    assert r["publisher"]["decisions"] == f["decisions"]
+    assert r["verdict"]["ok"], r["verdict"]
+    assert "verdict: PASS" in format_report(r)
+
+
+def test_null_engine_pipeline_report_is_complete_and_consistent():
+    cfg = BenchConfig(default_profile(), backend="null", duration_s=2.0, warmup_s=0.5, min_fps=0.0, pool=4)
+    r = run_bench(cfg)
+    check_report(r, 2.0)
+    assert r["engine"]["backend"] == "null"
+    assert r["bench"]["inflight"] == 2 * r["engine"]["max_batch"]  # auto: double buffering of the chosen batch
+    assert set(map(int, r["batch_sizes"])) <= set(range(1, r["engine"]["max_batch"] + 1))
+    assert r["frames"]["failsafe"] == 0  # backpressure: nothing dropped; the null engine is never late
+    assert r["frames"]["reasons"] == {"pass": r["frames"]["decisions"]}
+    assert r["measured"]["ring"]["dropped_full"] == 0
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    from linewatch.model.export import export_onnx
+    from linewatch.model.resse import ModelConfig, ResSENet
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("model") / "tiny.onnx"
+    cfg = ModelConfig(widths=(4, 8, 8), class_channels=4, input_height=64, input_width=96)
+    export_onnx(ResSENet(cfg), out, self_check=False)
+    return out
+
+
+def test_onnx_pipeline_fixed_pace_accounts_for_drops_and_has_a_torch_baseline(tiny_model):
+    cfg = BenchConfig(default_profile(), backend="onnxruntime", model=tiny_model, duration_s=2.0, warmup_s=0.5,
+                      min_fps=0.0, pool=4, pace="fixed", fps=400.0, max_batch=4, baseline="torch",
+                      baseline_duration_s=1.0)
+    r = run_bench(cfg)
+    check_report(r, 2.0)
+    assert r["engine"]["input_hw"] == [64, 96] and r["engine"]["max_batch"] == 4
+    # whatever a line camera loses to a full ring comes back as fail-safe decisions
+    src = r["measured"]["sources"][0]
+    assert src["frames_seen"] == src["committed"] + src["dropped_full"]
+    assert r["frames"]["reasons"].get("dropped", 0) == src["dropped_full"]
+    b = r["baseline"]
+    assert b["frames"] > 0 and b["device"] == "cpu"
+    assert b["latency_ms"]["p50"] <= b["latency_ms"]["p99"] <= b["latency_ms"]["max"]
+    assert r["comparison"]["throughput_ratio"] is not None
+    assert "baseline:" in format_report(r)
+
+
+def fake_report(min_window: float = 30.0, missing: int = 0) -> dict:
+    return {
+        "bench": {"errors": []},
+        "throughput": {"inferred_fps": {"median": 40.0, "min": min_window, "max": 50.0}},
+        "frames": {"missing": missing, "duplicates": 0, "unexpected": 0},
+    }
+
+
+def test_exit_status_follows_min_fps_and_frames_without_a_decision():
+    r = fake_report()
+    r["verdict"] = verdict(r, 25.0)
+    assert r["verdict"]["ok"] and exit_status(r) == 0
+
+    slow = fake_report(min_window=24.0)
+    slow["verdict"] = verdict(slow, 25.0)
+    assert exit_status(slow) == 1 and "minimum 1-s window 24" in slow["verdict"]["failures"][0]
+
+    lost = fake_report(missing=3)
+    lost["verdict"] = verdict(lost, 0.0)
+    assert exit_status(lost) == 1 and "3 frame(s) without a decision" in lost["verdict"]["failures"][0]
+
+    broken = copy.deepcopy(r)
+    broken["bench"]["errors"] = ["the daemon exited with code 1"]
+    broken["verdict"] = verdict(broken, 25.0)
+    assert exit_status(broken) == 1
+
+
+def test_frame_accounting_finds_missing_duplicate_and_unexpected_ids():
+    camera = np.array([0, 0, 0, 0, 1, 1, 5])
+    frame_id = np.array([0, 1, 1, 3, 0, 9, 0])
+    acc = frame_accounting({0: 5, 1: 2}, camera, frame_id)
+    # camera 0: ids 2 and 4 missing, 1 twice; camera 1: id 1 missing, 9 never produced; camera 5 unknown
+    assert acc == {"missing": 3, "duplicates": 1, "unexpected": 2, "missing_examples": [[0, 2], [0, 4], [1, 1]]}
+    assert frame_accounting({0: 2}, np.array([0, 0]), np.array([1, 0]))["missing"] == 0
+
+
+def test_window_counts_and_percentiles():
+    t0 = 10**18
+    t = t0 + np.array([0, 1, 999_999_999, 1_000_000_000, 2_500_000_000, 3_000_000_000, -5], np.int64)
+    assert window_counts(t, t0, 3) == [3, 1, 1]  # the 4th second and the early one are outside
+    assert window_counts(t, t0, 0) == []
+    p = percentiles_ms(np.arange(1, 101, dtype=np.int64) * 1_000_000)
+    assert p["n"] == 100 and p["max"] == 100.0 and p["p50"] <= p["p95"] <= p["p99"] <= p["max"]
+    assert percentiles_ms(np.array([], np.int64))["n"] == 0
+
+
+def run_source(pace: str, inflight: int = 8) -> tuple[BenchSource, Ring]:
+    """A bench source feeding a 4-slot ring that nobody consumes, for a moment."""
+    ring = Ring(4, 8, 8)
+    pool = np.arange(3 * 8 * 8 * 3, dtype=np.uint8).reshape(3, 8, 8, 3)
+    go, stop = threading.Event(), threading.Event()
+    src = BenchSource("cam0", pool, np.array([[0, 1], [1, 0], [1, 1]], np.int8), pace=pace, inflight=inflight, go=go)
+    t = src.start(ring, 0, stop)
+    go.set()
+    deadline = time.monotonic() + 5.0
+    while src.frames_seen < (3 if pace == "backpressure" else 20) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    stop.set()
+    t.join(5.0)
+    assert not t.is_alive() and src.error is None
+    return src, ring
+
+
+def test_bench_source_free_pace_drops_newest_and_backpressure_never_drops():
+    src, ring = run_source("free")
+    c = ring.counters
+    assert src.committed == c.committed == 4  # the ring filled up ...
+    assert src.dropped_full == c.dropped_full == src.frames_seen - 4 > 0  # ... and the rest was dropped
+    batch = ring.take(4, 0.0)
+    assert batch.frame_id.tolist() == [0, 1, 2, 3]
+    assert batch.truth.tolist() == [[0, 1], [1, 0], [1, 1], [0, 1]]
+    assert np.array_equal(batch.images[1], src.pool[1])
+
+    src, ring = run_source("backpressure", inflight=3)
+    assert src.dropped_full == ring.counters.dropped_full == 0
+    assert src.committed == ring.counters.committed == 3  # waits for room: never more than `inflight`
+    assert src.blocked_ns > 0
+
+
+def test_config_validation_names_the_option():
+    prof = default_profile()
+    with pytest.raises(UsageError, match="--pace fixed needs --fps"):
+        BenchConfig(prof, pace="fixed").validate()
+    with pytest.raises(UsageError, match="--fps 10 only applies to --pace fixed"):
+        BenchConfig(prof, fps=10.0).validate()
+    with pytest.raises(UsageError, match="--duration 0.5"):
+        BenchConfig(prof, duration_s=0.5).validate()
+    with pytest.raises(UsageError, match="--source"):
+        BenchConfig(prof, source="webcam").validate()
+    with pytest.raises(UsageError, match="apply to --source synthetic only"):
+        BenchConfig(prof, source="replay", pace="free").validate()
+
+
+def test_cli_json_report_and_exit_status(capsys):
+    from linewatch.cli import main
+
+    code = main(["bench", "--engine", "null", "--duration", "1", "--warmup", "0", "--pool", "2", "--quiet",
+                 "--json", "--min-fps", "1e9"])
+    out = capsys.readouterr().out
+    r = json.loads(out)
+    assert code == 1  # nothing reaches 1e9 decisions/s
+    assert not r["verdict"]["ok"] and "--min-fps 1e+09" in r["verdict"]["failures"][0]
+    assert r["frames"]["missing"] == 0 and r["throughput"]["windows"] == 1
+    assert main(["bench", "--pace", "fixed", "--engine", "null"]) == 2  # usage error: no --fps
+
+
+class SteppedEngine:
+    """A fake engine whose batch of n 'takes' 10 + 5 n ms on a fake clock."""
+
+    input_hw = (8, 8)
+
+    def __init__(self, max_batch: int) -> None:
+        self.max_batch = max_batch
+        self.now = 0
+        self.calls: list[int] = []
+
+    def infer(self, frames):
+        self.calls.append(len(frames))
+        self.now += (10 + 5 * len(frames)) * 1_000_000
+
+
+def test_inflight_auto_takes_the_fastest_batch_size_whose_two_runs_fit_half_the_deadline():
+    eng = SteppedEngine(max_batch=8)
+    n, times = calibrate_inflight(eng, deadline_ns=150_000_000, clock=lambda: eng.now)
+    assert n == 4  # 2 x 30 ms <= 75 ms < 2 x 50 ms; 4 frames / 30 ms beats 2 / 20 and 1 / 15
+    assert times == {"1": 15.0, "2": 20.0, "4": 30.0, "8": 50.0}
+    eng = SteppedEngine(max_batch=6)
+    n, times = calibrate_inflight(eng, deadline_ns=20_000_000, clock=lambda: eng.now)
+    assert n == 1 and list(times) == ["1"]  # nothing fits: one frame at a time; larger sizes not timed
+    eng = SteppedEngine(max_batch=6)
+    assert calibrate_inflight(eng, deadline_ns=10**9, clock=lambda: eng.now)[0] == 6
+    assert sorted(set(eng.calls)) == [1, 2, 4, 6]
+
+
+def test_replay_source_from_the_profile(tmp_path):
+    import cv2
+
+    from linewatch.profile import load_profile
+
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / "imgs" / f"{i}.png"), np.full((128, 256, 3), 40 * i, np.uint8))
+    (tmp_path / "p.toml").write_text(
+        '[model]\npath = "absent.onnx"\nbackend = "null"\nmax_batch = 2\n'
+        '[[camera]]\nid = "r0"\nsource = "replay"\npath = "imgs"\nloop = true\nfps = 50\n'
+    )
+    prof = load_profile(tmp_path / "p.toml")
+    r = run_bench(BenchConfig(prof, source="replay", duration_s=1.0, warmup_s=0.2, min_fps=0.0))
+    check_report(r, 1.0)
+    assert r["bench"]["pace"] == "source" and r["bench"]["inflight"] is None
+    assert r["engine"]["model"] is None  # the null engine runs without a model file
+    with pytest.raises(UsageError, match="r0 are not genicam"):
+        run_bench(BenchConfig(prof, source="genicam", duration_s=1.0))
+
+
+def test_capped_engine_keeps_everything_but_max_batch():
+    from linewatch.bench import _CappedEngine
+
+    class Pinned(SteppedEngine):
+        name, device, pinned = "fake", "cuda:0 fake", True
+
+        def host_empty(self, shape, dtype=np.uint8):
+            return np.zeros(shape, dtype)
+
+    eng = Pinned(max_batch=8)
+    capped = _CappedEngine(eng, 2)
+    assert capped.max_batch == 2 and eng.max_batch == 8
+    assert (capped.name, capped.device, capped.pinned, capped.input_hw) == ("fake", "cuda:0 fake", True, (8, 8))
+    assert capped.host_empty((2, 3)).shape == (2, 3)  # the daemon allocates the ring through it
+    capped.infer(np.zeros((2, 8, 8, 3), np.uint8))
+    assert eng.calls == [2]
