@@ -438,24 +438,6 @@ class _StartedPublisher:
         return getattr(self._pub, name)
 
 
-class _PassingNull:
-    """The null engine with scores (0, 1): a clean cell that passes under every adhesive rule but
-    "absent". NullEngine's zeros are rejected as "adhesive-missing" by the default rule "present",
-    which would make every frame a reject with an overlay (JPEG) and measure the overlay encoder."""
-
-    def __init__(self, engine: Any) -> None:
-        self._engine = engine
-        self._scores = np.zeros((engine.max_batch, 2), np.float32)
-        self._scores[:, 1] = 1.0
-
-    def __getattr__(self, name: str) -> Any:  # name, device, input_hw, max_batch, pinned, warmup, close
-        return getattr(self._engine, name)
-
-    def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        masks, _ = self._engine.infer(frames)
-        return masks, self._scores[: masks.shape[0]]
-
-
 # --------------------------------------------------------------------------------------------------
 # statistics
 
@@ -603,53 +585,11 @@ def open_bench_engine(cfg: BenchConfig) -> tuple[Any, Path | None]:
     if name == "null" and model is None:
         from linewatch.engines.null import NullEngine
 
-        return _PassingNull(NullEngine(NULL_INPUT_HW, max_batch)), None
+        return NullEngine(NULL_INPUT_HW, max_batch), None
     opts: dict[str, Any] = {}
     if name == "onnxruntime" and prof.model.threads:
         opts["threads"] = prof.model.threads
-    engine = open_engine(model, backend=name, max_batch=max_batch, **opts)
-    if name == "null":
-        engine = _PassingNull(engine)
-    return engine, model
-
-
-def calibrate_inflight(engine: Any, deadline_ns: int, repeats: int = 3,
-                       clock: Callable[[], int] = time.perf_counter_ns) -> tuple[int, dict[str, float]]:
-    """Time `engine.infer` per batch size (1, 2, 4, ..., max_batch; median of `repeats` calls on
-    zero frames) and pick the batch size n with the highest throughput n / t(n) among those whose
-    2 x t(n) fits in half the deadline (1 when none fits). Returns (n, {n: ms})."""
-    h, w = engine.input_hw
-    sizes = sorted({*(1 << i for i in range(engine.max_batch.bit_length()) if (1 << i) <= engine.max_batch),
-                    int(engine.max_batch)})
-    frames = np.zeros((engine.max_batch, h, w, 3), np.uint8)
-    times: dict[str, float] = {}
-    best, best_rate = 1, 0.0
-    for n in sizes:
-        engine.infer(frames[:n])
-        ts = []
-        for _ in range(repeats):
-            t0 = clock()
-            engine.infer(frames[:n])
-            ts.append(clock() - t0)
-        t = statistics.median(ts)
-        times[str(n)] = round(t / 1e6, 3)
-        if 2 * t > deadline_ns / 2:
-            break  # larger batches only take longer
-        if n / max(t, 1) > best_rate:
-            best, best_rate = n, n / max(t, 1)
-    return best, times
-
-
-class _CappedEngine:
-    """An engine whose `max_batch` reads `n` (the worker then takes at most n frames per batch)."""
-
-    def __init__(self, engine: Any, n: int) -> None:
-        self._engine = engine
-        self.max_batch = int(n)
-        self.infer = engine.infer
-
-    def __getattr__(self, name: str) -> Any:  # name, device, input_hw, pinned, host_empty, warmup, close
-        return getattr(self._engine, name)
+    return open_engine(model, backend=name, max_batch=max_batch, **opts), model
 
 
 def make_sources(cfg: BenchConfig, engine: Any, go: threading.Event, inflight: int | None = None,
@@ -684,6 +624,7 @@ def make_sources(cfg: BenchConfig, engine: Any, go: threading.Event, inflight: i
 def run_bench(cfg: BenchConfig, progress: Callable[..., None] | None = None) -> dict[str, Any]:
     """Run the pipeline benchmark; the report (a JSON-able dict with `REPORT_KEYS`)."""
     from linewatch.daemon import Daemon
+    from linewatch.infer import batch_limit
     from linewatch.logs import get_logger
     from linewatch.publish import Publisher
     from linewatch.sdnotify import Notifier
@@ -707,17 +648,16 @@ def run_bench(cfg: BenchConfig, progress: Callable[..., None] | None = None) -> 
     try:
         go = threading.Event()
         inflight, calibration, poll_max = cfg.inflight, None, POLL_S
-        run_engine = engine
+        limit: int | None = None
         if cfg.source == "synthetic" and cfg.pace == "backpressure" and inflight is None:
             say("bench: timing the engine per batch size (--inflight auto)", force=True)
             engine.warmup()
-            n, calibration = calibrate_inflight(engine, prof.decision.deadline_ns)
+            n, calibration = batch_limit(engine, prof.decision.deadline_ns)
+            limit = n
             inflight = 2 * n  # one batch waiting while the previous one runs
-            if n < engine.max_batch:
-                run_engine = _CappedEngine(engine, n)
             poll_max = min(max(calibration[str(n)] / 1e3 / 10, POLL_S), POLL_MAX_S)
         say("bench: rendering the frame pool", force=True)
-        sources, source_desc = make_sources(cfg, run_engine, go, inflight, poll_max)
+        sources, source_desc = make_sources(cfg, engine, go, inflight, poll_max)
 
         daemon_ref: list[Any] = []
         pub = Publisher("tcp://127.0.0.1:0", prof.station.name,
@@ -734,8 +674,8 @@ def run_bench(cfg: BenchConfig, progress: Callable[..., None] | None = None) -> 
         if not sub.wait_ready(SUBSCRIBER_READY_S):
             raise UsageError(f"the bench's subscriber saw no heartbeat from {endpoint} within {SUBSCRIBER_READY_S:g} s")
 
-        daemon = Daemon(prof, engine=run_engine, sources=sources, publisher=_StartedPublisher(pub),
-                        notifier=Notifier(env={}), log=log)
+        daemon = Daemon(prof, engine=engine, sources=sources, publisher=_StartedPublisher(pub),
+                        notifier=Notifier(env={}), log=log, batch_limit=limit)
         daemon_ref.append(daemon)
         say("bench: warming the engine up, starting the pipeline", force=True)
         daemon.start()
@@ -815,13 +755,14 @@ def run_bench(cfg: BenchConfig, progress: Callable[..., None] | None = None) -> 
 
     report = build_report(cfg, res, produced=produced, t0_ns=t0_ns, t1_ns=t1_ns, wall_s=wall, cpu_s=cpu,
                           stats=stats, ring_delta=_delta(ring1.as_dict(), ring0.as_dict()), pub_counters=pub_counters,
-                          max_rss_mb=ru.ru_maxrss / 1024.0, host=host, engine=run_engine, model_path=model_path,
+                          max_rss_mb=ru.ru_maxrss / 1024.0, host=host, engine=engine, model_path=model_path,
                           source_desc=source_desc, errors=errors, worker_decisions=worker_decisions,
                           source_counters=[_source_counters(s) for s in sources])
     report["bench"]["inflight"] = inflight if cfg.pace == "backpressure" and cfg.source == "synthetic" else None
     report["bench"]["inflight_calibration_ms"] = calibration
-    report["engine"]["max_batch_note"] = ("worker batches capped at the size --inflight auto chose"
-                                          if run_engine is not engine else "the profile's model.max_batch or --max-batch")
+    report["engine"]["batch_limit"] = daemon.batch_limit
+    report["engine"]["max_batch_note"] = ("worker batches capped at the size the engine runs within half the "
+                                          "deadline (linewatch.infer.batch_limit)")
     if cfg.baseline == "torch":
         say("bench: baseline (PyTorch eager FP32 loop)", force=True)
         pool = sources[0].pool if isinstance(sources[0], BenchSource) else None

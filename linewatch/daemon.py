@@ -40,7 +40,7 @@ from typing import Any
 
 from linewatch.decide import Decider
 from linewatch.errors import LinewatchError, ProfileError
-from linewatch.infer import InferenceWorker
+from linewatch.infer import InferenceWorker, batch_limit
 from linewatch.logs import get_logger
 from linewatch.profile import Profile, load_profile
 from linewatch.sdnotify import Notifier
@@ -93,7 +93,8 @@ class Daemon:
     `open_profile_engine` with `backend=` or the profile's backend),
     `sources=` (Source objects in camera order, else built from the profile), `publisher=` (an object
     with start/submit/stop, else a `linewatch.publish.Publisher`), `notifier=` (else from the
-    environment). Stop conditions: `max_frames` decisions, `duration_s` seconds, or every camera done.
+    environment), `batch_limit=` (most frames per batch, else measured on the engine at start).
+    Stop conditions: `max_frames` decisions, `duration_s` seconds, or every camera done.
     """
 
     def __init__(
@@ -110,6 +111,7 @@ class Daemon:
         duration_s: float | None = None,
         status_interval: float = 5.0,
         take_timeout: float = 0.1,
+        batch_limit: int | None = None,
         log: Any = None,
     ) -> None:
         self.profile = profile
@@ -126,6 +128,8 @@ class Daemon:
         self.duration_s = duration_s
         self.status_interval = float(status_interval)
         self.take_timeout = float(take_timeout)
+        self.batch_limit = batch_limit
+        """Most frames the worker takes per batch; None = measured at start (`infer.batch_limit`)."""
         self.log = log if log is not None else get_logger("linewatch.daemon", station=profile.station.name)
 
         p = profile.decision
@@ -160,6 +164,10 @@ class Daemon:
             t0 = time.monotonic()
             self.engine.warmup()
             self.log.info("engine_warm", seconds=round(time.monotonic() - t0, 3))
+            if self.batch_limit is None:
+                self.batch_limit, times = batch_limit(self.engine, prof.decision.deadline_ns)
+                self.log.info("batch_limit", max_take=self.batch_limit, infer_ms=times,
+                              deadline_ms=prof.decision.deadline_ms)
 
             from linewatch.ring import Ring
 
@@ -176,7 +184,7 @@ class Daemon:
                 self.publisher.start()
 
             self.worker = InferenceWorker(self.ring, self.engine, self.decider, self.publisher, prof.camera_ids,
-                                          log=self.log, take_timeout=self.take_timeout)
+                                          log=self.log, take_timeout=self.take_timeout, max_take=self.batch_limit)
             self.worker.start()
 
             if not self._given_sources:

@@ -2,9 +2,12 @@
 
 Loop (one iteration per `ring.take`):
 
-1. `batch = ring.take(engine.max_batch, timeout)`: up to max_batch committed frames plus the pending
-   drop records. Micro-batching falls out of this: when the engine keeps up, a frame is alone in
-   its batch (lowest latency); under load, the backlog forms batches up to max_batch (throughput).
+1. `batch = ring.take(max_take, timeout)`: up to `max_take` committed frames plus the pending drop
+   records. Micro-batching falls out of this: when the engine keeps up, a frame is alone in its
+   batch (lowest latency); under load, the backlog forms batches up to `max_take` (throughput).
+   `max_take` is the engine's max_batch capped by `batch_limit` (measured at start): a batch the
+   engine cannot run within half the deadline would make every frame of it late — on a CPU,
+   where batching buys no throughput, that is batch 1.
 2. Drop records (no slot, corrupt, lost): a fail-safe reject each, with the record's reason.
 3. Frames: `engine.infer(batch.images)` on the contiguous view of the ring. If the engine raises,
    every frame of that batch is decided as a fail-safe reject "engine-error" (logged with the
@@ -29,6 +32,7 @@ that hangs stops the petting and systemd restarts the service.
 from __future__ import annotations
 
 import bisect
+import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +45,37 @@ from linewatch.decide import REASON_DROPPED, REASON_ENGINE_ERROR, REASON_LATE, R
 STAGES = ("wait", "infer", "decide", "submit", "end_to_end")
 """Timed stages: time blocked in ring.take, engine.infer per batch, decide per frame,
 publisher.submit per frame, and capture -> decision per frame."""
+
+
+def batch_limit(engine: Any, deadline_ns: int, repeats: int = 3,
+                clock: Callable[[], int] = time.perf_counter_ns) -> tuple[int, dict[str, float]]:
+    """The batch size the worker should take at most, measured on the engine.
+
+    Times `engine.infer` per batch size (1, 2, 4, ..., max_batch; median of `repeats` calls on zero
+    frames) and picks the size n with the highest throughput n / t(n) among those whose 2 x t(n)
+    fits in half the deadline (a batch waits while the previous one runs); 1 when none fits.
+    Returns (n, {str(n): milliseconds}).
+    """
+    h, w = engine.input_hw
+    sizes = sorted({*(1 << i for i in range(engine.max_batch.bit_length()) if (1 << i) <= engine.max_batch),
+                    int(engine.max_batch)})
+    frames = np.zeros((engine.max_batch, h, w, 3), np.uint8)
+    times: dict[str, float] = {}
+    best, best_rate = 1, 0.0
+    for n in sizes:
+        engine.infer(frames[:n])
+        ts = []
+        for _ in range(repeats):
+            t0 = clock()
+            engine.infer(frames[:n])
+            ts.append(clock() - t0)
+        t = statistics.median(ts)
+        times[str(n)] = round(t / 1e6, 3)
+        if 2 * t > deadline_ns / 2:
+            break  # larger batches only take longer
+        if n / max(t, 1) > best_rate:
+            best, best_rate = n, n / max(t, 1)
+    return best, times
 
 
 class LatencyHistogram:
@@ -109,6 +144,7 @@ class InferenceWorker:
         log: Any = None,
         take_timeout: float = 0.1,
         reason_of: Callable[[int], str] | None = None,
+        max_take: int | None = None,
     ) -> None:
         self.ring = ring
         self.engine = engine
@@ -123,6 +159,8 @@ class InferenceWorker:
             reason_of = ring_reason_of
         self._reason_of = reason_of
         self.max_batch = int(engine.max_batch)
+        self.max_take = min(int(max_take), self.max_batch) if max_take else self.max_batch
+        """Most frames taken per batch (`batch_limit`), at most the engine's max_batch."""
 
         self.hist = {s: LatencyHistogram() for s in STAGES}
         self.batch_sizes = np.zeros(self.max_batch + 1, np.int64)
@@ -176,7 +214,7 @@ class InferenceWorker:
         ring = self.ring
         while not self._abort.is_set():
             t0 = time.perf_counter_ns()
-            batch = ring.take(self.max_batch, self.take_timeout)
+            batch = ring.take(self.max_take, self.take_timeout)
             self._alive_ns = time.monotonic_ns()
             if batch.empty:
                 if ring.closed:

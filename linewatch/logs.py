@@ -17,6 +17,20 @@ LogFormat = Literal["auto", "json", "console"]
 LEVELS = ("debug", "info", "warning", "error")
 
 
+class SafePrintLogger(structlog.PrintLogger):
+    """A PrintLogger that never raises: a log line that cannot be written (closed or broken stdout)
+    is lost, never the pipeline thread that logged it, nor the frame it was handling."""
+
+    def msg(self, message: str) -> None:
+        try:
+            super().msg(message)
+        except (OSError, ValueError):
+            pass
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
 def configure(fmt: LogFormat = "auto", level: str = "info", stream: TextIO | None = None) -> str:
     """Configure structlog for the process. Returns the format chosen ("json" or "console")."""
     if level not in LEVELS:
@@ -37,7 +51,8 @@ def configure(fmt: LogFormat = "auto", level: str = "info", stream: TextIO | Non
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        # without an explicit stream, sys.stdout is looked up per logger, not frozen here
+        logger_factory=lambda *_: SafePrintLogger(stream if stream is not None else sys.stdout),
         cache_logger_on_first_use=False,
     )
     return fmt

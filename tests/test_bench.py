@@ -18,7 +18,6 @@ from linewatch.bench import (
     REPORT_KEYS,
     BenchConfig,
     BenchSource,
-    calibrate_inflight,
     exit_status,
     format_report,
     frame_accounting,
@@ -229,16 +228,18 @@ class SteppedEngine:
         self.now += (10 + 5 * len(frames)) * 1_000_000
 
 
-def test_inflight_auto_takes_the_fastest_batch_size_whose_two_runs_fit_half_the_deadline():
+def test_batch_limit_takes_the_fastest_batch_size_whose_two_runs_fit_half_the_deadline():
+    from linewatch.infer import batch_limit
+
     eng = SteppedEngine(max_batch=8)
-    n, times = calibrate_inflight(eng, deadline_ns=150_000_000, clock=lambda: eng.now)
+    n, times = batch_limit(eng, deadline_ns=150_000_000, clock=lambda: eng.now)
     assert n == 4  # 2 x 30 ms <= 75 ms < 2 x 50 ms; 4 frames / 30 ms beats 2 / 20 and 1 / 15
     assert times == {"1": 15.0, "2": 20.0, "4": 30.0, "8": 50.0}
     eng = SteppedEngine(max_batch=6)
-    n, times = calibrate_inflight(eng, deadline_ns=20_000_000, clock=lambda: eng.now)
+    n, times = batch_limit(eng, deadline_ns=20_000_000, clock=lambda: eng.now)
     assert n == 1 and list(times) == ["1"]  # nothing fits: one frame at a time; larger sizes not timed
     eng = SteppedEngine(max_batch=6)
-    assert calibrate_inflight(eng, deadline_ns=10**9, clock=lambda: eng.now)[0] == 6
+    assert batch_limit(eng, deadline_ns=10**9, clock=lambda: eng.now)[0] == 6
     assert sorted(set(eng.calls)) == [1, 2, 4, 6]
 
 
@@ -263,19 +264,3 @@ def test_replay_source_from_the_profile(tmp_path):
         run_bench(BenchConfig(prof, source="genicam", duration_s=1.0))
 
 
-def test_capped_engine_keeps_everything_but_max_batch():
-    from linewatch.bench import _CappedEngine
-
-    class Pinned(SteppedEngine):
-        name, device, pinned = "fake", "cuda:0 fake", True
-
-        def host_empty(self, shape, dtype=np.uint8):
-            return np.zeros(shape, dtype)
-
-    eng = Pinned(max_batch=8)
-    capped = _CappedEngine(eng, 2)
-    assert capped.max_batch == 2 and eng.max_batch == 8
-    assert (capped.name, capped.device, capped.pinned, capped.input_hw) == ("fake", "cuda:0 fake", True, (8, 8))
-    assert capped.host_empty((2, 3)).shape == (2, 3)  # the daemon allocates the ring through it
-    capped.infer(np.zeros((2, 8, 8, 3), np.uint8))
-    assert eng.calls == [2]

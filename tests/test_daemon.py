@@ -323,7 +323,7 @@ def test_sd_notify_ready_status_watchdog_and_stalled_worker(tmp_path):
     engine = FakeEngine(block=release)  # the 4th infer call hangs until `release`
     log = FakeLog()
     d = Daemon(profile(), engine=engine, sources=[LoopSource("cam0", period=0.005)], publisher=FakePublisher(),
-               notifier=notifier, status_interval=0.05, log=log)
+               notifier=notifier, status_interval=0.05, log=log, batch_limit=4)  # no timing calls at start
     msgs: list[str] = []
     try:
         d.start()
@@ -412,3 +412,46 @@ def test_daemon_with_the_real_publisher_over_zeromq(tmp_path):
     assert all(m.header["station"] == "zmq-test" and m.header["camera"] == "a" for m in decisions)
     beats = [m for m in msgs if m.topic == "heartbeat"]
     assert beats and beats[-1].header["cameras"].get("a") in ("up", "done")
+
+
+def test_worker_takes_at_most_max_take_frames_per_batch():
+    ring = Ring(8, *HW)
+    engine = FakeEngine(max_batch=8)
+    pub = FakePublisher()
+    worker = InferenceWorker(ring, engine, Decider((0.5, 0.5), "ignore", 10**10), pub, ["a"], max_take=3)
+    for fid in range(7):
+        ring.commit(ring.claim(), 0, fid, time.time_ns())
+    worker.stop()
+    worker.run()
+    assert engine.batch_sizes == [3, 3, 1]
+    assert [d.frame_id for d in pub.decisions] == list(range(7))
+
+
+def test_daemon_measures_its_batch_limit_on_the_engine():
+    class Slow(FakeEngine):
+        def infer(self, frames):  # 40 ms a frame: with a 200 ms deadline only batch 1 fits
+            time.sleep(0.04 * frames.shape[0])
+            return super().infer(frames)
+
+    prof = profile(cameras='[[camera]]\nid = "cam0"\nsource = "synthetic"\nfps = 0\ncount = 4\npool = 1\n')
+    prof = prof.model_copy(update={"decision": prof.decision.model_copy(update={"deadline_ms": 200.0})})
+    d = Daemon(prof, engine=Slow(max_batch=4), publisher=FakePublisher(), notifier=Notifier(env={}))
+    d.start()
+    assert d.join(30) == 0
+    assert d.batch_limit == 1 and d.worker.max_take == 1
+
+
+def test_logging_to_a_closed_stream_never_raises():
+    import io
+
+    from linewatch.logs import configure, get_logger
+
+    stream = io.StringIO()
+    configure("json", stream=stream)
+    log = get_logger("t")
+    log.warning("first")
+    assert "first" in stream.getvalue()
+    stream.close()
+    log.warning("second")  # would raise ValueError: I/O operation on closed file
+    log.exception("third")
+    configure("json")  # back to stdout for later tests

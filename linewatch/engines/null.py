@@ -1,4 +1,5 @@
-"""An engine that does no work: zeros from preallocated buffers (every score 0, so every frame passes).
+"""An engine that does no work: a clean cell from preallocated buffers (masks 0; scores: anomaly 0,
+adhesive 1), so every frame passes under the adhesive rules `present` and `ignore`.
 
 For pipeline benchmarks (`linewatch bench --backend null`): it measures everything around the
 network — acquisition, ring, decisions, publishing — at the cost of one slice per call.
@@ -12,7 +13,7 @@ from linewatch.engines.base import check_frames, output_hw
 
 
 class NullEngine:
-    """Returns views of zero-filled buffers allocated once for `max_batch`."""
+    """Returns views of buffers allocated once for `max_batch`: zero masks, scores (0, 1)."""
 
     name = "null"
     device = "none"
@@ -26,6 +27,7 @@ class NullEngine:
         mh, mw = output_hw(self.input_hw)
         self._masks = np.zeros((self.max_batch, 2, mh, mw), np.float32)
         self._scores = np.zeros((self.max_batch, 2), np.float32)
+        self._scores[:, 1] = 1.0  # adhesive present: a clean cell, not an "adhesive-missing" reject
 
     def warmup(self) -> None:
         return None

@@ -59,6 +59,7 @@ class OrtEngine:
         manifest: Manifest,
         max_batch: int = 8,
         threads: int | None = None,
+        spin: bool = False,
     ) -> None:
         import onnxruntime as ort
 
@@ -77,6 +78,10 @@ class OrtEngine:
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not spin:
+            # ORT's worker threads busy-wait between ops by default. In the daemon they share the
+            # cores with acquisition, decision and publishing threads, which spinning starves.
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._sess = ort.InferenceSession(
                 str(self.onnx_path), sess_options=so, providers=["CPUExecutionProvider"]
