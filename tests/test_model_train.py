@@ -280,3 +280,25 @@ def test_ablate_parallel_matches_serial(toy, tmp_path):
     b = json.loads((tmp_path / "par" / "results.json").read_text())["rows"]["resse-v1"]["anomaly"]
     for name in ("AP_pos", "AP_neg", "TPR", "TNR"):
         assert a[name][0] == pytest.approx(b[name][0], abs=1e-6), name
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    """A run killed while writing a checkpoint leaves the previous one whole (resume needs it)."""
+    import torch
+
+    from linewatch.model import train as train_mod
+
+    path = tmp_path / "last.pt"
+    train_mod.save_atomic({"epoch": 1}, path)
+    real_save = torch.save
+
+    def dying_save(obj, f):
+        real_save(obj, f)
+        with open(f, "r+b") as fh:  # a torn write, then the process dies
+            fh.truncate(10)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod.torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.save_atomic({"epoch": 2}, path)
+    assert torch.load(path, weights_only=True) == {"epoch": 1}

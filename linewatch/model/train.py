@@ -199,6 +199,14 @@ def rng_state(gen: torch.Generator) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------------------ training
 
 
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file beside `path`, then rename it over `path`: a run killed
+    mid-write leaves the previous checkpoint intact, so `--resume` always finds a whole one."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
 def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], list[Any]] | None = None) -> dict[str, Any]:
     """Run (or resume) a two-stage training; returns a summary dict (also the last log line).
 
@@ -331,9 +339,9 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
                 "config": cfg.to_dict(),
                 "train": asdict(tc),
             }
-            torch.save(state, ckpt_last)
+            save_atomic(state, ckpt_last)
             if improved or val_c is None:
-                torch.save(state, ckpt_best)
+                save_atomic(state, ckpt_best)
             summary = {
                 "epoch": epoch + 1, "epochs": n_epochs, "stage": stage, "train_loss": round(train_loss, 6),
                 "val_loss": None if math.isnan(val_loss) else round(val_loss, 6), "best": improved,
@@ -366,7 +374,7 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
             "epochs_cls": tc.epochs_cls, "batch": tc.batch, "lr": tc.lr, "seg_loss": tc.seg_loss,
             "seed": tc.seed, "device": str(device), "amp": str(dtype), "wall_s": round(time.time() - t_start, 1),
         }
-        torch.save(best, ckpt_best)
+        save_atomic(best, ckpt_best)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         summary["val_metrics"] = metrics["val"]
     return summary
