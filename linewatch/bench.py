@@ -244,6 +244,7 @@ class BenchSource:
             self.state = "done"
 
     def _loop(self, ring: Any, cam: int, stop: threading.Event) -> None:
+        from linewatch.acquire.base import Pacer
         from linewatch.ring import DROP_FULL
 
         self.state = "up"
@@ -253,19 +254,13 @@ class BenchSource:
         pool, truth, n = self.pool, self.truth, len(self.pool)
         copy = self.pixels == "copy"
         pace = self.pace
-        period_ns = int(1e9 / self.fps) if pace == "fixed" else 0
-        next_ns = time.monotonic_ns()
+        pacer = Pacer(self.fps if pace == "fixed" else 0.0)
         k = 0
         while not stop.is_set():
-            if period_ns:
-                now = time.monotonic_ns()
-                if now < next_ns:
-                    if stop.wait((next_ns - now) / 1e9):
-                        break
-                elif now - next_ns > period_ns:
-                    self.late_ticks += 1
-                    next_ns = now
-                next_ns += period_ns
+            if pacer.period_ns:
+                if not pacer.wait(stop):
+                    break
+                self.late_ticks = pacer.late_ticks
             elif pace == "backpressure" and ring.occupancy >= self.inflight:
                 t0 = time.perf_counter_ns()
                 delay = POLL_S / 2

@@ -249,3 +249,20 @@ def test_make_source_and_the_source_protocol():
         make_source("replay", SyntheticConfig(), camera="x")
     with pytest.raises(SourceError, match="unknown source 'usb'; allowed: synthetic, replay, genicam"):
         make_source("usb", None, camera="cam0")
+
+
+def test_pacer_schedule_stop_and_late_ticks():
+    import threading
+    import time
+
+    from linewatch.acquire.base import Pacer
+
+    stop = threading.Event()
+    assert Pacer(0).wait(stop) and Pacer(0).period_ns == 0  # no pacing: never waits
+    p = Pacer(10.0)
+    first = p.next_ns
+    assert p.wait(stop) and p.next_ns == first + p.period_ns  # absolute schedule: no drift
+    p.next_ns = time.monotonic_ns() - 5 * p.period_ns  # far behind: re-sync, count one late tick
+    assert p.wait(stop) and p.late_ticks == 1 and p.next_ns > time.monotonic_ns()
+    stop.set()
+    assert not p.wait(stop)  # a stop while waiting ends the wait

@@ -270,6 +270,37 @@ class FrameWriter:
                 cv2.cvtColor(small, code, dst=dst)
 
 
+class Pacer:
+    """Ticks at `fps` on an absolute schedule (no drift accumulates); `fps` 0 = no pacing.
+
+    More than a period behind, it re-syncs to now instead of bursting to catch up, and counts a
+    late tick. Shared by the acquisition sources and the bench's simulated camera.
+    """
+
+    def __init__(self, fps: float) -> None:
+        self.period_ns = int(1e9 / fps) if fps > 0 else 0
+        self.next_ns = time.monotonic_ns()
+        self.late_ticks = 0
+
+    def restart(self) -> None:
+        """Start the schedule again from now (after a reconnect)."""
+        self.next_ns = time.monotonic_ns()
+
+    def wait(self, stop: threading.Event) -> bool:
+        """Sleep until the next tick; False when `stop` was set while waiting."""
+        if not self.period_ns:
+            return True
+        now = time.monotonic_ns()
+        if now < self.next_ns:
+            if stop.wait((self.next_ns - now) / 1e9):
+                return False
+        elif now - self.next_ns > self.period_ns:
+            self.late_ticks += 1
+            self.next_ns = now
+        self.next_ns += self.period_ns
+        return True
+
+
 # --- the acquisition thread ---------------------------------------------------------------------
 @dataclass(slots=True)
 class SourceCounters:
@@ -450,21 +481,13 @@ class BaseSource:
                 return
         self.state = STATE_UP
         self._log.info("acquisition started", fps=self.fps or "max", roi=self.roi)
-        period_ns = int(1e9 / self.fps) if self.fps > 0 else 0
-        next_ns = time.monotonic_ns()
+        pacer = Pacer(self.fps)
         c = self.counters
         consecutive = 0
         while not stop.is_set():
-            if period_ns:
-                # Absolute schedule (no drift accumulates); re-sync when more than a period behind.
-                now = time.monotonic_ns()
-                if now < next_ns:
-                    if stop.wait((next_ns - now) / 1e9):
-                        break
-                elif now - next_ns > period_ns:
-                    c.late_ticks += 1
-                    next_ns = now
-                next_ns += period_ns
+            if not pacer.wait(stop):
+                break
+            c.late_ticks = pacer.late_ticks
             try:
                 grab = self._grab()
             except NoFrame:
@@ -478,7 +501,7 @@ class BaseSource:
                 c.errors += 1
                 if not self._reopen(stop, str(exc)):
                     break
-                next_ns = time.monotonic_ns()
+                pacer.restart()
                 continue
             except Exception as exc:  # noqa: BLE001 - one bad frame must not end the thread
                 c.errors += 1
@@ -488,7 +511,7 @@ class BaseSource:
                     consecutive = 0
                     if not self._reopen(stop, f"{self.max_consecutive_errors} errors in a row, last: {exc!r}"):
                         break
-                    next_ns = time.monotonic_ns()
+                    pacer.restart()
                 continue
             consecutive = 0
             if grab is None:
