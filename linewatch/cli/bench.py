@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from linewatch.bench import BenchConfig, _Progress, exit_status, format_report, run_bench
+    from linewatch.bench import BenchConfig, Progress, exit_status, format_report, run_bench
     from linewatch.logs import configure
     from linewatch.profile import default_profile, load_profile
 
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     )
     progress = None
     if not args.quiet:
-        progress = _Progress()
+        progress = Progress()
     report = run_bench(cfg, progress=progress)
     if progress is not None:
         progress.done()

@@ -1,0 +1,142 @@
+"""The bench's simulated camera: a prerendered pool of synthetic cells, paced (backpressure, fixed rate or free)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from linewatch.bench.config import PACES, POLL_S
+from linewatch.errors import UsageError
+
+# --------------------------------------------------------------------------------------------------
+# the bench's source: a prerendered pool, paced (Source protocol)
+
+
+def render_pool(n: int, hw: tuple[int, int], seed: int = 0, defect_rate: float | None = None,
+                adhesive_rate: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`n` synthetic cell surfaces at `hw` (uint8 [n, H, W, 3]) and their truth (int8 [n, 2]).
+
+    Rendered at `hw` when both sides are >= 128 px (the renderer's minimum), else at a valid size
+    and resized once here (tiny test models)."""
+    import dataclasses
+
+    import cv2
+
+    from linewatch.data.synth import SynthConfig, render_into
+
+    h, w = hw
+    rh, rw = max(128, -(-h // 8) * 8), max(128, -(-w // 8) * 8)
+    over: dict[str, Any] = {"height": rh, "width": rw}
+    if defect_rate is not None:
+        over["anomaly_rate"] = defect_rate
+    if adhesive_rate is not None:
+        over["adhesive_rate"] = adhesive_rate
+    cfg = dataclasses.replace(SynthConfig(), **over)
+    pool = np.empty((n, h, w, 3), np.uint8)
+    truth = np.full((n, 2), -1, np.int8)
+    scratch = np.empty((rh, rw, 3), np.uint8) if (rh, rw) != (h, w) else None
+    for i in range(n):
+        out = pool[i] if scratch is None else scratch
+        truth[i] = render_into(seed, i, out, cfg)
+        if scratch is not None:
+            cv2.resize(scratch, (w, h), dst=pool[i], interpolation=cv2.INTER_AREA)
+    return pool, truth
+
+
+class BenchSource:
+    """A simulated camera over a prerendered pool, paced by `pace` (module doc). Source protocol.
+
+    Frame ids are 0, 1, 2, ... per camera, so every produced id must come back as one decision.
+    The thread waits for `go` (set once the subscriber is live) before its first frame.
+    """
+
+    kind = "bench"
+
+    def __init__(self, camera: str, pool: np.ndarray, truth: np.ndarray, *, pace: str = "backpressure",
+                 fps: float = 0.0, inflight: int = 8, pixels: str = "copy", offset: int = 0,
+                 go: threading.Event | None = None, poll_max_s: float = 0.0001) -> None:
+        if pace not in PACES:
+            raise UsageError(f"pace {pace!r}: allowed {', '.join(PACES)}")
+        self.camera = camera
+        self.state = "starting"
+        self.pool = pool
+        self.truth = [(int(a), int(b)) for a, b in truth]
+        self.pace = pace
+        self.fps = float(fps)
+        self.inflight = int(inflight)
+        self.pixels = pixels
+        self.offset = int(offset)
+        self.poll_max_s = max(float(poll_max_s), POLL_S)
+        self.go = go if go is not None else threading.Event()
+        self.frames_seen = 0
+        self.committed = 0
+        self.dropped_full = 0
+        self.late_ticks = 0
+        self.blocked_ns = 0
+        """Backpressure: time spent waiting for room in the ring."""
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self, ring: Any, camera_index: int, stop_event: threading.Event) -> threading.Thread:
+        if self.pixels == "reuse":
+            n = len(self.pool)
+            for s in range(ring.slots):
+                np.copyto(ring.images[s], self.pool[(self.offset + s) % n])
+        self.thread = threading.Thread(target=self._run, args=(ring, camera_index, stop_event),
+                                       name=f"lw-bench-{self.camera}", daemon=True)
+        self.thread.start()
+        return self.thread
+
+    def _run(self, ring: Any, cam: int, stop: threading.Event) -> None:
+        try:
+            self._loop(ring, cam, stop)
+        except BaseException as exc:  # noqa: BLE001 - reported in the bench's report
+            self.error = exc
+        finally:
+            self.state = "done"
+
+    def _loop(self, ring: Any, cam: int, stop: threading.Event) -> None:
+        from linewatch.acquire.base import Pacer
+        from linewatch.ring import DROP_FULL
+
+        self.state = "up"
+        while not self.go.wait(0.05):
+            if stop.is_set():
+                return
+        pool, truth, n = self.pool, self.truth, len(self.pool)
+        copy = self.pixels == "copy"
+        pace = self.pace
+        pacer = Pacer(self.fps if pace == "fixed" else 0.0)
+        k = 0
+        while not stop.is_set():
+            if pacer.period_ns:
+                if not pacer.wait(stop):
+                    break
+                self.late_ticks = pacer.late_ticks
+            elif pace == "backpressure" and ring.occupancy >= self.inflight:
+                t0 = time.perf_counter_ns()
+                delay = POLL_S / 2
+                while ring.occupancy >= self.inflight and not stop.is_set():
+                    time.sleep(delay)  # the ring signals no release: poll, backing off
+                    delay = min(2 * delay, self.poll_max_s)
+                self.blocked_ns += time.perf_counter_ns() - t0
+                continue
+            j = (self.offset + k) % n
+            t_cap = time.time_ns()
+            slot = ring.claim()
+            if slot is None:
+                if pace == "backpressure":  # another camera took the room first
+                    time.sleep(POLL_S)
+                    continue
+                ring.drop(cam, k, t_cap, DROP_FULL, truth[j])
+                self.dropped_full += 1
+            else:
+                if copy:
+                    np.copyto(ring.images[slot], pool[j])
+                ring.commit(slot, cam, k, t_cap, truth[j])
+                self.committed += 1
+            k += 1
+            self.frames_seen = k
