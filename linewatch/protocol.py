@@ -175,8 +175,13 @@ def heartbeat_header(
     interval_s: float,
     version: str,
     t_sent_ns: int,
+    final: bool = False,
+    sent: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Header of a `heartbeat` message (no payload). `camera` is null: a heartbeat is per daemon."""
+    """Header of a `heartbeat` message (no payload). `camera` is null: a heartbeat is per daemon.
+
+    `final` marks the last message of a session (a clean stop); it carries `sent`, the number of
+    messages of each topic the session numbered, so a subscriber can tell it lost the tail."""
     if status not in HEARTBEAT_STATUSES:
         raise ProtocolError(f"heartbeat status {status!r} is not one of {', '.join(HEARTBEAT_STATUSES)}")
     header = _common(TOPIC_HEARTBEAT, station, None, session, seq, t_sent_ns)
@@ -188,7 +193,10 @@ def heartbeat_header(
         cameras={str(k): str(v) for k, v in cameras.items()},
         interval_s=float(interval_s),
         version=version,
+        final=bool(final),
     )
+    if sent is not None:
+        header["sent"] = {str(k): int(v) for k, v in sent.items()}
     return header
 
 

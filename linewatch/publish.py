@@ -62,6 +62,7 @@ from linewatch.protocol import (
     DEFAULT_ENDPOINT,
     HEARTBEAT_STATUSES,
     TOPIC_DECISION,
+    TOPIC_OVERLAY,
     TOPIC_REJECT,
     decision_header,
     encode,
@@ -445,8 +446,12 @@ class Publisher:
                 self._send(sock, encode(decision_header(
                     d, topic=TOPIC_REJECT, station=self.station, session=self.session, seq=entry.seq_reject,
                     adhesive_rule=self.adhesive_rule, t_sent_ns=t)))
-        # final heartbeat: tells subscribers this is a clean stop, not a crash
-        self._send(sock, self._heartbeat(seq_heartbeat, 0.0, "stopping"))
+        # final heartbeat: tells subscribers this is a clean stop, not a crash, and how many messages of
+        # each topic the session numbered (a subscriber compares with its last seq: tail loss shows)
+        with self._lock:
+            sent = {TOPIC_DECISION: self._seq_decision, TOPIC_REJECT: self._seq_reject}
+        sent[TOPIC_OVERLAY] = seq_overlay
+        self._send(sock, self._heartbeat(seq_heartbeat, 0.0, "stopping", sent=sent))
 
     # ------------------------------------------------------------------ overlay encoder thread
 
@@ -495,7 +500,9 @@ class Publisher:
         height, width = drawn.shape[:2]
         return _OverlayItem(d, jpeg.tobytes(), int(width), int(height))
 
-    def _heartbeat(self, seq: int, fps: float, force_status: str | None) -> list[bytes]:
+    def _heartbeat(self, seq: int, fps: float, force_status: str | None,
+                   sent: dict[str, int] | None = None) -> list[bytes]:
+        """A heartbeat message; with `sent`, the session's final one."""
         extra: dict[str, Any] = {}
         status = "ok"
         if self._status is not None:
@@ -529,7 +536,7 @@ class Publisher:
             station=self.station, session=self.session, seq=seq, status=status,
             uptime_s=time.monotonic() - self._t_start, fps=fps_value, counters=merged,
             cameras=dict(extra.get("cameras") or {}), interval_s=self.heartbeat_interval,
-            version=__version__, t_sent_ns=time.time_ns(),
+            version=__version__, t_sent_ns=time.time_ns(), final=sent is not None, sent=sent,
         ))
 
     @staticmethod

@@ -22,7 +22,9 @@ messages reach `on_message` only when "heartbeat" is among `topics`.
 
 Gap detection: each topic's `seq` must grow by exactly 1 within a session. A jump reports a `Gap` with
 the number of missing messages. The first message of a topic after connecting is the baseline (a
-subscriber that joins late has missed nothing it could have had). A new `session` id means the
+subscriber that joins late has missed nothing it could have had). The session's final heartbeat
+(`final: true`, a clean stop) carries `sent`, the messages of each topic the session numbered: a
+lost tail is reported as a `Gap` too. A new `session` id means the
 daemon restarted: `on_restart(old, new)` is called and all topics start a new baseline.
 
 Watchdog: `on_failsafe(reason)` is called once when no heartbeat arrived for `heartbeat_timeout`
@@ -314,6 +316,8 @@ class Subscriber:
 
     def _heartbeat(self, header: dict[str, Any]) -> None:
         self.last_heartbeat = header
+        if header.get("final"):
+            self._check_tail(header)
         if header.get("status") == "stopping":
             if not self.failsafe_active:
                 self.failsafe_active = True
@@ -323,6 +327,18 @@ class Subscriber:
         if self.failsafe_active:
             self.failsafe_active = False
             self.on_recover(header)
+
+    def _check_tail(self, header: dict[str, Any]) -> None:
+        """The final heartbeat says how many messages of each topic the session numbered: a topic whose
+        last seq + 1 is lower lost its tail (e.g. at the publisher's close). Only topics this
+        subscriber has a baseline for are checked (one that joined after the last message cannot tell)."""
+        for topic, total in dict(header.get("sent") or {}).items():
+            expected = self._next_seq.get(topic)
+            if topic not in self.topics or expected is None or int(total) <= expected:
+                continue
+            self.missing[topic] += int(total) - expected
+            self.on_gap(Gap(topic, str(header.get("session")), expected, int(total)))
+            self._next_seq[topic] = int(total)
 
     def _check_watchdog(self) -> None:
         if self.failsafe_active:

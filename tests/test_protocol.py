@@ -69,7 +69,8 @@ def test_round_trip_and_schema(topic: str) -> None:
 def test_builders_emit_exactly_the_schema_fields(topic: str) -> None:
     schema = load_schema(topic)
     header = _headers()[topic]
-    assert set(header) == set(schema["properties"]) == set(schema["required"])
+    optional = {"heartbeat": {"sent"}}.get(topic, set())  # `sent`: on the final heartbeat only
+    assert set(header) == set(schema["required"]) == set(schema["properties"]) - optional
     assert schema["additionalProperties"] is False
     jsonschema.Draft202012Validator.check_schema(schema)
     assert header["schema"] == SCHEMA_VERSION == schema["properties"]["schema"]["const"]
@@ -190,3 +191,13 @@ def test_every_reason_of_the_decision_stage_is_in_the_schema() -> None:
         h = decision_header(d, station="s", session=SESSION, seq=0, adhesive_rule="present", t_sent_ns=T0)
         validate_header(h)
         assert h["failsafe"] is (reason in decide.FAILSAFE_REASONS)
+
+
+def test_final_heartbeat_carries_sent_and_validates() -> None:
+    h = dict(_headers()["heartbeat"], status="stopping", final=True,
+             sent={"decision": 10, "reject": 2, "overlay": 2})
+    assert h["final"] is True and h["sent"] == {"decision": 10, "reject": 2, "overlay": 2}
+    validate_header(h)
+    bad = dict(h, sent={"decisions": 10})  # only the numbered topics
+    with pytest.raises(Exception, match="decisions"):
+        validate_header(bad)

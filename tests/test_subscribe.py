@@ -228,3 +228,44 @@ def test_background_thread_survives_a_raising_callback(fake: FakePublisher) -> N
     assert done.wait(5.0)
     sub.stop()
     assert got == [0, 1]
+
+
+def test_final_heartbeat_reports_a_lost_tail(fake: FakePublisher) -> None:
+    gaps: list[Gap] = []
+    failsafe: list[str] = []
+    with Subscriber(fake.endpoint, ("decision",), on_gap=gaps.append, on_failsafe=failsafe.append,
+                    heartbeat_timeout=30) as sub:
+        fake.connect(sub)
+        for seq in range(5):
+            fake.decision(seq)
+        _poll_until(sub, lambda: sub.received["decision"] == 5)
+        assert gaps == []
+        # the publisher numbered 8 decisions, but 5, 6, 7 never arrived (lost at close): no later
+        # decision shows the jump, only the final heartbeat can
+        fake.sock.send_multipart(encode(heartbeat_header(
+            station="fake", session=fake.session, seq=fake.hb_seq, status="stopping", uptime_s=0, fps=0,
+            counters={}, cameras={}, interval_s=0.05, version="test", t_sent_ns=time.time_ns(),
+            final=True, sent={"decision": 8, "reject": 3, "overlay": 0})))
+        _poll_until(sub, lambda: bool(failsafe))
+    assert gaps == [Gap("decision", fake.session, 5, 8)]  # reject: not subscribed, not judged
+    assert sub.missing["decision"] == 3
+
+
+def test_real_publisher_final_heartbeat_counts_what_it_sent() -> None:
+    port = _free_port()
+    pub = Publisher(f"tcp://127.0.0.1:{port}", "st", heartbeat_interval=0.05)
+    pub.start()
+    beats: list[dict] = []
+    decisions: list[Message] = []
+    gaps: list[Gap] = []
+    with Subscriber(f"tcp://127.0.0.1:{port}", ("decision", "heartbeat"), on_gap=gaps.append,
+                    on_message=lambda m: (beats if m.topic == "heartbeat" else decisions).append(m)) as sub:
+        assert sub.wait_ready(5)
+        for i in range(7):
+            pub.submit(Decision("cam0", i, 1, 2, (0.9, 0.1), (0.7, 0.7), True, "anomaly"))
+        pub.stop(drain=True)
+        _poll_until(sub, lambda: any(b.header["final"] for b in beats))
+    final = [b.header for b in beats if b.header["final"]]
+    assert len(final) == 1 and final[0]["sent"] == {"decision": 7, "reject": 7, "overlay": 0}
+    assert not any(b.header["final"] for b in beats[:-1]) and beats[-1].header["final"]
+    assert len(decisions) == 7 and gaps == []
