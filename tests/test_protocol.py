@@ -201,3 +201,15 @@ def test_final_heartbeat_carries_sent_and_validates() -> None:
     bad = dict(h, sent={"decisions": 10})  # only the numbered topics
     with pytest.raises(Exception, match="decisions"):
         validate_header(bad)
+
+
+def test_iso_utc_matches_datetime_on_random_times() -> None:
+    import random
+    from datetime import UTC, datetime
+
+    rng = random.Random(3)
+    for _ in range(2000):
+        t = rng.randrange(0, 4_000_000_000 * 10**9)
+        s, ns = divmod(t, 10**9)
+        ref = datetime.fromtimestamp(s, tz=UTC).replace(microsecond=ns // 1000).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        assert iso_utc(t) == ref
