@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from linewatch.errors import ProfileError
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch", "null")
 SOURCES = ("genicam", "synthetic", "replay")
 ADHESIVE_RULES = ("present", "absent", "ignore")
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"

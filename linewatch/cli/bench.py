@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch", "null")
+from linewatch.bench.config import PACES, PIXELS, SOURCES
+from linewatch.engines.factory import CHOICES as BACKENDS
 
 
 def register(subparsers: Any) -> None:
@@ -24,7 +25,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--profile", metavar="TOML", default=None,
                    help="station profile (default: the embedded demo profile)")
-    p.add_argument("--source", choices=("synthetic", "genicam", "replay"), default="synthetic",
+    p.add_argument("--source", choices=SOURCES, default="synthetic",
                    help="synthetic: the bench's paced simulated camera over a prerendered pool (one per profile "
                         "camera); genicam/replay: the profile's own cameras (default synthetic)")
     p.add_argument("--backend", choices=BACKENDS, default=None, help="override the profile's model.backend")
@@ -35,7 +36,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--duration", type=float, metavar="S", default=30.0, help="measured seconds (default 30)")
     p.add_argument("--warmup", type=float, metavar="S", default=3.0,
                    help="seconds of traffic before the measurement (default 3)")
-    p.add_argument("--pace", choices=("backpressure", "fixed", "free"), default=None,
+    p.add_argument("--pace", choices=PACES, default=None,
                    help="source pacing: backpressure = closed loop, no drops (default); fixed = a line camera at "
                         "--fps (drops when the ring is full); free = as fast as the source can (drops counted)")
     p.add_argument("--fps", type=float, metavar="F", default=None,
@@ -48,7 +49,7 @@ def register(subparsers: Any) -> None:
                    help="fail (exit 1) when the minimum 1-s window of inferred decisions is below F (default 25)")
     p.add_argument("--pool", type=int, metavar="N", default=32,
                    help="synthetic frames rendered up front and cycled (default 32)")
-    p.add_argument("--pixels", choices=("copy", "reuse"), default="copy",
+    p.add_argument("--pixels", choices=PIXELS, default="copy",
                    help="copy: one frame copy into the ring slot per frame, like a camera source (default); "
                         "reuse: slots filled once, no per-frame copy (isolates the copy cost)")
     p.add_argument("--overlays", action=argparse.BooleanOptionalAction, default=True,

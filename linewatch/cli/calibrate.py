@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from linewatch import HEADS
+from linewatch.engines.factory import CHOICES as BACKEND_CHOICES
 from linewatch.errors import ProfileError, UsageError
 
 
@@ -34,7 +35,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--data", required=True, metavar="DIR", help="labelled dataset folder (labels.csv + images/)")
     p.add_argument("--model", metavar="ONNX", default=None, help="model (default: the profile's model.path)")
     p.add_argument("--split", default="val", help="split of the dataset to calibrate on (default: val)")
-    p.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt", "torch", "null"), default="onnxruntime",
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="onnxruntime",
                    help="engine backend (default onnxruntime: every backend agrees within 1e-3)")
     p.add_argument("--target-tnr", type=float, default=None, metavar="R",
                    help="instead of the best balanced accuracy: the lowest threshold with TNR >= R (e.g. 0.99)")

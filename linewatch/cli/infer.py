@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from linewatch import HEADS
+from linewatch.engines.factory import CHOICES as BACKEND_CHOICES
 from linewatch.errors import UsageError
-
-BACKEND_CHOICES = ("auto", "onnxruntime", "tensorrt", "torch", "null")
 
 
 def default_model() -> Path:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from linewatch.engines.factory import CHOICES as BACKEND_CHOICES
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -26,7 +28,7 @@ def register(subparsers: Any) -> None:
                    help="drain and exit after S seconds (default: run until SIGTERM)")
     p.add_argument("--max-frames", type=int, metavar="N", default=None,
                    help="drain and exit once N frames are decided (frames already in flight are decided too)")
-    p.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt", "torch", "null"), default=None,
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default=None,
                    help="override the profile's model.backend")
     p.add_argument("--endpoint", metavar="URL", default=None, help="override the profile's station.endpoint")
     p.set_defaults(func=run)
