@@ -244,6 +244,87 @@ def test_cli_train_export_evaluate(toy, tmp_path, capsys):
     assert main(["train", "--data", str(toy), "--out", str(tmp_path / "bad"), "--input-size", "60x96"]) == 2
 
 
+def test_init_fine_tunes_from_weights_and_takes_their_config(toy, tmp_path):
+    from linewatch.errors import UsageError
+
+    base = tmp_path / "base"
+    train(cfg(toy, base, epochs_seg=1, epochs_cls=1, limit_steps=1))
+    src = torch.load(base / "best.pt", weights_only=True)
+    # lr 0: the parameters stay those of --init (BatchNorm running statistics still update in train mode)
+    ft = tmp_path / "ft"
+    tc = cfg(toy, ft, epochs_seg=1, epochs_cls=1, limit_steps=1, lr=0.0, init=str(base / "best.pt"), model={})
+    train(tc)
+    got = torch.load(ft / "last.pt", weights_only=True)
+    assert got["config"] == src["config"]  # model options default to the checkpoint's
+    assert got["train"]["init"] == str(base / "best.pt")
+    params = [k for k in got["model"] if "running" not in k and "num_batches" not in k]
+    assert params and all(torch.equal(got["model"][k], src["model"][k]) for k in params)
+    fresh = tmp_path / "fresh"  # the same run without --init starts elsewhere
+    train(cfg(toy, fresh, epochs_seg=1, epochs_cls=1, limit_steps=1, lr=0.0, seed=9))
+    other = torch.load(fresh / "last.pt", weights_only=True)["model"]
+    assert not all(torch.equal(other[k], src["model"][k]) for k in params)
+    assert torch.load(ft / "best.pt", weights_only=True)["training"]["init"] == str(base / "best.pt")
+    # weights that do not fit the configured model, a missing file, a file that is no checkpoint
+    with pytest.raises(UsageError, match="--init .*do not fit"):
+        train(cfg(toy, tmp_path / "bad1", init=str(base / "best.pt"), model={**TINY_MODEL, "widths": [8, 8, 8]}))
+    with pytest.raises(UsageError, match="no such file"):
+        train(cfg(toy, tmp_path / "bad2", init=str(tmp_path / "nope.pt")))
+    torch.save({"weights": 1}, tmp_path / "odd.pt")
+    with pytest.raises(UsageError, match="'model' and 'config'"):
+        train(cfg(toy, tmp_path / "bad3", init=str(tmp_path / "odd.pt")))
+
+
+def test_cli_init_uses_checkpoint_model_options(toy, tmp_path, capsys):
+    from linewatch.cli import main
+
+    base = tmp_path / "base"
+    common = ["--batch", "6", "--workers", "2", "--quiet", "--limit-steps", "1", "--epochs-seg", "1",
+              "--epochs-cls", "1"]
+    assert main(["train", "--data", str(toy), "--out", str(base), "--input-size", "64x96", "--widths", "4,8,8",
+                 "--class-channels", "4", *common]) == 0
+    # no model options: the checkpoint's (a default-width model would not fit these weights)
+    assert main(["train", "--data", str(toy), "--out", str(tmp_path / "ft"), "--init", str(base / "best.pt"),
+                 *common]) == 0
+    ck = torch.load(tmp_path / "ft" / "best.pt", weights_only=True)
+    assert ck["config"]["widths"] == [4, 8, 8] and ck["config"]["input_height"] == 64
+    # a model option that changes a weight shape is refused with the reason
+    assert main(["train", "--data", str(toy), "--out", str(tmp_path / "bad"), "--init", str(base / "best.pt"),
+                 "--widths", "8,8,8", *common]) == 2
+    assert "do not fit" in capsys.readouterr().err
+
+
+def test_amp_choices_per_device():
+    from linewatch.errors import UsageError
+    from linewatch.model.train import amp_dtype, cpu_bf16_supported
+
+    cpu = torch.device("cpu")
+    assert amp_dtype("auto", cpu) is None and amp_dtype("off", cpu) is None  # FP32 reference by default
+    with pytest.raises(UsageError, match="fp16 needs CUDA"):
+        amp_dtype("fp16", cpu)
+    with pytest.raises(UsageError, match="allowed: auto, bf16, fp16, off"):
+        amp_dtype("int8", cpu)
+    if cpu_bf16_supported():
+        assert amp_dtype("bf16", cpu) is torch.bfloat16
+    else:
+        with pytest.raises(UsageError, match="no native bf16"):
+            amp_dtype("bf16", cpu)
+
+
+def test_cpu_bf16_training_learns(toy, tmp_path):
+    from linewatch.model.train import cpu_bf16_supported
+
+    if not cpu_bf16_supported():
+        pytest.skip("this CPU has no native bf16")
+    tc = cfg(toy, tmp_path / "run", epochs_seg=8, epochs_cls=1, lr=1e-2, crop=False, amp="bf16")
+    train(tc)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    losses = [x["train_loss"] for x in lines if x["stage"] == 1]
+    assert losses[-1] < 0.7 * losses[0]
+    ck = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert ck["training"]["amp"] == "torch.bfloat16"
+    assert all(v.dtype == torch.float32 for v in ck["model"].values() if v.is_floating_point())  # FP32 master weights
+
+
 def test_ablate_kfold_tiny(toy, tmp_path):
     from linewatch.cli import main
 

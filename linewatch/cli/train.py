@@ -70,7 +70,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--delta-min", type=float, default=0.75, help="smallest crop ratio Δ (default 0.75)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
-                   help="mixed precision on CUDA (default auto: bf16 where supported)")
+                   help="mixed precision (default auto: bf16 or fp16 on CUDA, off on CPU; bf16 also runs on "
+                   "CPUs with native bf16, about 2x faster there)")
     p.add_argument("--seed", type=int, default=0, help="seed of init, shuffling, augmentation (default 0)")
     p.add_argument("--workers", type=int, default=4, help="threads decoding the dataset (default 4)")
     p.add_argument("--val-split", type=float, default=0.1,
@@ -93,6 +94,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seg-loss", default="bce", choices=["bce", "mse-sigmoid", "mse-linear"],
                    help="stage 1 loss: bce (sigmoid + CE, the paper), mse-sigmoid, mse-linear (default bce)")
     p.add_argument("--resume", action="store_true", help="continue RUN/last.pt (its settings win)")
+    p.add_argument("--init", metavar="CKPT",
+                   help="start from these weights (RUN/best.pt or engines/<name>.pt): fine-tune, e.g. the shipped "
+                   "model on your own images; the model options default to the checkpoint's")
     p.add_argument("--stop-after-epochs", type=int, default=0, help="stop after N epochs in this invocation")
     add_train_args(p)
     add_model_args(p)
@@ -103,7 +107,15 @@ def train_config(args: argparse.Namespace, **extra: Any) -> Any:
     from linewatch.model.resse import ModelConfig
     from linewatch.model.train import TrainConfig
 
-    cfg = ModelConfig(**model_overrides(args))
+    overrides = model_overrides(args)
+    init = getattr(args, "init", None)
+    if init:
+        from linewatch.model.train import load_init
+
+        cfg = ModelConfig.from_dict({**load_init(init)["config"], **overrides})
+        extra = {"init": init, **extra}
+    else:
+        cfg = ModelConfig(**overrides)
     return TrainConfig(
         data=args.data, epochs_seg=args.epochs_seg, epochs_cls=args.epochs_cls, batch=args.batch, lr=args.lr,
         crop=not args.no_crop, delta_min=args.delta_min, device=args.device, amp=args.amp, seed=args.seed,
