@@ -383,3 +383,21 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train_mod.save_atomic({"epoch": 2}, path)
     assert torch.load(path, weights_only=True) == {"epoch": 1}
+
+
+def test_train_step_benchmark_smoke(capsys):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_step.py"
+    argv = sys.argv
+    sys.argv = [str(script), "--steps", "1", "--batch", "2", "--size", "64x96"]
+    try:
+        with pytest.raises(SystemExit) as done:
+            runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "| fp32-nchw |" in out and "| fp32-nhwc |" in out and "1.00x" in out
