@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 
 from linewatch.model.data import (  # noqa: E402
     augment,
+    cropped_labels,
     holdout,
     resize_mask_max,
     stratified_folds,
@@ -121,6 +122,35 @@ def test_augment_keeps_image_and_target_aligned():
         union = ((bright + t[:, 0]) > 0).sum()
         agree = ((bright == 1) & (t[:, 0] == 1)).sum()
         assert agree >= 0.75 * union, (agree, union)
+
+
+def test_cropped_labels_leave_out_positives_whose_defect_was_cut_off():
+    masks = torch.zeros(4, 2, 16, 24, dtype=torch.uint8)
+    masks[0, 0, 1, 1] = 1  # defect in the corner: the crop below cuts it off
+    masks[1, 0, 8, 12] = 1  # defect in the centre: kept
+    masks[3, 1, 1, 1] = 1  # adhesive bar cut off, but the adhesive label is unknown
+    labels = torch.tensor([[1.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.0, float("nan")]])
+    # sample 2: positive with an empty mask (a label without a drawing) keeps its label
+    target = torch.zeros(4, 2, 8, 12)  # the H/8 target of a centred crop that keeps only sample 1's defect
+    target[1, 0, 4, 6] = 1
+    got = cropped_labels(labels, masks, target)
+    assert torch.isnan(got[0, 0]) and got[0, 1] == 0.0
+    assert got[1].tolist() == [1.0, 1.0]
+    assert got[2].tolist() == [1.0, 0.0]
+    assert got[3, 0] == 0.0 and torch.isnan(got[3, 1])
+    # on real crops: whenever a positive keeps its label, the cropped target still has the defect
+    torch.manual_seed(1)
+    m = torch.zeros(64, 2, 16, 24, dtype=torch.uint8)
+    for i in range(64):
+        m[i, 0, torch.randint(0, 16, ()), torch.randint(0, 24, ())] = 1
+    lab = torch.ones(64, 2)
+    lab[:, 1] = 0.0
+    _, t = augment(torch.zeros(64, 64, 96, 3, dtype=torch.uint8), m, torch.Generator().manual_seed(2), crop=True)
+    out = cropped_labels(lab, m, t)
+    kept = out[:, 0] == 1
+    assert 0 < int((~kept).sum()) < 64  # some corners were cut off, most defects survived
+    assert bool((t[kept, 0].flatten(1).amax(1) > 0).all())
+    assert bool((t[~kept, 0].flatten(1).amax(1) == 0).all())
 
 
 def test_crop_dataset_items():

@@ -177,6 +177,21 @@ def augment(
     return x, target
 
 
+def cropped_labels(labels: torch.Tensor, masks: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Image labels after the crop augmentation: a positive whose mask had foreground before the crop and
+    has none after it (the crop cut the whole defect off) becomes unknown (NaN, left out of eq. 5) for
+    that step — it is no longer a defective image, and calling it one teaches the classifier to fire on
+    defect-free surface. Not 0 either: masks are rough annotations. Positives whose mask was empty to
+    begin with (a label without a drawing) and heads without a mask keep their label.
+
+    labels float [B,2] (1/0/NaN), masks uint8 [B,2,h,w] (cache, before the crop), target float [B,2,h',w'].
+    """
+    had = masks.flatten(2).amax(2) > 0
+    has = target.flatten(2).amax(2) > 0
+    lost = (labels == 1) & had & ~has
+    return torch.where(lost, torch.full_like(labels, float("nan")), labels)
+
+
 class CropDataset(torch.utils.data.Dataset):
     """Per-sample view of a TensorCache (for DataLoader users); the training loop batches on device."""
 

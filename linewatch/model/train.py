@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from linewatch.errors import UsageError
-from linewatch.model.data import TensorCache, augment, build_cache, holdout, strat_key
+from linewatch.model.data import TensorCache, augment, build_cache, cropped_labels, holdout, strat_key
 from linewatch.model.resse import ModelConfig, ResSENet
 
 SEG_LOSSES = ("bce", "mse-sigmoid", "mse-linear")
@@ -365,7 +365,10 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
                             feats, seg_logits = model.segmentation(x)
                             masks = torch.sigmoid(seg_logits) if cfg.seg_activation == "sigmoid" else seg_logits
                         logits = model.classification(feats, masks)
-                        loss = cls_loss(logits, train_c.labels[idx])
+                        labels = train_c.labels[idx]
+                        if tc.crop:  # a crop that cut the defect off leaves no defective image
+                            labels = cropped_labels(labels, train_c.masks[idx], target)
+                        loss = cls_loss(logits, labels)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
