@@ -81,6 +81,16 @@ class FakePublisher:
     def reasons(self):
         return Counter(d.reason for d in self.decisions)
 
+    def wait_for_decision(self, pred, timeout=30.0):
+        """Until a published decision satisfies `pred` (the daemon's threads run at their own pace)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.lock:
+                if any(pred(d) for d in self.decisions):
+                    return
+            time.sleep(0.002)
+        raise AssertionError("no such decision within the timeout")
+
 
 class FakeLog:
     def __init__(self):
@@ -290,9 +300,11 @@ def test_reload_swaps_thresholds_and_keeps_them_on_a_bad_profile(tmp_path):
     d = Daemon(load_profile(f), profile_path=f, engine=FakeEngine(), sources=[src], publisher=pub, log=log)
     d.start()
     try:
+        pub.wait_for_decision(lambda x: x.thresholds == (0.9, 0.5))  # a frame decided before the reload
         f.write_text(base + '[decision]\nthresholds = { anomaly = 0.3, adhesive = 0.5 }\nadhesive_rule = "ignore"\n')
         assert d.reload()
         assert d.decider.params.thresholds == (0.3, 0.5) and d.decider.params.adhesive_rule == "ignore"
+        pub.wait_for_decision(lambda x: x.thresholds == (0.3, 0.5))
         f.write_text(base + '[decision]\nadhesive_rule = "sometimes"\n')
         assert not d.reload()
         assert d.decider.params.thresholds == (0.3, 0.5)  # the old settings stay
