@@ -163,6 +163,15 @@ def test_crop_dataset_items():
     item = CropDataset(cache, seed=1)[2]
     assert item["image"].shape == (3, 64, 96) and item["target"].shape == (2, 8, 12)
     assert torch.isnan(item["label"][1]) and len(CropDataset(cache)) == 3
+    # the same label rule as the training loop: a positive whose defect the crop cut off is left out
+    masks = torch.zeros(n, 2, 16, 24, dtype=torch.uint8)
+    masks[:, 0, 0, 0] = 1  # defects in the corner
+    cut = TensorCache(cache.images, masks, cache.mask_known, cache.labels, cache.names, cache.groups)
+    items = [CropDataset(cut, seed=s)[0] for s in range(20)]
+    for it in items:
+        assert bool(torch.isnan(it["label"][0])) == bool(it["target"][0].amax() == 0)
+    assert any(torch.isnan(it["label"][0]) for it in items)
+    assert all(it["label"][0] == 1 for it in (CropDataset(cut, crop=False)[k] for k in range(n)))
 
 
 def test_folds_and_holdout_are_stratified():

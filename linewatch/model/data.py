@@ -206,7 +206,8 @@ class CropDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         c = self.cache
         x, t = augment(c.images[i : i + 1], c.masks[i : i + 1], self.generator, crop=self.crop)
-        return {"image": x[0], "target": t[0], "mask_known": c.mask_known[i], "label": c.labels[i]}
+        label = cropped_labels(c.labels[i : i + 1], c.masks[i : i + 1], t)[0] if self.crop else c.labels[i]
+        return {"image": x[0], "target": t[0], "mask_known": c.mask_known[i], "label": label}
 
 
 def stratified_folds(keys: list[str], k: int, seed: int) -> list[int]:
