@@ -20,6 +20,7 @@ AMP=${AMP:-auto}
 SYN_TRAIN=${SYN_TRAIN:-1000}
 HELDOUT=${HELDOUT:-400}
 EPOCHS_SEG=${EPOCHS_SEG:-80}    # stage-1 epochs added to the shipped model's 120
+INIT=${INIT-engines/resse-default.pt}  # INIT= (empty) trains from scratch: then set EPOCHS_SEG=200
 EPOCHS_CLS=${EPOCHS_CLS:-80}
 TRAIN_ARGS=${TRAIN_ARGS:-}
 MT_EPOCHS=${MT_EPOCHS:-}        # empty = the paper's 200 + 80
@@ -43,7 +44,7 @@ $LW synth --out $D/synth-heldout --count "$HELDOUT" --seed 2002 --test 1.0 --job
 wait
 echo "synth done at +$(( $(date +%s) - t0 )) s"
 R=$D/runs/resse-synth
-timeout "$BUDGET_SYN" $LW train --data $D/synth-train --out $R --init engines/resse-default.pt --device $DEV --amp $AMP \
+timeout "$BUDGET_SYN" $LW train --data $D/synth-train --out $R ${INIT:+--init "$INIT"} --device $DEV --amp $AMP \
   --epochs-seg "$EPOCHS_SEG" --epochs-cls "$EPOCHS_CLS" $TRAIN_ARGS --workers 4 --quiet > "$OUT/train-synth.log" 2>&1
 echo "shipped-model training rc $? at +$(( $(date +%s) - t0 )) s; $(tail -1 $R/log.jsonl 2>/dev/null | cut -c1-160)"
 if [ -f $R/metrics.json ]; then  # metrics.json is written only when both stages finished
