@@ -212,16 +212,17 @@ def resolve_splits(data: str, val_split: float, seed: int) -> tuple[Any, list[An
 
 @torch.no_grad()
 def predict(
-    model: ResSENet, cache: TensorCache, batch: int, dtype: torch.dtype | None, channels_last: bool = False
+    model: ResSENet, cache: TensorCache, batch: int, dtype: torch.dtype | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(seg logits, masks-target, cls logits) over a cache without augmentation, eval mode, float32."""
+    """(seg logits, masks-target, cls logits) over a cache without augmentation, eval mode, float32.
+    Input in channels_last, as the training loop keeps the model."""
     was = model.training
     model.eval()
     seg, tgt, cls = [], [], []
     dev = cache.images.device
     for i in range(0, len(cache), batch):
         x, t = augment(cache.images[i : i + batch], cache.masks[i : i + batch], None, crop=False,
-                       channels_last=channels_last)
+                       channels_last=True)
         with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = model(x)
         seg.append(out.seg_logits.float())
@@ -376,7 +377,7 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
 
             val_loss = math.nan
             if val_c is not None and ((epoch + 1) % tc.eval_every == 0 or epoch + 1 == n_epochs):
-                seg_l, tgt, cls_l = predict(model, val_c, max(bs, 32), dtype, channels_last=True)
+                seg_l, tgt, cls_l = predict(model, val_c, max(bs, 32), dtype)
                 val_loss = float(seg_loss(seg_l, tgt, val_c.mask_known, tc.seg_loss) if stage == 1
                                  else cls_loss(cls_l, val_c.labels))
             improved = not math.isnan(val_loss) and val_loss < best_val
@@ -419,7 +420,7 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
 
         best = torch.load(ckpt_best, map_location="cpu", weights_only=True)
         model.load_state_dict(best["model"])
-        _, _, cls_l = predict(model, val_c, max(bs, 32), dtype, channels_last=True)
+        _, _, cls_l = predict(model, val_c, max(bs, 32), dtype)
         metrics = {"val": all_metrics(val_c.labels.cpu().numpy(), torch.sigmoid(cls_l).cpu().numpy())}
         best["metrics"] = json.loads(json.dumps(metrics))  # plain floats only
         best["training"] = {
