@@ -85,6 +85,23 @@ def test_rates_zero_and_one() -> None:
         assert s.labels == (1, 0) and not s.masks[1].any()
 
 
+def test_anomalies_on_adhesive() -> None:
+    """The knob centres anomalies on glue; at 0 it leaves the stream as it was (no extra draws)."""
+    on = SynthConfig(height=256, width=608, anomaly_rate=1.0, adhesive_rate=1.0, anomaly_on_adhesive=1.0)
+    hits = 0
+    for i in range(12):
+        s = render(3, i, on)
+        hits += bool((s.masks[0].astype(bool) & s.masks[1].astype(bool)).any())
+        out = np.zeros_like(s.image)
+        assert render_into(3, i, out, on) == s.labels and (out == s.image).all()
+    assert hits == 12
+    off = SynthConfig(height=256, width=608, anomaly_rate=1.0, adhesive_rate=1.0)
+    plain = [render(3, i, off) for i in range(12)]
+    assert sum(bool((p.masks[0].astype(bool) & p.masks[1].astype(bool)).any()) for p in plain) < 12
+    with pytest.raises(ValueError, match="anomaly_on_adhesive"):
+        SynthConfig(anomaly_on_adhesive=-0.1)
+
+
 def test_bad_config() -> None:
     with pytest.raises(ValueError, match="divisible by 8"):
         SynthConfig(height=100)

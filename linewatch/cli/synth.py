@@ -31,6 +31,14 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--adhesive-rate", type=float, default=None, help="share of images with adhesive (default 0.6)"
     )
+    p.add_argument(
+        "--anomaly-on-adhesive",
+        type=float,
+        default=None,
+        metavar="F",
+        help="share of anomalies centred on an adhesive bar when there is one (default 0: anywhere, "
+        "~6%% of defective cells then have one on glue); a training mix may raise it",
+    )
     p.add_argument("--height", type=int, default=None, help="image height (default 512)")
     p.add_argument("--width", type=int, default=None, help="image width (default 1224)")
     p.add_argument(
@@ -58,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         for k, v in {
             "anomaly_rate": args.anomaly_rate,
             "adhesive_rate": args.adhesive_rate,
+            "anomaly_on_adhesive": args.anomaly_on_adhesive,
             "height": args.height,
             "width": args.width,
         }.items()

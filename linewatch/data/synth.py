@@ -58,6 +58,10 @@ class SynthConfig:
     """An anomalous image has 1..max_anomalies anomalies (geometric, mostly 1)."""
     anomaly_weights: tuple[float, float, float] = (0.4, 0.35, 0.25)
     """Relative frequency of scratch, cavity, corrosion."""
+    anomaly_on_adhesive: float = 0.0
+    """Share of anomalies centred on an adhesive bar when the image has one (0: placed anywhere, where
+    they land on glue in ~6 % of defective cells). A training mix can raise it: defects on glue are
+    rare by area but real (docs/model.md). 0 keeps every stream identical to the default."""
     contrast: tuple[float, float] = (12.0, 60.0)
     """Anomaly contrast range in grey levels (log-uniform); the low end is subtle but visible.
     Small anomalies get up to 2-2.5x more (a 2 px pit at 12 levels would drown in the noise)."""
@@ -84,6 +88,7 @@ class SynthConfig:
             "wrinkle_rate",
             "tarnish_rate",
             "dust_rate",
+            "anomaly_on_adhesive",
         ):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -124,6 +129,8 @@ class _Canvas:
         self.h, self.w = h, w
         self.anomaly = np.zeros((h, w), np.uint8) if with_masks else None
         self.adhesive = np.zeros((h, w), np.uint8) if with_masks else None
+        self.glue: list[np.ndarray] = []
+        """Per bar drawn, the (row, col) image coordinates of its body (alpha >= half opacity)."""
 
     def patch(self, y0: int, x0: int, ph: int, pw: int) -> tuple[slice, slice, int, int]:
         """Clip a patch to the image: (row slice, col slice, offset y, offset x) in patch coordinates."""
@@ -249,8 +256,11 @@ def _dust(rng: np.random.Generator, cv: _Canvas, cfg: SynthConfig, kinds: list[s
 # ----------------------------------------------------------------------------------- adhesive
 
 
-def _bar(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray | None, look: dict) -> None:
-    """One horizontal glue bar (callers pass transposed views for vertical bars)."""
+def _bar(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray | None, look: dict) -> np.ndarray:
+    """One horizontal glue bar (callers pass transposed views for vertical bars).
+
+    Returns the (row, col) coordinates, in ``img``'s frame, of the bar's body ((0, 2) if none).
+    """
     h, w = img.shape[:2]
     t = look["thickness"] * rng.uniform(0.9, 1.1)
     length = rng.uniform(0.25, 1.0) * w
@@ -276,7 +286,7 @@ def _bar(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray | None, loo
     ya, yb = int(max(0, yc - pad)), int(min(h, yc + pad + 1))
     xa, xb = int(max(0, math.floor(x0))), int(min(w, math.ceil(x1) + 1))
     if yb <= ya or xb <= xa:
-        return
+        return np.zeros((0, 2), np.int32)
     ys = np.arange(ya, yb, dtype=np.float32)[:, None]
     xs = np.arange(xa, xb, dtype=np.float32)[None, :]
     # wobble of the centre line and of the half-thickness along the bar
@@ -305,8 +315,10 @@ def _bar(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray | None, loo
     menis = np.exp(-(((np.abs(rel) - 0.85) / 0.1) ** 2)) * look["meniscus"]
     under += ((spec - menis) * body)[..., None]
     sub[...] = under
+    inside = body >= 0.5
     if mask is not None:
-        mask[ya:yb, xa:xb] |= (body >= 0.5).astype(np.uint8)
+        mask[ya:yb, xa:xb] |= inside.astype(np.uint8)
+    return (np.argwhere(inside) + np.array([ya, xa])).astype(np.int32)
 
 
 def _adhesive(rng: np.random.Generator, cv: _Canvas, cfg: SynthConfig, kinds: list[str]) -> None:
@@ -329,15 +341,17 @@ def _adhesive(rng: np.random.Generator, cv: _Canvas, cfg: SynthConfig, kinds: li
         kinds.append("adhesive")
         if vertical:
             mask_t = cv.adhesive.T if cv.adhesive is not None else None
-            _bar(rng, cv.img.transpose(1, 0, 2), mask_t, look)
+            body = _bar(rng, cv.img.transpose(1, 0, 2), mask_t, look)[:, ::-1]
         else:
-            _bar(rng, cv.img, cv.adhesive, look)
+            body = _bar(rng, cv.img, cv.adhesive, look)
+        if len(body):
+            cv.glue.append(body)
 
 
 # ----------------------------------------------------------------------------------- anomalies
 
 
-def _scratch(rng: np.random.Generator, cv: _Canvas, amp: float) -> None:
+def _scratch(rng: np.random.Generator, cv: _Canvas, amp: float, at: tuple[int, int] | None = None) -> None:
     import cv2
 
     length = min(_loguniform(rng, 15.0, 350.0), 0.8 * min(cv.h, cv.w))
@@ -348,8 +362,12 @@ def _scratch(rng: np.random.Generator, cv: _Canvas, amp: float) -> None:
     m = int(length / 2 + abs(bend) + 6)
     size = 2 * m + 1
     # (max(...): on small canvases a long scratch may run off the edge; cv.add clips it)
-    y = int(rng.integers(m // 2, max(cv.h - m // 2, m // 2 + 1)))
-    x = int(rng.integers(m // 2, max(cv.w - m // 2, m // 2 + 1)))
+    if at is None:
+        y = int(rng.integers(m // 2, max(cv.h - m // 2, m // 2 + 1)))
+        x = int(rng.integers(m // 2, max(cv.w - m // 2, m // 2 + 1)))
+    else:  # the curve's midpoint (t = 1/2, offset by half the bend) on the given point
+        y = at[0] - round(math.cos(ang) * bend / 2)
+        x = at[1] + round(math.sin(ang) * bend / 2)
     # quadratic Bezier through a bent control point, with a fade at both ends
     t = np.linspace(0, 1, 24)
     ca, sa = math.cos(ang), math.sin(ang)
@@ -372,13 +390,13 @@ def _scratch(rng: np.random.Generator, cv: _Canvas, amp: float) -> None:
     cv.add(y - m, x - m, delta, alpha)
 
 
-def _cavity(rng: np.random.Generator, cv: _Canvas, amp: float) -> None:
+def _cavity(rng: np.random.Generator, cv: _Canvas, amp: float, at: tuple[int, int] | None = None) -> None:
     r = _loguniform(rng, 1.5, 10.0)
     amp *= float(np.clip(4.0 / r, 1.0, 2.5))  # tiny pits need contrast to be seen
     el = rng.uniform(0.6, 1.0)
     rw = max(1.0, 0.35 * r)
     m = int(math.ceil(r + rw + 3))
-    y, x = int(rng.integers(m, cv.h - m)), int(rng.integers(m, cv.w - m))
+    y, x = at if at is not None else (int(rng.integers(m, cv.h - m)), int(rng.integers(m, cv.w - m)))
     g = np.arange(-m, m + 1, dtype=np.float32)
     ang = rng.uniform(0, math.pi)
     ca, sa = math.cos(ang), math.sin(ang)
@@ -392,14 +410,14 @@ def _cavity(rng: np.random.Generator, cv: _Canvas, amp: float) -> None:
     cv.add(y - m, x - m, delta.astype(np.float32), np.maximum(inner, rim))
 
 
-def _corrosion(rng: np.random.Generator, cv: _Canvas, amp: float) -> None:
+def _corrosion(rng: np.random.Generator, cv: _Canvas, amp: float, at: tuple[int, int] | None = None) -> None:
     import cv2
 
     s = min(_loguniform(rng, 8.0, 120.0), 0.5 * min(cv.h, cv.w))
     amp *= float(np.clip(24.0 / s, 1.0, 2.0))  # small traces need contrast to be seen
     m = int(s / 2 + 4)
     size = 2 * m + 1
-    y, x = int(rng.integers(m, cv.h - m)), int(rng.integers(m, cv.w - m))
+    y, x = at if at is not None else (int(rng.integers(m, cv.h - m)), int(rng.integers(m, cv.w - m)))
     k = int(rng.integers(4, 9))
     noise = cv2.resize(
         rng.standard_normal((k, k), dtype=np.float32), (size, size), interpolation=cv2.INTER_CUBIC
@@ -439,7 +457,12 @@ def _anomalies(rng: np.random.Generator, cv: _Canvas, cfg: SynthConfig, kinds: l
             amp *= 1.0 if rng.random() < 0.8 else -1.0  # mostly dark pits with a bright rim
         else:
             amp *= 1.0 if rng.random() < 0.5 else -1.0
-        _DRAW[kind](rng, cv, float(amp))
+        at = None
+        if cfg.anomaly_on_adhesive > 0 and cv.glue and rng.random() < cfg.anomaly_on_adhesive:
+            body = cv.glue[int(rng.integers(len(cv.glue)))]
+            y, x = body[int(rng.integers(len(body)))]
+            at = (int(y), int(x))
+        _DRAW[kind](rng, cv, float(amp), at)
 
 
 # ----------------------------------------------------------------------------------- public API
