@@ -129,8 +129,8 @@ class _Canvas:
         self.h, self.w = h, w
         self.anomaly = np.zeros((h, w), np.uint8) if with_masks else None
         self.adhesive = np.zeros((h, w), np.uint8) if with_masks else None
-        self.glue: list[np.ndarray] = []
-        """Per bar drawn, the (row, col) image coordinates of its body (alpha >= half opacity)."""
+        self.glue: list[tuple[int, int, np.ndarray, bool]] = []
+        """Per bar drawn: (row, col) offset of its body mask (alpha >= half opacity), the mask, transposed."""
 
     def patch(self, y0: int, x0: int, ph: int, pw: int) -> tuple[slice, slice, int, int]:
         """Clip a patch to the image: (row slice, col slice, offset y, offset x) in patch coordinates."""
@@ -256,10 +256,12 @@ def _dust(rng: np.random.Generator, cv: _Canvas, cfg: SynthConfig, kinds: list[s
 # ----------------------------------------------------------------------------------- adhesive
 
 
-def _bar(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray | None, look: dict) -> np.ndarray:
+def _bar(
+    rng: np.random.Generator, img: np.ndarray, mask: np.ndarray | None, look: dict
+) -> tuple[int, int, np.ndarray] | None:
     """One horizontal glue bar (callers pass transposed views for vertical bars).
 
-    Returns the (row, col) coordinates, in ``img``'s frame, of the bar's body ((0, 2) if none).
+    Returns the bar's body mask and its (row, col) offset in ``img``'s frame (None if off the image).
     """
     h, w = img.shape[:2]
     t = look["thickness"] * rng.uniform(0.9, 1.1)
@@ -286,7 +288,7 @@ def _bar(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray | None, loo
     ya, yb = int(max(0, yc - pad)), int(min(h, yc + pad + 1))
     xa, xb = int(max(0, math.floor(x0))), int(min(w, math.ceil(x1) + 1))
     if yb <= ya or xb <= xa:
-        return np.zeros((0, 2), np.int32)
+        return None
     ys = np.arange(ya, yb, dtype=np.float32)[:, None]
     xs = np.arange(xa, xb, dtype=np.float32)[None, :]
     # wobble of the centre line and of the half-thickness along the bar
@@ -318,7 +320,7 @@ def _bar(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray | None, loo
     inside = body >= 0.5
     if mask is not None:
         mask[ya:yb, xa:xb] |= inside.astype(np.uint8)
-    return (np.argwhere(inside) + np.array([ya, xa])).astype(np.int32)
+    return ya, xa, inside
 
 
 def _adhesive(rng: np.random.Generator, cv: _Canvas, cfg: SynthConfig, kinds: list[str]) -> None:
@@ -341,11 +343,11 @@ def _adhesive(rng: np.random.Generator, cv: _Canvas, cfg: SynthConfig, kinds: li
         kinds.append("adhesive")
         if vertical:
             mask_t = cv.adhesive.T if cv.adhesive is not None else None
-            body = _bar(rng, cv.img.transpose(1, 0, 2), mask_t, look)[:, ::-1]
+            body = _bar(rng, cv.img.transpose(1, 0, 2), mask_t, look)
         else:
             body = _bar(rng, cv.img, cv.adhesive, look)
-        if len(body):
-            cv.glue.append(body)
+        if body is not None and body[2].any():
+            cv.glue.append((*body, vertical))
 
 
 # ----------------------------------------------------------------------------------- anomalies
@@ -459,9 +461,10 @@ def _anomalies(rng: np.random.Generator, cv: _Canvas, cfg: SynthConfig, kinds: l
             amp *= 1.0 if rng.random() < 0.5 else -1.0
         at = None
         if cfg.anomaly_on_adhesive > 0 and cv.glue and rng.random() < cfg.anomaly_on_adhesive:
-            body = cv.glue[int(rng.integers(len(cv.glue)))]
-            y, x = body[int(rng.integers(len(body)))]
-            at = (int(y), int(x))
+            ya, xa, inside, transposed = cv.glue[int(rng.integers(len(cv.glue)))]
+            r, c = np.argwhere(inside)[int(rng.integers(int(inside.sum())))]
+            r, c = int(r) + ya, int(c) + xa  # in the (possibly transposed) frame the bar was drawn in
+            at = (c, r) if transposed else (r, c)
         _DRAW[kind](rng, cv, float(amp), at)
 
 
