@@ -14,7 +14,7 @@
 #   smoke run on a CPU: DEV=cpu SYN_TRAIN=24 HELDOUT=8 TRAIN_ARGS="--limit-steps 1" EPOCHS_SEG=1 EPOCHS_CLS=1 \
 #          MT_EPOCHS="--epochs-seg 1 --epochs-cls 1" bash scripts/gpu_finish.sh
 #   from scratch instead (the paper's schedule in one piece): INIT= EPOCHS_SEG=200 BUDGET_SYN=<seconds> —
-#          it does not fit step 1's default 330 s; results.tgz leaves last.pt out, so it cannot resume on a
+#          it does not fit stage 1's default 250 s; results.tgz leaves last.pt out, so it cannot resume on a
 #          fresh machine: give it the time in one call.
 set -u
 OUT=${OUT:-/tmp/gpu-out}

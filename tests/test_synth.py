@@ -86,7 +86,7 @@ def test_rates_zero_and_one() -> None:
 
 
 def test_anomalies_on_adhesive() -> None:
-    """The knob centres anomalies on glue; at 0 it leaves the stream as it was (no extra draws)."""
+    """The knob centres anomalies on glue (render and render_into alike); at 0 they land anywhere."""
     on = SynthConfig(height=256, width=608, anomaly_rate=1.0, adhesive_rate=1.0, anomaly_on_adhesive=1.0)
     hits = 0
     for i in range(12):

@@ -462,7 +462,8 @@ def _anomalies(rng: np.random.Generator, cv: _Canvas, cfg: SynthConfig, kinds: l
         at = None
         if cfg.anomaly_on_adhesive > 0 and cv.glue and rng.random() < cfg.anomaly_on_adhesive:
             ya, xa, inside, transposed = cv.glue[int(rng.integers(len(cv.glue)))]
-            r, c = np.argwhere(inside)[int(rng.integers(int(inside.sum())))]
+            pts = np.argwhere(inside)
+            r, c = pts[int(rng.integers(len(pts)))]
             r, c = int(r) + ya, int(c) + xa  # in the (possibly transposed) frame the bar was drawn in
             at = (c, r) if transposed else (r, c)
         _DRAW[kind](rng, cv, float(amp), at)
