@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -102,6 +103,26 @@ def test_anomalies_on_adhesive() -> None:
         SynthConfig(anomaly_on_adhesive=-0.1)
 
 
+def test_contrast_range() -> None:
+    """The contrast knob scales the anomalies only: same geometry and masks, fainter or stronger pixels."""
+    base = dict(height=256, width=608, anomaly_rate=1.0)
+    flat, faint, strong = (
+        render(5, 2, SynthConfig(**base, contrast=c))  # type: ignore[arg-type]
+        for c in ((1e-3, 1e-3), (12.0, 13.0), (55.0, 60.0))
+    )
+    assert (flat.masks == faint.masks).all() and (faint.masks == strong.masks).all()
+    inside = faint.masks[0].astype(bool)
+    assert inside.any()
+    d_faint = np.abs(faint.image.astype(int) - flat.image.astype(int))
+    d_strong = np.abs(strong.image.astype(int) - flat.image.astype(int))
+    near = cv2.dilate(faint.masks[0], np.ones((9, 9), np.uint8)).astype(bool)  # soft edges, rims
+    assert (d_faint[~near] <= 1).all() and (d_strong[~near] <= 1).all()  # nothing else moves
+    assert 3 * d_faint[inside].mean() < d_strong[inside].mean()
+    for bad in ((0.0, 10.0), (30.0, 12.0), (12.0, 300.0)):
+        with pytest.raises(ValueError, match="contrast"):
+            SynthConfig(contrast=bad)
+
+
 def test_bad_config() -> None:
     with pytest.raises(ValueError, match="divisible by 8"):
         SynthConfig(height=100)
@@ -141,6 +162,10 @@ def test_cli_synth_and_check(tmp_path: Path) -> None:
     assert prev.stat().st_size > 1000
     assert cli_main(["data", "check", str(out)]) == 0
     assert cli_main(["synth", "--out", str(tmp_path / "x"), "--count", "2", "--height", "100"]) == 2
+    assert cli_main(["synth", "--out", str(tmp_path / "y"), "--count", "2", "--contrast", "30,12"]) == 2
+    faint = tmp_path / "faint"
+    assert cli_main([*args[:2], str(faint), *args[3:], "--contrast", "12,20"]) == 0
+    assert (faint / "labels.csv").read_text() == (out / "labels.csv").read_text().replace(",test,", ",train,")
 
 
 def test_contact_sheet_outlines() -> None:

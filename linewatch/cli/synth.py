@@ -39,6 +39,14 @@ def register(subparsers: Any) -> None:
         help="share of anomalies centred on an adhesive bar when there is one (default 0: anywhere, "
         "~6%% of defective cells then have one on glue); a training mix may raise it",
     )
+    p.add_argument(
+        "--contrast",
+        type=_contrast,
+        default=None,
+        metavar="LO,HI",
+        help="anomaly contrast range in grey levels, drawn log-uniformly (default 12,60); a training mix "
+        "for subtle defects may lower HI",
+    )
     p.add_argument("--height", type=int, default=None, help="image height (default 512)")
     p.add_argument("--width", type=int, default=None, help="image width (default 1224)")
     p.add_argument(
@@ -51,6 +59,15 @@ def register(subparsers: Any) -> None:
         "--preview-count", type=int, default=12, metavar="N", help="tiles in the preview (default 12)"
     )
     p.set_defaults(func=run)
+
+
+def _contrast(text: str) -> tuple[float, float]:
+    """``LO,HI`` grey levels -> (lo, hi); SynthConfig checks the range itself."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LO,HI in grey levels, e.g. 12,30") from None
+    return lo, hi
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             "anomaly_rate": args.anomaly_rate,
             "adhesive_rate": args.adhesive_rate,
             "anomaly_on_adhesive": args.anomaly_on_adhesive,
+            "contrast": args.contrast,
             "height": args.height,
             "width": args.width,
         }.items()

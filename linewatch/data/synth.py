@@ -93,6 +93,11 @@ class SynthConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"SynthConfig.{name}={v}: must be in [0, 1]")
+        lo, hi = self.contrast
+        if not 0.0 < lo <= hi <= 255.0:
+            raise ValueError(
+                f"SynthConfig.contrast={self.contrast}: must be (lo, hi) grey levels, 0 < lo <= hi <= 255"
+            )
 
 
 @dataclass
