@@ -123,6 +123,16 @@ def test_contrast_range() -> None:
             SynthConfig(contrast=bad)
 
 
+def test_anomaly_weights() -> None:
+    """The kind weights pick what is drawn: all corrosion at (0, 0, 1); negative or all-zero weights refused."""
+    cfg = SynthConfig(height=256, width=608, anomaly_rate=1.0, anomaly_weights=(0.0, 0.0, 1.0))
+    kinds = [k for i in range(8) for k in render(4, i, cfg).kinds if k in ANOMALY_KINDS]
+    assert kinds and set(kinds) == {"corrosion"}
+    for bad in ((-1.0, 1.0, 1.0), (0.0, 0.0, 0.0)):
+        with pytest.raises(ValueError, match="anomaly_weights"):
+            SynthConfig(anomaly_weights=bad)
+
+
 def test_bad_config() -> None:
     with pytest.raises(ValueError, match="divisible by 8"):
         SynthConfig(height=100)
@@ -165,6 +175,7 @@ def test_cli_synth_and_check(tmp_path: Path) -> None:
     assert cli_main(["synth", "--out", str(tmp_path / "y"), "--count", "2", "--contrast", "30,12"]) == 2
     faint = tmp_path / "faint"
     assert cli_main([*args[:2], str(faint), *args[3:], "--contrast", "12,20"]) == 0
+    assert cli_main(["synth", "--out", str(tmp_path / "z"), "--count", "2", "--anomaly-weights", "0,0,0"]) == 2
     assert (faint / "labels.csv").read_text() == (out / "labels.csv").read_text().replace(",test,", ",train,")
 
 

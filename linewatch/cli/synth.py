@@ -47,6 +47,13 @@ def register(subparsers: Any) -> None:
         help="anomaly contrast range in grey levels, drawn log-uniformly (default 12,60); a training mix "
         "for subtle defects may lower HI",
     )
+    p.add_argument(
+        "--anomaly-weights",
+        type=_weights,
+        default=None,
+        metavar="S,C,K",
+        help="relative frequency of scratch, cavity, corrosion (default 0.4,0.35,0.25)",
+    )
     p.add_argument("--height", type=int, default=None, help="image height (default 512)")
     p.add_argument("--width", type=int, default=None, help="image width (default 1224)")
     p.add_argument(
@@ -70,6 +77,15 @@ def _contrast(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _weights(text: str) -> tuple[float, float, float]:
+    """``S,C,K`` -> (scratch, cavity, corrosion) weights; SynthConfig checks them."""
+    try:
+        s, c, k = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected three weights S,C,K, e.g. 0.25,0.25,0.5") from None
+    return s, c, k
+
+
 def run(args: argparse.Namespace) -> int:
     import dataclasses
     import time
@@ -85,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
             "adhesive_rate": args.adhesive_rate,
             "anomaly_on_adhesive": args.anomaly_on_adhesive,
             "contrast": args.contrast,
+            "anomaly_weights": args.anomaly_weights,
             "height": args.height,
             "width": args.width,
         }.items()

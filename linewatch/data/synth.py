@@ -93,6 +93,10 @@ class SynthConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"SynthConfig.{name}={v}: must be in [0, 1]")
+        if min(self.anomaly_weights) < 0.0 or sum(self.anomaly_weights) <= 0.0:
+            raise ValueError(
+                f"SynthConfig.anomaly_weights={self.anomaly_weights}: must be >= 0 each with a positive sum"
+            )
         lo, hi = self.contrast
         if not 0.0 < lo <= hi <= 255.0:
             raise ValueError(
