@@ -232,3 +232,44 @@ def test_magnetic_tile_layout(tmp_path: Path) -> None:
     cv2.imwrite(str(root / "MT_Free" / "Imgs" / "lonely.png"), np.zeros((5, 5), np.uint8))
     with pytest.raises(DatasetError, match="lonely.png: mask without image"):
         open_dataset(root)
+
+
+def test_merge_links_or_copies_selected_splits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`data merge`: the chosen splits of each source, renamed splits, same pixels/labels; clashes refused."""
+    a = _good(tmp_path / "a")
+    b = tmp_path / "b"
+    write_sample(b, "e", "train", _img(5), (_mask(2, 3), None), (1, None), group="line7")
+    write_sample(b, "f", "test", _img(6), None, (0, 1))
+    out = tmp_path / "m"
+    assert cli_main(["data", "merge", "--out", str(out), f"{a}:train", f"{b}:train,test:val"]) == 0
+    assert "wrote 4 samples" in capsys.readouterr().out
+    ds = open_dataset(out)
+    got = {s.name: (s.split, s.labels["anomaly"], s.labels["adhesive"], s.group) for s in ds.samples}
+    src = {s.name: s for s in [*open_dataset(a).samples, *open_dataset(b).samples]}
+    assert got == {
+        "a": ("train", 1, 0, src["a"].group),
+        "b": ("train", 0, 0, src["b"].group),
+        "e": ("val", 1, None, "line7"),
+        "f": ("val", 0, 1, src["f"].group),
+    }
+    assert (out / "images" / "e.png").is_symlink() and check_dataset(out).ok
+    srcs = {o.name: (d, o) for d in (open_dataset(a), open_dataset(b)) for o in d.samples}
+    for s in ds.samples:
+        d, o = srcs[s.name]
+        for mine, theirs in zip(ds.load(s), d.load(o), strict=True):  # image, masks, known
+            assert np.array_equal(mine, theirs)
+    copied = tmp_path / "c"
+    assert cli_main(["data", "merge", "--out", str(copied), "--copy", str(a)]) == 0
+    assert not (copied / "images" / "a.png").is_symlink() and len(open_dataset(copied)) == 4
+
+    from linewatch.data.dataset import merge_datasets
+
+    with pytest.raises(DatasetError, match="'a' is in both"):
+        merge_datasets(tmp_path / "x", [(a, None, None), (a, ["train"], None)])
+    with pytest.raises(DatasetError, match="split 'holdout' is not allowed"):
+        merge_datasets(tmp_path / "y", [(a, ["holdout"], None)])
+    with pytest.raises(DatasetError, match="already exists"):
+        merge_datasets(out, [(b, None, None)])
+    with pytest.raises(DatasetError, match="no samples"):
+        merge_datasets(tmp_path / "z", [(b, ["val"], None)])
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -655,3 +655,60 @@ def append_label_row(
         if new:
             writer.writerow(header)
         writer.writerow([row.get(c, "") for c in header])
+
+
+def merge_datasets(
+    out: str | Path,
+    sources: Sequence[tuple[str | Path, Sequence[str] | None, str | None]],
+    *,
+    copy: bool = False,
+) -> Counter[tuple[str, str]]:
+    """Write one folder-format dataset at ``out`` from the samples of several datasets.
+
+    ``sources`` holds (dataset path, splits to take or None for all, split to file them under or None
+    to keep theirs) — e.g. a synthetic training mix, a line's own images and a validation set of its
+    own seed in one training folder. Images and masks are symbolic links to the originals (absolute
+    paths), or copies with ``copy=True``; labels and groups are carried over. A name taken twice, a
+    split that is not allowed, or an ``out`` that already holds a labels.csv is refused before
+    anything is written. Returns the count of samples per (split, anomaly label).
+    """
+    import shutil
+
+    out = Path(out)
+    if (out / LABELS_FILE).exists():
+        raise DatasetError(f"{out / LABELS_FILE} already exists: merge into a new folder")
+    picked: list[tuple[Sample, str]] = []
+    seen: dict[str, str] = {}
+    for path, splits, as_split in sources:
+        for s_name in [*(splits or ()), *([as_split] if as_split else [])]:
+            if s_name not in SPLITS:
+                raise DatasetError(f"{path}: split {s_name!r} is not allowed (allowed: {', '.join(SPLITS)})")
+        ds = open_dataset(path)
+        for s in ds.samples:
+            if splits is not None and s.split not in splits:
+                continue
+            _check_name(s.name)
+            if s.name in seen:
+                raise DatasetError(f"sample name {s.name!r} is in both {seen[s.name]} and {path}")
+            seen[s.name] = str(path)
+            picked.append((s, as_split or s.split))
+    if not picked:
+        raise DatasetError("merge: the sources give no samples (check the splits asked for)")
+
+    def place(src: Path, dst: Path) -> None:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if copy:
+            shutil.copyfile(src, dst)
+        else:
+            dst.symlink_to(src.resolve())
+
+    counts: Counter[tuple[str, str]] = Counter()
+    for s, split in picked:
+        place(s.image_path, out / "images" / f"{s.name}{s.image_path.suffix}")
+        for h in HEADS:
+            mp = s.mask_paths[h]
+            if mp is not None:
+                place(mp, out / "masks" / h / f"{s.name}{mp.suffix}")
+        append_label_row(out, s.name, split, s.labels, group=s.group)
+        counts[(split, "?" if s.labels[HEADS[0]] is None else str(s.labels[HEADS[0]]))] += 1
+    return counts
