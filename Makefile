@@ -34,6 +34,7 @@ test: $(VENV)/.dev-installed
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check linewatch tests benchmarks
+	$(BIN)/mypy linewatch
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -96,7 +96,9 @@ def run_demo(frames: int = 300, fps: float | None = None, out: str | None = None
         _write_sample_set(out)
     prof = default_profile()
     cam = prof.camera[0]
-    fps = float(cam.fps if fps is None else fps)
+    if fps is None:  # the line rate of the profile's camera (a GenICam camera may leave it to the device)
+        cam_fps = getattr(cam, "fps", None)
+        fps = float(cam_fps) if cam_fps is not None else 25.0
     prof = prof.model_copy(update={
         "station": prof.station.model_copy(update={"endpoint": "tcp://127.0.0.1:0"}),
         "camera": [cam.model_copy(update={"count": int(frames), "fps": float(fps)})],

@@ -15,6 +15,7 @@ profile's folder; the model is also looked up in the repository's `engines/` fol
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -346,7 +347,7 @@ def _section_label(loc: tuple[Any, ...]) -> str:
     return f"[{_key_path(loc)}]"
 
 
-def _constraint_text(err: dict[str, Any]) -> str:
+def _constraint_text(err: Mapping[str, Any]) -> str:
     t, ctx = err["type"], err.get("ctx") or {}
     if t == "literal_error":
         expected = str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")

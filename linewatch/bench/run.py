@@ -109,6 +109,7 @@ def open_bench_engine(cfg: BenchConfig) -> tuple[Any, Path | None]:
         from linewatch.engines.null import NullEngine
 
         return NullEngine(NULL_INPUT_HW, max_batch), None
+    assert model is not None  # None only with the null backend, returned above
     opts: dict[str, Any] = {}
     if name == "onnxruntime" and prof.model.threads:
         opts["threads"] = prof.model.threads
@@ -330,7 +331,7 @@ def build_report(cfg: BenchConfig, res: dict[str, Any], *, produced: dict[int, i
     recv_meas = (a["t_recv_ns"] >= t0_ns) & (a["t_recv_ns"] < t1_ns)
 
     def reason_counts(mask: np.ndarray) -> dict[str, int]:
-        codes = np.bincount(a["reason"][mask], minlength=len(reasons)) if mask.any() else []
+        codes = np.bincount(a["reason"][mask], minlength=len(reasons)) if mask.any() else np.zeros(0, np.int64)
         return {reasons[i]: int(c) for i, c in enumerate(codes) if c}
 
     def lat(mask: np.ndarray) -> dict[str, float]:

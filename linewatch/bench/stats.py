@@ -36,7 +36,7 @@ def window_summary(counts: list[int]) -> dict[str, float]:
             "mean": float(sum(counts) / len(counts))}
 
 
-def frame_accounting(produced: dict[int, int], camera: np.ndarray, frame_id: np.ndarray) -> dict[str, int]:
+def frame_accounting(produced: dict[int, int], camera: np.ndarray, frame_id: np.ndarray) -> dict[str, Any]:
     """Compare the ids each camera produced (0 .. produced-1) with the decisions received."""
     missing = duplicates = unexpected = 0
     examples: list[list[int]] = []

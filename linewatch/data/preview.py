@@ -60,8 +60,8 @@ def contact_sheet(
         if img.ndim == 2:
             img = np.repeat(img[..., None], 3, axis=2)
         tile = np.ascontiguousarray(cv2.resize(img, (tile_width, tile_h), interpolation=cv2.INTER_AREA))
-        if masks is not None and masks[i] is not None:
-            m = masks[i]
+        m = masks[i] if masks is not None else None
+        if m is not None:
             _outline(tile, m[1], ADHESIVE_COLOUR, outline_thickness, 1)
             _outline(tile, m[0], ANOMALY_COLOUR, outline_thickness, 3)
         r, c = divmod(i, cols)

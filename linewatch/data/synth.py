@@ -30,6 +30,7 @@ from the masks: label 1 iff the mask is non-empty.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -234,7 +235,7 @@ def _surface(rng: np.random.Generator, cfg: SynthConfig, kinds: list[str]) -> np
             ) * rng.uniform(0.6, 1.3)
             low = low + weight[..., None] * tint[None, None, :]
 
-    img = cv2.resize(low, (W, H), interpolation=cv2.INTER_LINEAR)
+    img: np.ndarray = cv2.resize(low, (W, H), interpolation=cv2.INTER_LINEAR)
 
     # full-res detail (one channel): brushed streaks along rows, fine grain, column pattern
     streak = _smooth_noise(rng, (H, max(4, W // 48)), (H, W))
@@ -511,7 +512,7 @@ def render(seed: int, index: int, cfg: SynthConfig = SynthConfig()) -> SynthSamp
     assert cv.anomaly is not None and cv.adhesive is not None
     if cfg.mask_dilation > 0 and cv.anomaly.any():
         k = 2 * cfg.mask_dilation + 1
-        cv.anomaly = cv2.dilate(cv.anomaly, np.ones((k, k), np.uint8))
+        cv.anomaly = np.asarray(cv2.dilate(cv.anomaly, np.ones((k, k), np.uint8)), np.uint8)
     masks = np.stack([cv.anomaly, cv.adhesive])
     labels = (int(masks[0].any()), int(masks[1].any()))
     return SynthSample(image=img.astype(np.uint8), masks=masks, labels=labels, kinds=kinds)
@@ -574,6 +575,7 @@ def write_dataset(
     for i in range(count):
         split = "test" if i >= count - n_test else "val" if i >= count - n_test - n_val else "train"
         tasks.append((str(out), seed, i, f"s{seed}_{i:0{width}d}", split, cfg))
+    rows: Iterator[tuple[str, str, tuple[int, int]]]
     if jobs == 1:
         rows = map(_write_one, tasks)
     else:

@@ -128,8 +128,9 @@ def build_cache(
                 masks[i, c] = resize_mask_max(m[c], (h // MASK_STRIDE, w // MASK_STRIDE))
         known[i] = k
         for c, head in enumerate(HEADS):
-            if s.labels[head] is not None:
-                labels[i, c] = float(s.labels[head])
+            label = s.labels[head]
+            if label is not None:
+                labels[i, c] = float(label)
 
     with ThreadPoolExecutor(max(1, workers)) as ex:
         list(ex.map(load, range(n)))

@@ -148,7 +148,8 @@ class ModelConfig:
         unknown = set(d) - known
         if unknown:
             raise UsageError(f"model config: unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kwargs)
 
 
 # ------------------------------------------------------------------------------------------------
