@@ -40,7 +40,8 @@ def torch_baseline(model_path: Path | None, engine: Any, cfg: BenchConfig, pool:
     rule = cfg.profile.decision.adhesive_rule
     cam = cfg.profile.camera[0]
     if pool is None or tuple(pool.shape[1:3]) != tuple(man.input_hw):
-        pool, _ = render_pool(min(cfg.pool, 16), (int(man.input_hw[0]), int(man.input_hw[1])), seed=getattr(cam, "seed", 0),
+        hw = (int(man.input_hw[0]), int(man.input_hw[1]))
+        pool, _ = render_pool(min(cfg.pool, 16), hw, seed=getattr(cam, "seed", 0),
                               defect_rate=getattr(cam, "defect_rate", None))
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     dur = cfg.baseline_duration_s if cfg.baseline_duration_s is not None else min(cfg.duration_s, 10.0)

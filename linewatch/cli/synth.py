@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--contrast",
-        type=_contrast,
+        type=_floats(2, "12,30"),
         default=None,
         metavar="LO,HI",
         help="anomaly contrast range in grey levels, drawn log-uniformly (default 12,60); a training mix "
@@ -49,7 +49,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--anomaly-weights",
-        type=_weights,
+        type=_floats(3, "0.25,0.25,0.5"),
         default=None,
         metavar="S,C,K",
         help="relative frequency of scratch, cavity, corrosion (default 0.4,0.35,0.25)",
@@ -68,22 +68,19 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _contrast(text: str) -> tuple[float, float]:
-    """``LO,HI`` grey levels -> (lo, hi); SynthConfig checks the range itself."""
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected LO,HI in grey levels, e.g. 12,30") from None
-    return lo, hi
+def _floats(n: int, example: str) -> Any:
+    """argparse type: ``n`` comma-separated numbers -> tuple of floats; SynthConfig checks their range."""
 
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            vals = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            vals = ()
+        if len(vals) != n:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {n} comma-separated numbers, e.g. {example}")
+        return vals
 
-def _weights(text: str) -> tuple[float, float, float]:
-    """``S,C,K`` -> (scratch, cavity, corrosion) weights; SynthConfig checks them."""
-    try:
-        s, c, k = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected three weights S,C,K, e.g. 0.25,0.25,0.5") from None
-    return s, c, k
+    return parse
 
 
 def run(args: argparse.Namespace) -> int:

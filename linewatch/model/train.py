@@ -309,7 +309,8 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
                              f"({first[1].strip() if len(first) > 1 else first[0]}); leave the model options "
                              "out to take the checkpoint's own") from None
         log(f"weights from {tc.init} (fine-tuning)")
-    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # NHWC: faster on CUDA and on CPU (oneDNN), needed for bf16
+    # NHWC: faster on CUDA and on CPU (oneDNN), needed for bf16 (torch's stubs lack the memory_format overload)
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     n_epochs = tc.epochs_seg + tc.epochs_cls
     fused = device.type == "cuda"  # one kernel per step for all params; same maths as Adam defaults
