@@ -21,7 +21,7 @@ import numpy as np
 
 from linewatch.daemon import Daemon
 from linewatch.logs import configure as configure_logging
-from linewatch.profile import default_profile
+from linewatch.profile import SyntheticCamera, default_profile
 from linewatch.subscribe import Gap, Message, Subscriber
 
 
@@ -96,9 +96,9 @@ def run_demo(frames: int = 300, fps: float | None = None, out: str | None = None
         _write_sample_set(out)
     prof = default_profile()
     cam = prof.camera[0]
-    if fps is None:  # the line rate of the profile's camera (a GenICam camera may leave it to the device)
-        cam_fps = getattr(cam, "fps", None)
-        fps = float(cam_fps) if cam_fps is not None else 25.0
+    assert isinstance(cam, SyntheticCamera), "the embedded demo profile simulates its line"
+    if fps is None:  # the line rate of the profile's camera
+        fps = cam.fps
     prof = prof.model_copy(update={
         "station": prof.station.model_copy(update={"endpoint": "tcp://127.0.0.1:0"}),
         "camera": [cam.model_copy(update={"count": int(frames), "fps": float(fps)})],

@@ -245,15 +245,14 @@ def test_merge_links_or_copies_selected_splits(tmp_path: Path, capsys: pytest.Ca
     assert "wrote 4 samples" in capsys.readouterr().out
     ds = open_dataset(out)
     got = {s.name: (s.split, s.labels["anomaly"], s.labels["adhesive"], s.group) for s in ds.samples}
-    src = {s.name: s for s in [*open_dataset(a).samples, *open_dataset(b).samples]}
+    srcs = {o.name: (d, o) for d in (open_dataset(a), open_dataset(b)) for o in d.samples}
     assert got == {
-        "a": ("train", 1, 0, src["a"].group),
-        "b": ("train", 0, 0, src["b"].group),
+        "a": ("train", 1, 0, srcs["a"][1].group),
+        "b": ("train", 0, 0, srcs["b"][1].group),
         "e": ("val", 1, None, "line7"),
-        "f": ("val", 0, 1, src["f"].group),
+        "f": ("val", 0, 1, srcs["f"][1].group),
     }
     assert (out / "images" / "e.png").is_symlink() and check_dataset(out).ok
-    srcs = {o.name: (d, o) for d in (open_dataset(a), open_dataset(b)) for o in d.samples}
     for s in ds.samples:
         d, o = srcs[s.name]
         for mine, theirs in zip(ds.load(s), d.load(o), strict=True):  # image, masks, known
