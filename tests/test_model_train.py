@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from linewatch.errors import UsageError  # noqa: E402
 from linewatch.model.data import (  # noqa: E402
     augment,
     cropped_labels,
@@ -17,7 +18,7 @@ from linewatch.model.data import (  # noqa: E402
     stratified_folds,
     write_toy_dataset,
 )
-from linewatch.model.train import TrainConfig, cls_loss, seg_loss, train  # noqa: E402
+from linewatch.model.train import TrainConfig, check_pos_weight, cls_loss, seg_loss, train  # noqa: E402
 
 TINY_MODEL = dict(widths=[4, 8, 8], class_channels=4, input_height=64, input_width=96)
 
@@ -65,6 +66,28 @@ def test_cls_loss_masks_unknown_labels():
     y = torch.tensor([1.0, 0.0, 1.0])
     z = torch.tensor([2.0, 0.5, 3.0])
     assert torch.allclose(a, torch.nn.functional.binary_cross_entropy_with_logits(z, y))
+
+
+def test_cls_loss_pos_weight_scales_positive_terms_per_head():
+    logits = torch.tensor([[0.3, -0.2], [-1.0, 0.4]])
+    labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    w = torch.tensor([3.0, 1.0])
+    # only the anomaly head's positive (sample 0) is weighted; the normaliser stays the 4 known labels
+    want = (3.0 * bce[0, 0] + bce[0, 1] + bce[1, 0] + bce[1, 1]) / 4
+    assert torch.allclose(cls_loss(logits, labels, w), want)
+    assert torch.allclose(cls_loss(logits, labels, torch.ones(2)), cls_loss(logits, labels))
+    # its gradient pushes a positive's logit up harder: the optimum of a weighted head sits higher
+    z = torch.zeros(1, 2, requires_grad=True)
+    cls_loss(z, torch.tensor([[1.0, 1.0]]), w).backward()
+    assert z.grad[0, 0] == pytest.approx(3 * z.grad[0, 1])
+
+
+@pytest.mark.parametrize("bad", [(0.0, 1.0), (1.0,), (1.0, float("nan")), (-2.0, 1.0), ("x", 1)])
+def test_check_pos_weight_names_the_option(bad):
+    with pytest.raises(UsageError, match="--pos-weight"):
+        check_pos_weight(bad)
+    assert check_pos_weight([2, 1]) == (2.0, 1.0)
 
 
 # ------------------------------------------------------------------------------------ data
@@ -264,12 +287,13 @@ def test_cli_train_export_evaluate(toy, tmp_path, capsys):
     common = ["--batch", "6", "--input-size", "64x96", "--widths", "4,8,8", "--class-channels", "4",
               "--workers", "2", "--quiet"]
     assert main(["train", "--data", str(toy), "--out", str(run), "--epochs-seg", "1", "--epochs-cls", "1",
-                 "--limit-steps", "1", *common]) == 0
+                 "--limit-steps", "1", "--pos-weight", "2,1", *common]) == 0
     onnx = tmp_path / "engines" / "toy.onnx"
     assert main(["export", "--checkpoint", str(run / "best.pt"), "--out", str(onnx)]) == 0
     assert "self-check batch 3" in capsys.readouterr().out
     man = json.loads(onnx.with_suffix(".json").read_text())
     assert man["training"]["epochs_seg"] == 1 and "val" in man["metrics"]
+    assert man["training"]["pos_weight"] == [2.0, 1.0]
     assert main(["evaluate", "--model", str(onnx), "--data", str(toy), "--out", str(tmp_path / "ev")]) == 0
     assert "| anomaly |" in capsys.readouterr().out
     assert (tmp_path / "ev" / "pr_adhesive.png").is_file()
@@ -281,10 +305,11 @@ def test_cli_train_export_evaluate(toy, tmp_path, capsys):
     assert main(["train", "--data", str(toy), "--out", str(run), *common]) == 2  # would overwrite a run
     assert "--resume" in capsys.readouterr().err
     assert main(["train", "--data", str(toy), "--out", str(tmp_path / "bad"), "--input-size", "60x96"]) == 2
+    assert main(["train", "--data", str(toy), "--out", str(tmp_path / "bad"), "--pos-weight", "0,1", *common]) == 2
+    assert "--pos-weight" in capsys.readouterr().err
 
 
 def test_init_fine_tunes_from_weights_and_takes_their_config(toy, tmp_path):
-    from linewatch.errors import UsageError
 
     base = tmp_path / "base"
     train(cfg(toy, base, epochs_seg=1, epochs_cls=1, limit_steps=1))

@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--contrast",
-        type=_floats(2, "12,30"),
+        type=floats_arg(2, "12,30"),
         default=None,
         metavar="LO,HI",
         help="anomaly contrast range in grey levels, drawn log-uniformly (default 12,60); a training mix "
@@ -49,7 +49,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--anomaly-weights",
-        type=_floats(3, "0.25,0.25,0.5"),
+        type=floats_arg(3, "0.25,0.25,0.5"),
         default=None,
         metavar="S,C,K",
         help="relative frequency of scratch, cavity, corrosion (default 0.4,0.35,0.25)",
@@ -68,7 +68,7 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _floats(n: int, example: str) -> Any:
+def floats_arg(n: int, example: str) -> Any:
     """argparse type: ``n`` comma-separated numbers -> tuple of floats; SynthConfig checks their range."""
 
     def parse(text: str) -> tuple[float, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from linewatch.cli.synth import floats_arg
 from linewatch.errors import UsageError
 
 
@@ -78,6 +79,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="share of train held out for validation when the dataset has no val split (default 0.1)")
     p.add_argument("--limit-steps", type=int, default=0, help="cap steps per epoch (tests, smoke runs)")
     p.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (default 1)")
+    p.add_argument("--pos-weight", type=floats_arg(2, "3,1"), default=(1.0, 1.0), metavar="A,H",
+                   help="stage 2: weight of positive labels per head, anomaly,adhesive (default 1,1 = eq. 5); "
+                   "above 1 where a miss costs more than a false alarm")
     p.add_argument("--quiet", action="store_true", help="no per-epoch output (log.jsonl is still written)")
 
 
@@ -120,7 +124,7 @@ def train_config(args: argparse.Namespace, **extra: Any) -> Any:
         data=args.data, epochs_seg=args.epochs_seg, epochs_cls=args.epochs_cls, batch=args.batch, lr=args.lr,
         crop=not args.no_crop, delta_min=args.delta_min, device=args.device, amp=args.amp, seed=args.seed,
         workers=args.workers, val_split=args.val_split, limit_steps=args.limit_steps,
-        eval_every=args.eval_every, quiet=args.quiet, model=cfg.to_dict(), **extra,
+        eval_every=args.eval_every, pos_weight=args.pos_weight, quiet=args.quiet, model=cfg.to_dict(), **extra,
     )
 
 

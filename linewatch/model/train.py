@@ -64,6 +64,10 @@ class TrainConfig:
     stop_after_epochs: int = 0
     """Stop this invocation after that many epochs (0 = never); `--resume` continues."""
     eval_every: int = 1
+    pos_weight: tuple[float, float] = (1.0, 1.0)
+    """Stage 2: weight of a positive label's loss term per head (anomaly, adhesive); (1, 1) is eq. 5.
+    Above 1 for a head whose misses cost more than its false alarms (a defect that passes the gate);
+    it moves that head's scores up, so the fixed threshold catches more positives (docs/model.md §2)."""
     quiet: bool = False
     model: dict[str, Any] = field(default_factory=dict)
     """ModelConfig as a dict."""
@@ -93,16 +97,30 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor, ki
     return (per_head * w).sum() / w.sum().clamp_min(1.0)
 
 
-def cls_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Eq. 5: BCE over the (sample, head) pairs whose label is known (labels NaN = unknown)."""
+def cls_loss(logits: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 5: BCE over the (sample, head) pairs whose label is known (labels NaN = unknown).
+
+    `pos_weight` [2] multiplies the positive labels' terms per head (None or ones: eq. 5 itself)."""
     known = ~torch.isnan(labels)
     y = torch.nan_to_num(labels, nan=0.0)
-    per = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none")
+    per = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none", pos_weight=pos_weight)
     w = known.float()
     return (per * w).sum() / w.sum().clamp_min(1.0)
 
 
 # ------------------------------------------------------------------------------------ helpers
+
+
+def check_pos_weight(values: Any) -> tuple[float, float]:
+    """The stage-2 positive weights as a pair of finite floats > 0 (one per head), else a UsageError."""
+    try:
+        pair = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        pair = ()
+    if len(pair) != 2 or not all(math.isfinite(v) and v > 0 for v in pair):
+        raise UsageError(f"--pos-weight {values!r} is invalid; expected two numbers > 0 (anomaly,adhesive), "
+                         "e.g. 3,1 (1,1 = eq. 5)")
+    return pair  # type: ignore[return-value]
 
 
 def pick_device(name: str) -> torch.device:
@@ -269,6 +287,7 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
         raise UsageError(f"--seg-loss {tc.seg_loss!r} is invalid; allowed: {', '.join(SEG_LOSSES)}")
     if tc.batch < 1 or tc.epochs_seg < 0 or tc.epochs_cls < 0:
         raise UsageError("--batch must be >= 1 and the epoch counts >= 0")
+    tc.pos_weight = check_pos_weight(tc.pos_weight)
     init = load_init(tc.init) if tc.init and ckpt is None else None
     if tc.model:
         cfg = ModelConfig.from_dict(tc.model)
@@ -288,6 +307,7 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
         torch.backends.cudnn.allow_tf32 = True
     gen = torch.Generator(device=device)
     gen.manual_seed(tc.seed)
+    pos_weight = torch.tensor(tc.pos_weight, device=device)
 
     # data: decode once, keep on the device
     t0 = time.time()
@@ -368,7 +388,7 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
                         labels = train_c.labels[idx]
                         if tc.crop:  # a crop that cut the defect off leaves no defective image
                             labels = cropped_labels(labels, train_c.masks[idx], target)
-                        loss = cls_loss(logits, labels)
+                        loss = cls_loss(logits, labels, pos_weight)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
@@ -380,7 +400,7 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
             if val_c is not None and ((epoch + 1) % tc.eval_every == 0 or epoch + 1 == n_epochs):
                 seg_l, tgt, cls_l = predict(model, val_c, max(bs, 32), dtype)
                 val_loss = float(seg_loss(seg_l, tgt, val_c.mask_known, tc.seg_loss) if stage == 1
-                                 else cls_loss(cls_l, val_c.labels))
+                                 else cls_loss(cls_l, val_c.labels, pos_weight))
             improved = not math.isnan(val_loss) and val_loss < best_val
             if improved:
                 best_val = val_loss
@@ -427,6 +447,7 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
         best["training"] = {
             "data": str(tc.data), "n_train": len(train_c), "n_val": len(val_c), "epochs_seg": tc.epochs_seg,
             "epochs_cls": tc.epochs_cls, "batch": tc.batch, "lr": tc.lr, "seg_loss": tc.seg_loss,
+            "pos_weight": list(tc.pos_weight),
             "seed": tc.seed, "device": str(device), "amp": str(dtype), "init": tc.init or None,
             "wall_s": round(time.time() - t_start, 1),
         }
