@@ -3,7 +3,8 @@
 #   1. the shipped model, run 7c's recipe (docs/results.md) with more epochs: stage 1 on the defect-rich mix
 #      (70 % defective, 30 % of anomalies on glue), then on the faint mix (contrast 12-30) at lr 1e-4, stage 2
 #      on the natural mix (synth-train), then stage 2 again at lr 1e-4 (the polish: the stage-2 validation loss
-#      settles instead of jumping); every "best" epoch picked on val5005 (a validation set of its own
+#      settles instead of jumping), then stage 2 with a positive weight on the anomaly head (run 8's w = 4,
+#      `--pos-weight 4,1` at lr 1e-3: the operating point of the shipped model); every "best" epoch picked on val5005 (a validation set of its own
 #      seed); trained ALONE on the GPU (sharing it doubled the epoch time before); evaluated on the held-out
 #      synthetic set, exported with its metrics;
 #   2. then, sharing the GPU: the width/kernel candidates of docs/model.md on the magnetic-tile split
@@ -14,10 +15,10 @@
 #   needs: python3 with torch (CUDA), onnx, onnxruntime, opencv; the repo as working directory;
 #          .devdata/magnetic-tile-256 (scripts/magnetic_tile_256.py); .devdata/mt-ablate (finished rows)
 #   smoke run on a CPU: DEV=cpu SYN_TRAIN=24 HELDOUT=8 TRAIN_ARGS="--limit-steps 1" EPOCHS_SEG=1 EPOCHS_FAINT=1 EPOCHS_CLS=1 \
-#          EPOCHS_POLISH=1 \
+#          EPOCHS_POLISH=1 EPOCHS_PW=1 \
 #          MT_EPOCHS="--epochs-seg 1 --epochs-cls 1" bash scripts/gpu_finish.sh
 #   from scratch instead (the paper's schedule in one piece): INIT= EPOCHS_SEG=200 BUDGET_SYN=<seconds> —
-#          it does not fit stage 1's default 200 s; results.tgz leaves last.pt out, so it cannot resume on a
+#          it does not fit stage 1's default 170 s; results.tgz leaves last.pt out, so it cannot resume on a
 #          fresh machine: give it the time in one call.
 set -u
 OUT=${OUT:-/tmp/gpu-out}
@@ -32,11 +33,14 @@ EPOCHS_CLS=${EPOCHS_CLS:-80}
 TRAIN_ARGS=${TRAIN_ARGS:-}
 MT_EPOCHS=${MT_EPOCHS:-}        # empty = the paper's 200 + 80
 EPOCHS_FAINT=${EPOCHS_FAINT:-20} # stage-1 epochs on the faint mix after the mix (lr 1e-4)
-BUDGET_SYN=${BUDGET_SYN:-200}   # seconds for step 1's stage 1 on the mix
+BUDGET_SYN=${BUDGET_SYN:-170}   # seconds for step 1's stage 1 on the mix
 BUDGET_FAINT=${BUDGET_FAINT:-60} # seconds for step 1's stage 1 on the faint mix
 BUDGET_CLS=${BUDGET_CLS:-80}    # seconds for step 1's stage 2
 EPOCHS_POLISH=${EPOCHS_POLISH:-10} # stage-2 epochs at lr 1e-4 after stage 2 (run 7c)
 BUDGET_POLISH=${BUDGET_POLISH:-30} # seconds for them
+POS_WEIGHT=${POS_WEIGHT:-4,1}   # stage 2's positive weights after the polish (run 8's w = 4, shipped since run 10)
+EPOCHS_PW=${EPOCHS_PW:-12}      # its stage-2 epochs (lr 1e-3)
+BUDGET_PW=${BUDGET_PW:-30}      # seconds for them
 BUDGET_MT=${BUDGET_MT:-200}     # seconds for step 2
 CANDIDATES=${CANDIDATES:-"ref-8-16-32:8,16,32:3,3,3 8-32-64:8,32,64:3,3,3 16-32-64-k335:16,32,64:3,3,5 16-48-96:16,48,96:3,3,3"}
 mkdir -p "$OUT" "$D"
@@ -74,9 +78,12 @@ echo "stage 1 (faint) rc $? at +$(( $(date +%s) - t0 )) s; $(tail -1 $R-s1f/log.
 timeout "$BUDGET_CLS" $LW train --data $D/nat-v --out $R-s2 --init $R-s1f/best.pt --device $DEV --amp $AMP \
   --epochs-seg 0 --epochs-cls "$EPOCHS_CLS" $TRAIN_ARGS --workers 4 --quiet >> "$OUT/train-synth.log" 2>&1
 echo "stage 2 (natural mix) rc $? at +$(( $(date +%s) - t0 )) s; $(tail -1 $R-s2/log.jsonl 2>/dev/null | cut -c1-160)"
-timeout "$BUDGET_POLISH" $LW train --data $D/nat-v --out $R --init $R-s2/best.pt --device $DEV --amp $AMP \
+timeout "$BUDGET_POLISH" $LW train --data $D/nat-v --out $R-s2p --init $R-s2/best.pt --device $DEV --amp $AMP \
   --epochs-seg 0 --epochs-cls "$EPOCHS_POLISH" --lr 1e-4 $TRAIN_ARGS --workers 4 --quiet >> "$OUT/train-synth.log" 2>&1
-echo "stage 2 polish (lr 1e-4) rc $? at +$(( $(date +%s) - t0 )) s; $(tail -1 $R/log.jsonl 2>/dev/null | cut -c1-160)"
+echo "stage 2 polish (lr 1e-4) rc $? at +$(( $(date +%s) - t0 )) s; $(tail -1 $R-s2p/log.jsonl 2>/dev/null | cut -c1-160)"
+timeout "$BUDGET_PW" $LW train --data $D/nat-v --out $R --init $R-s2p/best.pt --device $DEV --amp $AMP \
+  --epochs-seg 0 --epochs-cls "$EPOCHS_PW" --pos-weight "$POS_WEIGHT" $TRAIN_ARGS --workers 4 --quiet >> "$OUT/train-synth.log" 2>&1
+echo "stage 2 pos-weight $POS_WEIGHT rc $? at +$(( $(date +%s) - t0 )) s; $(tail -1 $R/log.jsonl 2>/dev/null | cut -c1-160)"
 if [ -f $R/metrics.json ]; then  # metrics.json is written only when the run finished
   $LW evaluate --model $R/best.pt --data $D/synth-heldout --device $DEV --out $R/heldout > "$OUT/eval-synth.log" 2>&1
   $LW export --checkpoint $R/best.pt --out $D/engines/resse-default.onnx --metrics test=$R/heldout/metrics.json \

@@ -69,7 +69,8 @@ def register(subparsers: Any) -> None:
 
 
 def floats_arg(n: int, example: str) -> Any:
-    """argparse type: ``n`` comma-separated numbers -> tuple of floats; SynthConfig checks their range."""
+    """argparse type: ``n`` comma-separated numbers -> tuple of floats; the consumer checks their range
+    (SynthConfig for synth's options, `check_pos_weight` for train's --pos-weight)."""
 
     def parse(text: str) -> tuple[float, ...]:
         try:
