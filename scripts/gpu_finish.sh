@@ -4,8 +4,8 @@
 #      (70 % defective, 30 % of anomalies on glue), then on the faint mix (contrast 12-30) at lr 1e-4, stage 2
 #      on the natural mix (synth-train), then stage 2 again at lr 1e-4 (the polish: the stage-2 validation loss
 #      settles instead of jumping), then stage 2 with a positive weight on the anomaly head (run 8's w = 4,
-#      `--pos-weight 4,1` at lr 1e-3: the operating point of the shipped model); every "best" epoch picked on val5005 (a validation set of its own
-#      seed); trained ALONE on the GPU (sharing it doubled the epoch time before); evaluated on the held-out
+#      `--pos-weight 4,1` at lr 1e-3: the operating point of the shipped model); every "best" epoch picked on
+#      val5005 (a validation set of its own seed); trained ALONE on the GPU (sharing it doubled the epoch time before); evaluated on the held-out
 #      synthetic set, exported with its metrics;
 #   2. then, sharing the GPU: the width/kernel candidates of docs/model.md on the magnetic-tile split
 #      (full 200 + 80 schedule, `ablate --tables resse-v1 --widths ...`, one process each) for the accuracy

@@ -310,7 +310,6 @@ def test_cli_train_export_evaluate(toy, tmp_path, capsys):
 
 
 def test_init_fine_tunes_from_weights_and_takes_their_config(toy, tmp_path):
-
     base = tmp_path / "base"
     train(cfg(toy, base, epochs_seg=1, epochs_cls=1, limit_steps=1))
     src = torch.load(base / "best.pt", weights_only=True)
@@ -358,7 +357,6 @@ def test_cli_init_uses_checkpoint_model_options(toy, tmp_path, capsys):
 
 
 def test_amp_choices_per_device():
-    from linewatch.errors import UsageError
     from linewatch.model.train import amp_dtype, cpu_bf16_supported
 
     cpu = torch.device("cpu")

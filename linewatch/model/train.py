@@ -120,7 +120,8 @@ def check_pos_weight(values: Any) -> tuple[float, float]:
     if len(pair) != 2 or not all(math.isfinite(v) and v > 0 for v in pair):
         raise UsageError(f"--pos-weight {values!r} is invalid; expected two numbers > 0 (anomaly,adhesive), "
                          "e.g. 3,1 (1,1 = eq. 5)")
-    return pair  # type: ignore[return-value]
+    anomaly, adhesive = pair
+    return anomaly, adhesive
 
 
 def pick_device(name: str) -> torch.device:
