@@ -12,7 +12,9 @@ with `.to(device)` / `.cpu()` on CUDA. "× eager" = engine frames/s ÷ eager fra
 Engine and eager calls alternate (A, B, A, B, ...), so that both see the same load on a shared
 machine; the ratio is the robust number there, the absolute rates move with the load.
 
-Variants (run when available): `onnxruntime` (CPU), `tensorrt:fp16` (builds the plan into the
+Variants (run when available): `openvino:f32`, `openvino:bf16` (where the CPU has native bf16),
+`openvino:int8` (where the manifest names an INT8 model, `linewatch export --int8`), `onnxruntime` (CPU),
+`tensorrt:fp16` (builds the plan into the
 model's folder when missing), `torch:fp16` and `torch:fp32` (CUDA graphs); `null` on request.
 Without `--model` the one `engines/*.onnx` is used, or, when there is none, a freshly initialised
 ResSENet of the default `ModelConfig` (512x1224, depth v2, ResSE v1) is exported to a temporary
@@ -41,8 +43,9 @@ from linewatch.engines.factory import cuda_device_count, list_backends, open_eng
 from linewatch.engines.manifest import load_manifest  # noqa: E402
 from linewatch.engines.ort import physical_cores  # noqa: E402
 
-VARIANTS = ("onnxruntime", "tensorrt:fp16", "torch:fp16", "torch:fp32", "null")
-DEFAULT_VARIANTS = ("onnxruntime", "tensorrt:fp16", "torch:fp16", "torch:fp32")
+VARIANTS = ("openvino:f32", "openvino:bf16", "openvino:int8", "onnxruntime", "tensorrt:fp16", "torch:fp16",
+            "torch:fp32", "null")
+DEFAULT_VARIANTS = VARIANTS[:-1]
 
 
 def stats(lat: list[float], n: int) -> dict[str, float]:
@@ -128,13 +131,19 @@ def eager_baseline(model_path: Path, device: str) -> Callable[[np.ndarray], Any]
     return run_cuda
 
 
-def available_variants(wanted: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+def available_variants(wanted: tuple[str, ...], model_path: Path) -> tuple[list[str], dict[str, str]]:
     backends = list_backends()
     ok: list[str] = []
     skipped: dict[str, str] = {}
     for v in wanted:
-        name = v.split(":")[0]
+        name, _, precision = v.partition(":")
         avail, why = backends[name]
+        if name == "openvino" and avail and precision == "bf16":
+            from linewatch.engines.openvino import native_bf16
+
+            avail, why = native_bf16(), "this CPU has no native bf16"
+        if name == "openvino" and avail and precision == "int8":
+            avail, why = bool(load_manifest(model_path)[0].int8), "no INT8 model (linewatch export --int8)"
         if name == "torch" and avail:
             import torch
 
@@ -188,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         h, w = man.input_hw
         rng = np.random.default_rng(0)
         frames = rng.integers(0, 256, (max(batches), h, w, 3), dtype=np.uint8)
-        variants, skipped = available_variants(wanted)
+        variants, skipped = available_variants(wanted, model_path)
         rows: list[dict[str, Any]] = []
         eager_fns: dict[str, Callable[[np.ndarray], Any]] = {}
 
@@ -225,11 +234,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnxruntime
 
+    ort_fps = {r["batch"]: r["fps"] for r in rows if r["variant"] == "onnxruntime"}
+    for r in rows:
+        r["x_onnxruntime"] = r["fps"] / ort_fps[r["batch"]] if r["batch"] in ort_fps else None
     env = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "model": model_note, "input": f"{h}x{w}",
         "cpu": platform.processor() or platform.machine(), "physical_cores": physical_cores(),
-        "gpus": cuda_device_count(), "onnxruntime": onnxruntime.__version__,
+        "gpus": cuda_device_count(), "onnxruntime": onnxruntime.__version__, "openvino": _version("openvino"),
         "torch": _version("torch"), "tensorrt": _version("tensorrt"),
     }
     if args.json:
@@ -237,15 +249,18 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write("\n")
         return 0
     print(f"Engine benchmark, {env['date']}: {env['model']}; input {env['input']}; "
-          f"{env['physical_cores']} physical cores, {env['gpus']} GPU(s); onnxruntime {env['onnxruntime']}, "
+          f"{env['physical_cores']} physical cores, {env['gpus']} GPU(s); openvino {env['openvino']}, "
+          f"onnxruntime {env['onnxruntime']}, "
           f"torch {env['torch']}, tensorrt {env['tensorrt']}\n")
-    print("| backend | device | batch | frames/s | latency median (ms) | latency p95 (ms) | eager FP32 frames/s | × eager |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| backend | device | batch | frames/s | latency median (ms) | latency p95 (ms) | eager FP32 frames/s | × eager "
+          "| × onnxruntime |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         ef = f"{r['eager_fps']:.1f}" if r["eager_fps"] else "-"
         xe = f"{r['x_eager']:.2f}" if r["x_eager"] else "-"
+        xo = f"{r['x_onnxruntime']:.2f}" if r["x_onnxruntime"] else "-"
         print(f"| {r['variant']} | {r['device']} | {r['batch']} | {r['fps']:.1f} | {r['latency_median_ms']:.1f} | "
-              f"{r['latency_p95_ms']:.1f} | {ef} | {xe} |")
+              f"{r['latency_p95_ms']:.1f} | {ef} | {xe} | {xo} |")
     for v, why in skipped.items():
         print(f"\nskipped {v}: {why}")
     return 0

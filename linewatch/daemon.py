@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from linewatch.decide import Decider
+from linewatch.engines.base import Engine
 from linewatch.errors import LinewatchError, ProfileError
 from linewatch.infer import InferenceWorker, batch_limit
 from linewatch.logs import get_logger
@@ -75,22 +76,42 @@ def make_source(cam: Any, profile: Profile) -> Any:
     raise ProfileError(f"camera {cam.id!r}: unknown source {cam.source!r}")  # unreachable after validation
 
 
-def open_profile_engine(profile: Profile, backend: str | None = None) -> Any:
-    """`open_engine` with the profile's model, backend, max_batch and threads."""
-    from linewatch.engines.factory import open_engine, resolve_backend
+def open_profile_engine(profile: Profile, backend: str | None = None, *, precision: str | None = None,
+                        model: str | Path | None = None, max_batch: int | None = None, log: Any = None) -> Engine:
+    """`open_engine` with the profile's model, backend, precision, max_batch and threads (each argument
+    given here overrides the profile's).
 
+    When OpenVINO cannot compile the model, ONNX Runtime opens it instead and a warning
+    (`engine_fallback`) says why: a station never starts without an engine because of OpenVINO.
+    A precision other than "auto" applies to openvino only; other backends log `precision_ignored`.
+    """
+    from linewatch.engines.factory import open_engine, resolve_backend
+    from linewatch.errors import EngineError
+
+    log = log if log is not None else get_logger("linewatch.daemon")
     name = resolve_backend(backend or profile.model.backend)
-    opts: dict[str, Any] = {}
-    if name == "onnxruntime" and profile.model.threads:
-        opts["threads"] = profile.model.threads
-    return open_engine(profile.model_path(), backend=name, max_batch=profile.model.max_batch, **opts)
+    path = Path(model) if model is not None else profile.model_path()
+    batch = max_batch or profile.model.max_batch
+    want = precision or profile.model.precision
+    threads = {"threads": profile.model.threads} if profile.model.threads else {}
+    if name == "openvino":
+        try:
+            return open_engine(path, backend=name, max_batch=batch, precision=want, **threads)
+        except EngineError as exc:
+            log.warning("engine_fallback", backend="openvino", fallback="onnxruntime", reason=str(exc))
+            name = "onnxruntime"
+    elif want != "auto":
+        log.warning("precision_ignored", backend=name, precision=want,
+                    reason="model.precision applies to the openvino backend; this backend chooses its own")
+    opts = threads if name == "onnxruntime" else {}
+    return open_engine(path, backend=name, max_batch=batch, **opts)
 
 
 class Daemon:
     """The running pipeline of one station (module doc). Usable in-process (tests, `linewatch bench`).
 
     Injection points for tests and benchmarks: `engine=` (an Engine the caller closes, else
-    `open_profile_engine` with `backend=` or the profile's backend),
+    `open_profile_engine` with `backend=` and `precision=` or the profile's),
     `sources=` (Source objects in camera order, else built from the profile), `publisher=` (an object
     with start/submit/stop, else a `linewatch.publish.Publisher`), `notifier=` (else from the
     environment), `batch_limit=` (most frames per batch, else measured on the engine at start).
@@ -104,6 +125,7 @@ class Daemon:
         profile_path: str | Path | None = None,
         engine: Any = None,
         backend: str | None = None,
+        precision: str | None = None,
         sources: Sequence[Any] | None = None,
         publisher: Any = None,
         notifier: Notifier | None = None,
@@ -120,6 +142,7 @@ class Daemon:
         self.engine = engine
         self._own_engine = engine is None
         self.backend = backend
+        self.precision = precision
         self.sources: list[Any] = list(sources) if sources is not None else []
         self._given_sources = sources is not None
         self.publisher = publisher
@@ -158,7 +181,7 @@ class Daemon:
         prof = self.profile
         try:
             if self.engine is None:
-                self.engine = open_profile_engine(prof, self.backend)
+                self.engine = open_profile_engine(prof, self.backend, precision=self.precision, log=self.log)
             self.log.info("engine_open", backend=self.engine.name, device=self.engine.device,
                           input_hw=list(self.engine.input_hw), max_batch=self.engine.max_batch)
             t0 = time.monotonic()

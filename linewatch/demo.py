@@ -89,7 +89,8 @@ class _Tally:
         self.failsafe_events.append(reason)
 
 
-def run_demo(frames: int = 300, fps: float | None = None, out: str | None = None, backend: str | None = None) -> int:
+def run_demo(frames: int = 300, fps: float | None = None, out: str | None = None, backend: str | None = None,
+             precision: str | None = None) -> int:
     """Run the demo; returns the exit status (0 when every frame got exactly one decision)."""
     configure_logging("console", level="warning", stream=sys.stderr)
     if out:
@@ -107,7 +108,7 @@ def run_demo(frames: int = 300, fps: float | None = None, out: str | None = None
     print(f"linewatch demo: a simulated battery line at {fps:g} fps sends {frames} cells; "
           f"model {prof.model.path}, thresholds {prof.decision.thresholds.as_tuple()}, adhesive rule {rule!r}",
           flush=True)
-    daemon = Daemon(prof, backend=backend)
+    daemon = Daemon(prof, backend=backend, precision=precision)
     t0 = time.monotonic()
     daemon.start()
     endpoint = daemon.publisher.endpoint

@@ -47,13 +47,18 @@ STAGES = ("wait", "infer", "decide", "submit", "end_to_end")
 publisher.submit per frame, and capture -> decision per frame."""
 
 
+BATCH_RATE_SLACK = 0.05
+"""`batch_limit`: a batch size within 5 % of the best throughput counts as fast as the best."""
+
+
 def batch_limit(engine: Any, deadline_ns: int, repeats: int = 3,
                 clock: Callable[[], int] = time.perf_counter_ns) -> tuple[int, dict[str, float]]:
     """The batch size the worker should take at most, measured on the engine.
 
     Times `engine.infer` per batch size (1, 2, 4, ..., max_batch; median of `repeats` calls on zero
-    frames) and picks the size n with the highest throughput n / t(n) among those whose 2 x t(n)
-    fits in half the deadline (a batch waits while the previous one runs); 1 when none fits.
+    frames) among the sizes whose 2 x t(n) fits in half the deadline (a batch waits while the previous
+    one runs), and picks the smallest size whose throughput n / t(n) is within `BATCH_RATE_SLACK` of
+    the best: a larger batch that is not faster per frame only adds latency. 1 when none fits.
     Returns (n, {str(n): milliseconds}).
     """
     h, w = engine.input_hw
@@ -61,7 +66,7 @@ def batch_limit(engine: Any, deadline_ns: int, repeats: int = 3,
                     int(engine.max_batch)})
     frames = np.zeros((engine.max_batch, h, w, 3), np.uint8)
     times: dict[str, float] = {}
-    best, best_rate = 1, 0.0
+    rates: dict[int, float] = {}
     for n in sizes:
         engine.infer(frames[:n])
         ts = []
@@ -73,9 +78,11 @@ def batch_limit(engine: Any, deadline_ns: int, repeats: int = 3,
         times[str(n)] = round(t / 1e6, 3)
         if 2 * t > deadline_ns / 2:
             break  # larger batches only take longer
-        if n / max(t, 1) > best_rate:
-            best, best_rate = n, n / max(t, 1)
-    return best, times
+        rates[n] = n / max(t, 1)
+    if not rates:
+        return 1, times
+    best_rate = max(rates.values())
+    return min(n for n, r in rates.items() if r >= (1 - BATCH_RATE_SLACK) * best_rate), times
 
 
 class LatencyHistogram:

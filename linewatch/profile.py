@@ -22,6 +22,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from linewatch.engines.factory import Backend
+from linewatch.engines.openvino import Precision
 from linewatch.errors import ProfileError
 
 SOURCES = ("genicam", "synthetic", "replay")
@@ -57,10 +59,14 @@ class StationConfig(_Section):
 class ModelConfig(_Section):
     path: str = DEFAULT_MODEL
     """ONNX model (its manifest JSON lies beside it); relative to the profile or to `engines/`."""
-    backend: Literal["auto", "onnxruntime", "tensorrt", "torch", "null"] = "auto"
+    backend: Backend = "auto"
+    """auto = tensorrt or torch on a GPU, else openvino on the CPU."""
+    precision: Precision = "auto"
+    """openvino: auto (bf16 where the CPU has native bf16, else f32), f32, bf16, int8 (the model's INT8
+    variant from `linewatch export --int8`). The GPU backends choose their own (FP16)."""
     max_batch: Annotated[int, Field(ge=1, le=64)] = 8
     threads: Annotated[int, Field(ge=0, le=256)] = 0
-    """CPU threads of the onnxruntime backend; 0 = the runtime's default."""
+    """CPU threads of the openvino and onnxruntime backends; 0 = the physical cores."""
 
 
 Roi = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=4, max_length=4)]

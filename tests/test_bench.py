@@ -88,9 +88,9 @@ def tiny_model(tmp_path_factory) -> Path:
     return out
 
 
-def test_onnx_pipeline_fixed_pace_accounts_for_drops_and_has_a_torch_baseline(tiny_model):
+def test_onnx_pipeline_fixed_pace_accounts_for_drops_and_has_torch_and_openvino_baselines(tiny_model):
     cfg = BenchConfig(default_profile(), backend="onnxruntime", model=tiny_model, duration_s=2.0, warmup_s=0.5,
-                      min_fps=0.0, pool=4, pace="fixed", fps=400.0, max_batch=4, baseline="torch",
+                      min_fps=0.0, pool=4, pace="fixed", fps=400.0, max_batch=4, baselines=("torch", "openvino"),
                       baseline_duration_s=1.0)
     r = run_bench(cfg)
     check_report(r, 2.0)
@@ -99,11 +99,14 @@ def test_onnx_pipeline_fixed_pace_accounts_for_drops_and_has_a_torch_baseline(ti
     src = r["measured"]["sources"][0]
     assert src["frames_seen"] == src["committed"] + src["dropped_full"]
     assert r["frames"]["reasons"].get("dropped", 0) == src["dropped_full"]
-    b = r["baseline"]
-    assert b["frames"] > 0 and b["device"] == "cpu"
-    assert b["latency_ms"]["p50"] <= b["latency_ms"]["p99"] <= b["latency_ms"]["max"]
-    assert r["comparison"]["throughput_ratio"] is not None
-    assert "baseline:" in format_report(r)
+    assert list(r["baseline"]) == ["torch", "openvino"] == list(r["comparison"])
+    for name, b in r["baseline"].items():
+        assert b["frames"] > 0 and b["device"] == "cpu"
+        assert 0 <= b["rejects"] <= b["frames"]
+        assert b["latency_ms"]["p50"] <= b["latency_ms"]["p99"] <= b["latency_ms"]["max"]
+        assert r["comparison"][name]["throughput_ratio"] is not None
+        assert f"baseline {name}:" in format_report(r)
+    assert r["baseline"]["openvino"]["precision"] in ("f32", "bf16")
 
 
 def fake_report(min_window: float = 30.0, missing: int = 0) -> dict:
@@ -214,18 +217,19 @@ def test_cli_json_report_and_exit_status(capsys):
 
 
 class SteppedEngine:
-    """A fake engine whose batch of n 'takes' 10 + 5 n ms on a fake clock."""
+    """A fake engine whose batch of n 'takes' fixed + per_frame * n ms on a fake clock."""
 
     input_hw = (8, 8)
 
-    def __init__(self, max_batch: int) -> None:
+    def __init__(self, max_batch: int, fixed_ms: float = 10, per_frame_ms: float = 5) -> None:
         self.max_batch = max_batch
+        self.fixed_ms, self.per_frame_ms = fixed_ms, per_frame_ms
         self.now = 0
         self.calls: list[int] = []
 
     def infer(self, frames):
         self.calls.append(len(frames))
-        self.now += (10 + 5 * len(frames)) * 1_000_000
+        self.now += int((self.fixed_ms + self.per_frame_ms * len(frames)) * 1_000_000)
 
 
 def test_batch_limit_takes_the_fastest_batch_size_whose_two_runs_fit_half_the_deadline():
@@ -241,6 +245,17 @@ def test_batch_limit_takes_the_fastest_batch_size_whose_two_runs_fit_half_the_de
     eng = SteppedEngine(max_batch=6)
     assert batch_limit(eng, deadline_ns=10**9, clock=lambda: eng.now)[0] == 6
     assert sorted(set(eng.calls)) == [1, 2, 4, 6]
+
+
+def test_batch_limit_keeps_batches_small_when_larger_ones_are_not_faster_per_frame():
+    from linewatch.infer import batch_limit
+
+    # a CPU engine: 10.5 ms a frame, batches save 0.1 ms: batch 2 is 0.5 % faster per frame than 1
+    eng = SteppedEngine(max_batch=8, fixed_ms=0.2, per_frame_ms=10.4)
+    assert batch_limit(eng, deadline_ns=200_000_000, clock=lambda: eng.now)[0] == 1
+    # batches that do pay (fixed cost 20 ms): 4 frames in 30 ms is 10 % faster per frame than 2 in 24
+    eng = SteppedEngine(max_batch=4, fixed_ms=20, per_frame_ms=2.5)
+    assert batch_limit(eng, deadline_ns=200_000_000, clock=lambda: eng.now)[0] == 4
 
 
 def test_replay_source_from_the_profile(tmp_path):

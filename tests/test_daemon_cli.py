@@ -130,7 +130,7 @@ def test_run_bad_profile_exits_2_naming_the_key(tmp_path):
     r = subprocess.run([sys.executable, "-m", "linewatch", "run", "--profile", str(prof)], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 2
-    assert "model.backend = 'gpu': must be one of auto, onnxruntime, tensorrt, torch, null" in r.stderr
+    assert "model.backend = 'gpu': must be one of auto, openvino, onnxruntime, tensorrt, torch, null" in r.stderr
     assert "Traceback" not in r.stderr
 
 

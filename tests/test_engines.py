@@ -1,8 +1,7 @@
 """Engines: parity with the PyTorch reference, zero-allocation buffers, validation, factory, CLI.
 
-The model is a small ResSENet exported with the real `linewatch.model.export.export_onnx`
-(64x96 input, so the file runs in seconds). Its classification weights are scaled up so the
-scores spread over [0, 1] and the decisions at 0.7 are a real test, not all-pass.
+The model is the tiny ResSENet of `tinymodel.py` (exported with the real `export_onnx`, 64x96 input,
+its scores spread over [0, 1] so that the decisions at 0.7 are a real test, not all-pass).
 GPU backends are marked `gpu` and skip with a reason where CUDA / TensorRT are missing.
 """
 
@@ -16,6 +15,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the PyTorch reference needs torch (linewatch[train])")
 
+from tinymodel import THRESHOLD, H, W, export_tiny, frames_for, run_all  # noqa: E402
+
 from linewatch.cli import main as cli_main  # noqa: E402
 from linewatch.engines.base import Engine  # noqa: E402
 from linewatch.engines.factory import cuda_device_count, list_backends, open_engine  # noqa: E402
@@ -23,74 +24,18 @@ from linewatch.engines.manifest import load_manifest  # noqa: E402
 from linewatch.engines.null import NullEngine  # noqa: E402
 from linewatch.errors import EngineError  # noqa: E402
 
-H, W = 64, 96
-THRESHOLD = 0.7
 FP32_TOL = 1e-3
 FP16_TOL = 1e-2
 
 
-def calibrate_like_trained(model: torch.nn.Module, frames: np.ndarray) -> None:
-    """Give a random ResSENet a trained net's behaviour on `frames`, deterministically.
-
-    BatchNorm statistics are set from the frames (unit-scale activations, as after training), and
-    the classifier is rescaled so that its logits spread with std 1 and the threshold 0.7 falls in
-    the widest gap among the middle frames: the decisions go both ways, none by a hair.
-    """
-    from linewatch.model.resse import normalize
-
-    x = normalize(torch.from_numpy(frames).permute(0, 3, 1, 2))
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = 1.0
-    model.train()
-    with torch.no_grad():
-        model(x)
-        model.eval()
-        fc = model.classification.fc_class
-        logits = model(x).cls_logits
-        a = 1.0 / logits.std(dim=0)
-        fc.weight.mul_(a[:, None])
-        fc.bias.mul_(a)
-        logits = model(x).cls_logits.sort(dim=0).values  # [16, 2]
-        n = len(frames)
-        for head in range(2):
-            col = logits[:, head]
-            gaps = col[n // 4 + 1 : 3 * n // 4 + 1] - col[n // 4 : 3 * n // 4]
-            i = n // 4 + int(gaps.argmax())
-            mid = float(col[i] + col[i + 1]) / 2
-            fc.bias[head] += float(np.log(THRESHOLD / (1 - THRESHOLD))) - mid
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from linewatch.model.export import export_onnx
-    from linewatch.model.resse import build_model
-
-    torch.manual_seed(0)
-    model = build_model(input_height=H, input_width=W, widths=(8, 16, 24), class_channels=8)
-    calibrate_like_trained(model, frames_for(16, seed=1))
-    out = tmp_path_factory.mktemp("engines") / "tiny.onnx"
-    export_onnx(model, out, self_check=False)
-    return out.parent
+    return export_tiny(tmp_path_factory.mktemp("engines")).parent
 
 
 @pytest.fixture(scope="module")
 def onnx_path(model_dir: Path) -> Path:
     return model_dir / "tiny.onnx"
-
-
-def frames_for(n: int, seed: int) -> np.ndarray:
-    """Frames with structure (bright blobs on gradients), not just noise: the scores vary."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:H, 0:W]
-    out = np.empty((n, H, W, 3), np.uint8)
-    for i in range(n):
-        base = rng.uniform(0, 255) * (xx / W) + rng.uniform(0, 80)
-        cy, cx, r = rng.uniform(0, H), rng.uniform(0, W), rng.uniform(3, 20)
-        blob = rng.uniform(-150, 150) * (((yy - cy) ** 2 + (xx - cx) ** 2) < r * r)
-        for c in range(3):
-            out[i, :, :, c] = np.clip(base + blob + rng.normal(0, 8, (H, W)), 0, 255)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -108,16 +53,6 @@ def reference(onnx_path: Path, frames: np.ndarray) -> tuple[np.ndarray, np.ndarr
     with torch.no_grad():
         masks, scores = net(torch.from_numpy(frames))
     return masks.numpy(), scores.numpy()
-
-
-def run_all(engine: Engine, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Run frames through in batches of max_batch (with a ragged last batch); copy the views."""
-    ms, ss = [], []
-    for i in range(0, len(frames), engine.max_batch):
-        m, s = engine.infer(frames[i : i + engine.max_batch])
-        ms.append(m.copy())
-        ss.append(s.copy())
-    return np.concatenate(ms), np.concatenate(ss)
 
 
 def assert_parity(got: tuple[np.ndarray, np.ndarray], ref: tuple[np.ndarray, np.ndarray], tol: float) -> None:
@@ -167,13 +102,16 @@ def test_ort_returns_the_same_buffers(onnx_path: Path, frames: np.ndarray) -> No
     np.testing.assert_array_equal(s4[:3], first)
 
 
-def test_ort_non_contiguous_input(onnx_path: Path, frames: np.ndarray) -> None:
+def test_ort_copies_a_non_contiguous_input_and_scores_it_the_same(onnx_path: Path, frames: np.ndarray) -> None:
     engine = open_engine(onnx_path, backend="onnxruntime", max_batch=4)
     flipped = frames[:3, :, ::-1]
-    _, s = engine.infer(flipped)
-    _, s_ref = engine.infer(np.ascontiguousarray(frames[:3, :, ::-1]))
-    assert s_ref is not None
-    np.testing.assert_array_equal(s.copy(), s_ref)
+    assert not flipped.flags.c_contiguous
+    s_view = engine.infer(flipped)[1].copy()  # copy: the next call overwrites the bound buffer
+    engine.infer(frames[3:6])  # something else in between
+    s_ref = engine.infer(np.ascontiguousarray(flipped))[1].copy()
+    np.testing.assert_array_equal(s_view, s_ref)
+    unflipped = engine.infer(frames[:3])[1].copy()
+    assert not np.array_equal(unflipped, s_ref), "flipping changed nothing: the comparison above proves nothing"
 
 
 @pytest.mark.parametrize(
@@ -229,8 +167,8 @@ def test_null_engine(onnx_path: Path, frames: np.ndarray) -> None:
 
 
 def test_factory_errors(onnx_path: Path) -> None:
-    with pytest.raises(EngineError, match="allowed: auto, onnxruntime, tensorrt, torch, null"):
-        open_engine(onnx_path, backend="openvino")
+    with pytest.raises(EngineError, match="allowed: auto, openvino, onnxruntime, tensorrt, torch, null"):
+        open_engine(onnx_path, backend="tflite")
     with pytest.raises(EngineError, match=r"unknown options \['thread'\]; allowed: threads"):
         open_engine(onnx_path, backend="onnxruntime", thread=2)
     with pytest.raises(EngineError, match="manifest not found"):
@@ -239,12 +177,12 @@ def test_factory_errors(onnx_path: Path) -> None:
 
 def test_list_backends_and_auto(onnx_path: Path) -> None:
     backends = list_backends()
-    assert set(backends) == {"onnxruntime", "tensorrt", "torch", "null"}
+    assert set(backends) == {"openvino", "onnxruntime", "tensorrt", "torch", "null"}
     assert backends["onnxruntime"][0] and backends["null"][0]
     for _name, (ok, why) in backends.items():
         assert isinstance(ok, bool) and why
     if not backends["tensorrt"][0] and not backends["torch"][0]:
-        assert open_engine(onnx_path).name == "onnxruntime"
+        assert open_engine(onnx_path).name == ("openvino" if backends["openvino"][0] else "onnxruntime")
 
 
 @pytest.mark.skipif(list_backends()["tensorrt"][0], reason="TensorRT is usable here")

@@ -118,7 +118,7 @@ slots = 8
          "unknown key 'treshold' in [decision]; allowed: thresholds, adhesive_rule, deadline_ms"),
         ("[decision.thresholds]\nanomaly = 1.5\n", "decision.thresholds.anomaly = 1.5: must be a number <= 1"),
         ("[decision.thresholds]\nglue = 0.5\n", "unknown key 'glue' in [decision.thresholds]; allowed: anomaly, adhesive"),
-        ('[model]\nbackend = "cuda"\n', "model.backend = 'cuda': must be one of auto, onnxruntime, tensorrt, torch, null"),
+        ('[model]\nbackend = "cuda"\n', "model.backend = 'cuda': must be one of auto, openvino, onnxruntime, tensorrt, torch, null"),
         ('[model]\nmax_batch = "8"\n', "model.max_batch = '8': must be an integer"),
         ("[model]\nmax_batch = 0\n", "model.max_batch = 0: must be a number >= 1"),
         ("[ring]\nslots = 4\n", "ring.slots = 4: must be >= model.max_batch (8)"),

@@ -11,7 +11,7 @@ from linewatch.errors import UsageError
 PACES = ("backpressure", "fixed", "free")
 SOURCES = ("synthetic", "genicam", "replay")
 PIXELS = ("copy", "reuse")
-BASELINES = ("torch",)
+BASELINES = ("torch", "openvino")
 NULL_INPUT_HW = (512, 1224)
 """Frame size of the null engine when no model file is there (the default model's input)."""
 POLL_S = 0.0001
@@ -43,6 +43,8 @@ class BenchConfig:
     source: str = "synthetic"
     backend: str | None = None
     """Overrides the profile's model.backend (None = the profile's)."""
+    precision: str | None = None
+    """Overrides the profile's model.precision (openvino; None = the profile's)."""
     model: Path | None = None
     """Overrides the profile's model path (an ONNX with its manifest)."""
     duration_s: float = 30.0
@@ -60,7 +62,8 @@ class BenchConfig:
     pixels: str = "copy"
     overlays: bool = True
     """False: the publisher gets no overlay pool (every overlay is skipped, counted)."""
-    baseline: str | None = None
+    baselines: tuple[str, ...] = ()
+    """Plain loops to run after the pipeline on the same frames, compared with it (BASELINES)."""
     baseline_duration_s: float | None = None
     """Seconds of the baseline loop (None = min(duration_s, 10))."""
     seed: int = 0
@@ -90,8 +93,9 @@ class BenchConfig:
             raise UsageError(f"--pool {self.pool}: must be >= 1")
         if self.min_fps < 0:
             raise UsageError(f"--min-fps {self.min_fps}: must be >= 0")
-        if self.baseline is not None and self.baseline not in BASELINES:
-            raise UsageError(f"--baseline {self.baseline!r}: allowed {', '.join(BASELINES)}")
+        for name in self.baselines:
+            if name not in BASELINES:
+                raise UsageError(f"--baseline {name!r}: allowed {', '.join(BASELINES)}")
         if self.source != "synthetic" and (self.pace != "backpressure" or self.pixels != "copy"):
             raise UsageError(f"--pace/--fps/--pixels apply to --source synthetic only; {self.source} cameras pace "
                              "themselves (set their fps in the profile)")

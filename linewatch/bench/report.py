@@ -70,12 +70,11 @@ def format_report(r: dict[str, Any]) -> str:
         f"peak RSS {res['max_rss_mb']:.0f} MB (this process: ring, pool, engine); subscriber process "
         f"{res['subscriber_cpu_cores_used']:.2f} cores",
     ]
-    base = r.get("baseline")
-    if base:
-        c = r["comparison"]
+    for name, base in (r.get("baseline") or {}).items():
+        c = r["comparison"][name]
         lines += [
             "",
-            f"baseline: {base['what']}",
+            f"baseline {name}: {base['what']}",
             f"  {base['frames']} frames in {base['duration_s']:g} s: median window {base['fps']['median']:.1f} fps, "
             f"min {base['fps']['min']:.1f}; latency p50 {base['latency_ms']['p50']:.2f} ms, "
             f"p99 {base['latency_ms']['p99']:.2f} ms",

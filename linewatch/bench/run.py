@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from linewatch import __version__
-from linewatch.bench.baseline import compare, torch_baseline
+from linewatch.bench.baseline import BASELINE_LOOPS, compare
 from linewatch.bench.config import (
     DRAIN_S,
     NULL_INPUT_HW,
@@ -88,10 +88,11 @@ def _cpu_name() -> str:
 
 
 def open_bench_engine(cfg: BenchConfig) -> tuple[Any, Path | None]:
-    """The engine the bench runs (profile's model/backend/max_batch, overridden by the config).
+    """The engine the bench runs (the daemon's `open_profile_engine`, overridden by the config).
 
     The null backend runs without a model file too (input 512x1224, the default model's size)."""
-    from linewatch.engines.factory import open_engine, resolve_backend
+    from linewatch.daemon import open_profile_engine
+    from linewatch.engines.factory import resolve_backend
     from linewatch.errors import ProfileError
 
     prof = cfg.profile
@@ -109,11 +110,8 @@ def open_bench_engine(cfg: BenchConfig) -> tuple[Any, Path | None]:
         from linewatch.engines.null import NullEngine
 
         return NullEngine(NULL_INPUT_HW, max_batch), None
-    assert model is not None  # None only with the null backend, returned above
-    opts: dict[str, Any] = {}
-    if name == "onnxruntime" and prof.model.threads:
-        opts["threads"] = prof.model.threads
-    return open_engine(model, backend=name, max_batch=max_batch, **opts), model
+    engine = open_profile_engine(prof, name, precision=cfg.precision, model=model, max_batch=max_batch)
+    return engine, model
 
 
 def make_sources(cfg: BenchConfig, engine: Any, go: threading.Event, inflight: int | None = None,
@@ -162,9 +160,10 @@ def run_bench(cfg: BenchConfig, progress: Callable[..., None] | None = None) -> 
 
     say("bench: opening the engine", force=True)
     engine, model_path = open_bench_engine(cfg)
-    if cfg.baseline == "torch" and model_path is None:
+    if cfg.baselines and model_path is None:
         engine.close()
-        raise UsageError("--baseline torch needs a model: pass --model engines/<model>.onnx (its weights .pt beside it)")
+        raise UsageError(f"--baseline {' '.join(cfg.baselines)} needs a model: pass --model engines/<model>.onnx "
+                         "(for torch: its weights .pt beside it)")
     daemon: Any = None
     started = False
     sub: SubscriberProcess | None = None
@@ -287,11 +286,14 @@ def run_bench(cfg: BenchConfig, progress: Callable[..., None] | None = None) -> 
     report["engine"]["batch_limit"] = daemon.batch_limit
     report["engine"]["max_batch_note"] = ("worker batches capped at the size the engine runs within half the "
                                           "deadline (linewatch.infer.batch_limit)")
-    if cfg.baseline == "torch":
-        say("bench: baseline (PyTorch eager FP32 loop)", force=True)
+    if cfg.baselines:
         pool = sources[0].pool if isinstance(sources[0], BenchSource) else None
-        report["baseline"] = torch_baseline(model_path, engine, cfg, pool=pool, progress=say)
-        report["comparison"] = compare(report, report["baseline"])
+        report["baseline"], report["comparison"] = {}, {}
+        for name in cfg.baselines:
+            say(f"bench: baseline {name} (the plain loop)", force=True)
+            base = BASELINE_LOOPS[name](model_path, engine, cfg, pool=pool, progress=say)
+            report["baseline"][name] = base
+            report["comparison"][name] = compare(report, base)
     report["verdict"] = verdict(report, cfg.min_fps)
     return report
 

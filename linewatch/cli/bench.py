@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from linewatch.bench.config import PACES, PIXELS, SOURCES
+from linewatch.bench.config import BASELINES, PACES, PIXELS, SOURCES
 from linewatch.engines.factory import CHOICES as BACKENDS
+from linewatch.engines.openvino import PRECISIONS
 
 
 def register(subparsers: Any) -> None:
@@ -44,6 +45,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--inflight", type=int, metavar="N", default=None,
                    help="backpressure: at most N frames in the ring (default auto: the largest batch size n "
                         "whose engine time t(n) has 2 t(n) <= half the profile's deadline)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="override the profile's model.precision (openvino: auto = bf16 where the CPU has it, else f32)")
     p.add_argument("--max-batch", type=int, metavar="N", default=None, help="override the profile's model.max_batch")
     p.add_argument("--min-fps", type=float, metavar="F", default=25.0,
                    help="fail (exit 1) when the minimum 1-s window of inferred decisions is below F (default 25)")
@@ -54,8 +57,10 @@ def register(subparsers: Any) -> None:
                         "reuse: slots filled once, no per-frame copy (isolates the copy cost)")
     p.add_argument("--overlays", action=argparse.BooleanOptionalAction, default=True,
                    help="publish overlays as the profile says (default) or none (--no-overlays)")
-    p.add_argument("--baseline", choices=("torch",), default=None,
-                   help="also run the plain PyTorch eager FP32 loop on the same frames and device, and compare")
+    p.add_argument("--baseline", nargs="+", choices=BASELINES, default=[], metavar="LOOP",
+                   help="also run the plain loop a user would write, on the same frames, and compare: torch (PyTorch "
+                        "eager FP32, same device), openvino (OpenVINO's documented loop, same model and precision); "
+                        "one or both")
     p.add_argument("--baseline-duration", type=float, metavar="S", default=None,
                    help="seconds of the baseline loop (default: min(--duration, 10))")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
@@ -81,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         profile=load_profile(args.profile) if args.profile else default_profile(),
         source=args.source,
         backend=args.backend,
+        precision=args.precision,
         model=Path(args.model) if args.model else None,
         duration_s=args.duration,
         warmup_s=args.warmup,
@@ -92,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         pool=args.pool,
         pixels=args.pixels,
         overlays=args.overlays,
-        baseline=args.baseline,
+        baselines=tuple(dict.fromkeys(args.baseline)),
         baseline_duration_s=args.baseline_duration,
     )
     progress = None

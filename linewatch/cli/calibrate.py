@@ -22,6 +22,7 @@ import numpy as np
 
 from linewatch import HEADS
 from linewatch.engines.factory import CHOICES as BACKEND_CHOICES
+from linewatch.engines.openvino import PRECISIONS
 from linewatch.errors import ProfileError, UsageError
 
 
@@ -37,6 +38,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--split", default="val", help="split of the dataset to calibrate on (default: val)")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="onnxruntime",
                    help="engine backend (default onnxruntime: every backend agrees within 1e-3)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="with --backend openvino: auto, f32, bf16, int8 (calibrate on what the station runs)")
     p.add_argument("--target-tnr", type=float, default=None, metavar="R",
                    help="instead of the best balanced accuracy: the lowest threshold with TNR >= R (e.g. 0.99)")
     p.add_argument("--write", action="store_true", help="write the proposal into the profile's [decision] thresholds")
@@ -183,7 +186,7 @@ def _pct(v: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from linewatch.data.dataset import open_dataset
-    from linewatch.engines.factory import open_engine
+    from linewatch.engines.factory import open_engine, precision_opts, resolve_backend
     from linewatch.profile import load_profile, parse_profile
 
     if args.target_tnr is not None and not 0.0 < args.target_tnr <= 1.0:
@@ -195,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
     samples = ds.split(args.split)
     if not samples:
         raise UsageError(f"{args.data}: split {args.split!r} has no samples (use --split)")
-    engine = open_engine(model, backend=args.backend, max_batch=profile.model.max_batch)
+    engine = open_engine(model, backend=args.backend, max_batch=profile.model.max_batch,
+                         **precision_opts(resolve_backend(args.backend), args.precision))
     try:
         scores, labels = collect_scores(engine, ds, samples)
     finally:

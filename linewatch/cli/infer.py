@@ -18,6 +18,7 @@ from typing import Any
 
 from linewatch import HEADS
 from linewatch.engines.factory import CHOICES as BACKEND_CHOICES
+from linewatch.engines.openvino import PRECISIONS
 from linewatch.errors import UsageError
 
 
@@ -62,6 +63,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (.png, .jpg, .bmp, .tif), any size")
     p.add_argument("--model", type=Path, default=None, help="ONNX model or its manifest JSON (default: the one engines/*.onnx)")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help="inference backend (default: auto)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="openvino: auto (bf16 where the CPU has it, else f32), f32, bf16, int8")
     p.add_argument("--device", type=int, default=0, help="CUDA device index for GPU backends (default: 0)")
     p.add_argument("--max-batch", type=int, default=8, help="frames per engine call (default: 8)")
     p.add_argument("--out", type=Path, default=None, help="write <name>.overlay.jpg per image into DIR")
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
-    from linewatch.engines.factory import open_engine
+    from linewatch.engines.factory import open_engine, precision_opts, resolve_backend
     from linewatch.engines.manifest import load_manifest
     from linewatch.overlay import draw_overlay
 
@@ -108,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
     thresholds = parse_thresholds(args.threshold, manifest.thresholds)
     paths = [Path(p) for p in args.images]
     frames = np.stack([load_image(p, manifest.input_hw) for p in paths])
-    engine = open_engine(model, backend=args.backend, max_batch=args.max_batch, device=args.device)
+    backend = resolve_backend(args.backend)
+    engine = open_engine(model, backend=backend, max_batch=args.max_batch, device=args.device,
+                         **precision_opts(backend, args.precision))
     results: list[dict[str, Any]] = []
     try:
         if args.out:

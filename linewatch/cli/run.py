@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from linewatch.engines.factory import CHOICES as BACKEND_CHOICES
+from linewatch.engines.openvino import PRECISIONS
 
 
 def register(subparsers: Any) -> None:
@@ -30,6 +31,8 @@ def register(subparsers: Any) -> None:
                    help="drain and exit once N frames are decided (frames already in flight are decided too)")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default=None,
                    help="override the profile's model.backend")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="override the profile's model.precision (openvino: auto = bf16 where the CPU has it, else f32)")
     p.add_argument("--endpoint", metavar="URL", default=None, help="override the profile's station.endpoint")
     p.set_defaults(func=run)
 
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         profile = profile.model_copy(update={"station": profile.station.model_copy(update={"endpoint": args.endpoint})})
     log = get_logger("linewatch.daemon", station=profile.station.name)
     log.info("starting", profile=args.profile or "<embedded demo>", endpoint=profile.station.endpoint)
-    daemon = Daemon(profile, profile_path=args.profile, backend=args.backend, max_frames=args.max_frames,
+    daemon = Daemon(profile, profile_path=args.profile, backend=args.backend, precision=args.precision, max_frames=args.max_frames,
                     duration_s=args.duration, log=log)
     daemon.install_signal_handlers()
     return daemon.run_until_stopped()

@@ -12,11 +12,16 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+INPUT_NAME = "image"
+"""The model's one input: uint8 frames [N, H, W, 3] (SPEC §5)."""
+OUTPUT_NAMES = ("masks", "scores")
+"""The model's outputs: float32 masks [N, 2, H/8, W/8] and scores [N, 2]."""
+
 
 @runtime_checkable
 class Engine(Protocol):
     name: str
-    """Backend name: "onnxruntime", "tensorrt", "torch", "null"."""
+    """Backend name: "openvino", "onnxruntime", "tensorrt", "torch", "null"."""
     device: str
     """Human-readable device, e.g. "cpu (2 threads)" or "cuda:0 NVIDIA H100"."""
     input_hw: tuple[int, int]

@@ -20,11 +20,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from linewatch.engines.base import INPUT_NAME
 from linewatch.errors import EngineError
 
 PLAN_FORMAT = "linewatch-plan/1"
 PRECISIONS = ("fp16", "fp32")
-INPUT_NAME = "image"
 
 
 @dataclass

@@ -4,13 +4,15 @@ Backends (SPEC §5):
 
 | name          | device | needs                                                   |
 |---------------|--------|---------------------------------------------------------|
-| `onnxruntime` | CPU    | the base install                                        |
+| `openvino`    | CPU    | the base install (bf16 where the CPU has it, else f32)  |
+| `onnxruntime` | CPU    | the base install (the FP32 reference)                   |
 | `tensorrt`    | GPU    | `pip install 'linewatch[gpu]'` + a plan (`linewatch build-engine`) |
 | `torch`       | GPU    | `pip install 'linewatch[train]'` (a CUDA build of torch) |
 | `null`        | none   | nothing: zeros, for pipeline benchmarks                 |
 
 `auto` picks TensorRT when it is importable and a GPU is present, else torch on CUDA when a GPU
-is present and torch is installed, else ONNX Runtime on the CPU. GPU presence is probed through
+is present and torch is installed, else OpenVINO on the CPU (ONNX Runtime where OpenVINO is not
+installed). GPU presence is probed through
 the CUDA driver (`libcuda`) with ctypes, so choosing never imports torch.
 """
 
@@ -20,14 +22,16 @@ import ctypes
 import importlib.util
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from linewatch.engines.base import Engine
 from linewatch.engines.manifest import load_manifest
 from linewatch.errors import EngineError
 
-BACKENDS = ("onnxruntime", "tensorrt", "torch", "null")
-CHOICES = ("auto", *BACKENDS)
+Backend = Literal["auto", "openvino", "onnxruntime", "tensorrt", "torch", "null"]
+CHOICES: tuple[str, ...] = get_args(Backend)
+"""What `backend=` takes (the profile's `[model] backend`, `--backend`)."""
+BACKENDS = CHOICES[1:]
 
 GPU_EXTRA = "pip install 'linewatch[gpu]'"
 TRAIN_EXTRA = "pip install 'linewatch[train]'"
@@ -70,6 +74,8 @@ def list_backends() -> dict[str, tuple[bool, str]]:
     gpus = cuda_device_count()
     gpu_why = f"{gpus} CUDA device(s)" if gpus else "no CUDA device (no NVIDIA driver or GPU)"
     out: dict[str, tuple[bool, str]] = {}
+    missing = missing_modules("openvino")
+    out["openvino"] = (not missing, "CPU" if not missing else "openvino is not installed")
     missing = missing_modules("onnxruntime")
     out["onnxruntime"] = (not missing, "CPU" if not missing else "onnxruntime is not installed")
     missing = missing_modules("tensorrt", "pycuda")
@@ -90,7 +96,7 @@ def require_gpu(backend: str, device: int) -> None:
     """GPU backends refuse early and clearly without a GPU (TensorRT would crash, not raise)."""
     count = cuda_device_count()
     if count == 0:
-        raise EngineError(f"backend {backend} needs an NVIDIA GPU: the CUDA driver sees none here; use onnxruntime")
+        raise EngineError(f"backend {backend} needs an NVIDIA GPU: the CUDA driver sees none here; use openvino or onnxruntime")
     if not 0 <= device < count:
         raise EngineError(f"backend {backend}: CUDA device {device} does not exist; allowed 0..{count - 1}")
 
@@ -102,10 +108,20 @@ def resolve_backend(backend: str) -> str:
     if backend != "auto":
         return backend
     avail = list_backends()
-    for name in ("tensorrt", "torch"):
+    for name in ("tensorrt", "torch", "openvino"):
         if avail[name][0]:
             return name
     return "onnxruntime"
+
+
+def precision_opts(backend: str, precision: str | None) -> dict[str, Any]:
+    """`open_engine` options for a `--precision` on the (resolved) `backend`: {"precision": p} on
+    openvino; nothing for the other backends when p is None or "auto"; EngineError otherwise."""
+    if backend == "openvino":
+        return {"precision": precision or "auto"}
+    if precision in (None, "auto"):
+        return {}
+    raise EngineError(f"precision {precision!r} applies to the openvino backend; {backend} chooses its own")
 
 
 def open_engine(
@@ -117,7 +133,8 @@ def open_engine(
 ) -> Engine:
     """Open `model_path` (the ONNX or its manifest JSON) on `backend`.
 
-    opts by backend: onnxruntime `threads=`; tensorrt `precision="fp16"|"fp32"`, `plan=` (a plan
+    opts by backend: openvino `threads=`, `precision="auto"|"f32"|"bf16"|"int8"`, `cache_dir=`;
+    onnxruntime `threads=`; tensorrt `precision="fp16"|"fp32"`, `plan=` (a plan
     file instead of the lookup by key in the model's folder); torch `precision="fp16"|"fp32"`,
     `graphs=True`. The manifest's sha256 is verified before anything is loaded.
     """
@@ -138,6 +155,13 @@ def open_engine(
         from linewatch.engines.null import NullEngine
 
         return NullEngine(manifest.input_hw, max_batch)
+    if name == "openvino":
+        reject_unknown(("threads", "precision", "cache_dir"))
+        if missing_modules("openvino"):
+            raise EngineError("backend openvino needs openvino: pip install openvino")
+        from linewatch.engines.openvino import OpenVinoEngine
+
+        return OpenVinoEngine(onnx_path, manifest, max_batch=max_batch, **opts)
     if name == "onnxruntime":
         reject_unknown(("threads",))
         from linewatch.engines.ort import OrtEngine

@@ -34,6 +34,9 @@ class Manifest:
     """Held-out metrics per head (AP_pos, AP_neg, TPR_0.7, TNR_0.7)."""
     weights: str = ""
     """File name of the PyTorch state dict beside the ONNX (`<stem>.pt`), for the torch engine and parity tests."""
+    int8: dict[str, Any] = field(default_factory=dict)
+    """The INT8 OpenVINO model beside the ONNX (`linewatch export --int8`): `model` (the .xml), `sha256`,
+    `bin_sha256`, the calibration data and the measured accuracy drop; empty = none."""
     format: str = MANIFEST_FORMAT
 
     @property

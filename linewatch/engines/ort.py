@@ -21,12 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from linewatch.engines.base import check_frames, output_hw, warm_every_batch
+from linewatch.engines.base import INPUT_NAME, OUTPUT_NAMES, check_frames, output_hw, warm_every_batch
 from linewatch.engines.manifest import Manifest
 from linewatch.errors import EngineError
-
-INPUT_NAME = "image"
-OUTPUT_NAMES = ("masks", "scores")
 
 
 def physical_cores() -> int:

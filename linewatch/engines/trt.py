@@ -25,13 +25,11 @@ import numpy as np
 import pycuda.driver as cuda
 import tensorrt as trt
 
-from linewatch.engines.base import check_frames, output_hw, warm_every_batch
-from linewatch.engines.build import INPUT_NAME, PRECISIONS, PlanInfo, find_plan, sidecar_path
+from linewatch.engines.base import INPUT_NAME, OUTPUT_NAMES, check_frames, output_hw, warm_every_batch
+from linewatch.engines.build import PRECISIONS, PlanInfo, find_plan, sidecar_path
 from linewatch.engines.build import check_plan as check_plan_info
 from linewatch.engines.manifest import Manifest
 from linewatch.errors import EngineError
-
-OUTPUT_NAMES = ("masks", "scores")
 
 
 class TrtEngine:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from linewatch import HEADS
+from linewatch.engines.base import INPUT_NAME, OUTPUT_NAMES
 from linewatch.engines.manifest import Manifest, sha256_file
 from linewatch.errors import EngineError, UsageError
 from linewatch.model.resse import DeployNet, ModelConfig, ResSENet
@@ -111,7 +112,7 @@ def parity_check(model: ResSENet, onnx_path: Path, batches: tuple[int, ...] = (1
     worst = {"masks": 0.0, "scores": 0.0}
     for n in batches:
         x = frames[:n]
-        masks_o, scores_o = sess.run(["masks", "scores"], {"image": x})
+        masks_o, scores_o = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
         with torch.no_grad():
             masks_t, scores_t = deploy(torch.from_numpy(x))
         h8, w8 = model.cfg.output_hw
@@ -168,9 +169,9 @@ def export_onnx(
             str(out_path),
             dynamo=False,
             opset_version=opset,
-            input_names=["image"],
-            output_names=["masks", "scores"],
-            dynamic_axes={"image": {0: "N"}, "masks": {0: "N"}, "scores": {0: "N"}},
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={name: {0: "N"} for name in (INPUT_NAME, *OUTPUT_NAMES)},
             do_constant_folding=True,
         )
     parity: dict[str, float] = {}
