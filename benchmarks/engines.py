@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -35,6 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# torch's OpenMP threads busy-wait after every eager call by default, which takes the cores from the
+# engine call interleaved right after it: let them sleep (set before torch is imported).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -54,6 +59,7 @@ def stats(lat: list[float], n: int) -> dict[str, float]:
     return {
         "iters": len(lat),
         "fps": n * len(lat) / sum(lat),
+        "fps_median": n / statistics.median(lat),
         "latency_median_ms": 1e3 * statistics.median(lat),
         "latency_p95_ms": 1e3 * p95,
     }
@@ -177,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes (default: 1,8,32)")
     ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
     ap.add_argument("--no-eager", action="store_true", help="skip the PyTorch eager baseline")
+    ap.add_argument("--side-by-side", action="store_true",
+                    help="interleave the variants with one another (A, B, C, A, ...) instead of each with eager "
+                         "(CPU variants: the fair comparison; no eager column)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed calls per batch size (default: 2)")
     ap.add_argument("--min-iters", type=int, default=5, help="timed calls per batch size, at least (default: 5)")
     ap.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds per batch size, at least (default: 2)")
@@ -208,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                 eager_fns[device] = eager_baseline(model_path, device)
             return eager_fns[device]
 
-        for v in variants:
+        def open_variant(v: str) -> tuple[Any, np.ndarray, str]:
             name, _, precision = v.partition(":")
             opts: dict[str, Any] = {"precision": precision} if precision else {}
             if name == "tensorrt":
@@ -218,7 +227,21 @@ def main(argv: list[str] | None = None) -> int:
             if hasattr(engine, "host_empty"):  # GPU engines: frames in page-locked memory, as the ring has them
                 src = engine.host_empty(frames.shape, np.uint8)
                 np.copyto(src, frames)
-            kind = "cuda" if engine.pinned else ("none" if name == "null" else "cpu")
+            return engine, src, "cuda" if engine.pinned else ("none" if name == "null" else "cpu")
+
+        if args.side_by_side:
+            opened = {v: open_variant(v) for v in variants}
+            for n in batches:
+                print(f"  batch {n}: {', '.join(variants)} interleaved ...", file=sys.stderr)
+                measured = measure([opened[v][0].infer for v in variants], frames[:n], **timing)
+                for v, r in zip(variants, measured, strict=True):
+                    rows.append({"variant": v, "device": opened[v][0].device, "batch": n, **r, "eager_fps": None,
+                                 "eager_latency_median_ms": None, "x_eager": None})
+            for engine, _, _ in opened.values():
+                engine.close()
+            variants = []
+        for v in variants:
+            engine, src, kind = open_variant(v)
             for n in batches:
                 print(f"  {v} batch {n} (interleaved with eager fp32) ...", file=sys.stderr)
                 base_fn = eager_fn("cuda:0" if kind == "cuda" else kind)
@@ -234,9 +257,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnxruntime
 
-    ort_fps = {r["batch"]: r["fps"] for r in rows if r["variant"] == "onnxruntime"}
-    for r in rows:
-        r["x_onnxruntime"] = r["fps"] / ort_fps[r["batch"]] if r["batch"] in ort_fps else None
+    ort_fps = {r["batch"]: r["fps_median"] for r in rows if r["variant"] == "onnxruntime"}
+    for r in rows:  # medians: one slow call (another process on a shared machine) moves a mean, not a median
+        r["x_onnxruntime"] = r["fps_median"] / ort_fps[r["batch"]] if r["batch"] in ort_fps else None
     env = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "model": model_note, "input": f"{h}x{w}",
@@ -252,14 +275,15 @@ def main(argv: list[str] | None = None) -> int:
           f"{env['physical_cores']} physical cores, {env['gpus']} GPU(s); openvino {env['openvino']}, "
           f"onnxruntime {env['onnxruntime']}, "
           f"torch {env['torch']}, tensorrt {env['tensorrt']}\n")
-    print("| backend | device | batch | frames/s | latency median (ms) | latency p95 (ms) | eager FP32 frames/s | × eager "
-          "| × onnxruntime |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| backend | device | batch | frames/s (mean) | frames/s (median) | latency median (ms) | latency p95 (ms) "
+          "| eager FP32 frames/s | × eager | × onnxruntime (medians) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         ef = f"{r['eager_fps']:.1f}" if r["eager_fps"] else "-"
         xe = f"{r['x_eager']:.2f}" if r["x_eager"] else "-"
         xo = f"{r['x_onnxruntime']:.2f}" if r["x_onnxruntime"] else "-"
-        print(f"| {r['variant']} | {r['device']} | {r['batch']} | {r['fps']:.1f} | {r['latency_median_ms']:.1f} | "
+        print(f"| {r['variant']} | {r['device']} | {r['batch']} | {r['fps']:.1f} | {r['fps_median']:.1f} | "
+              f"{r['latency_median_ms']:.1f} | "
               f"{r['latency_p95_ms']:.1f} | {ef} | {xe} | {xo} |")
     for v, why in skipped.items():
         print(f"\nskipped {v}: {why}")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from linewatch.engines.openvino import PRECISIONS
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "evaluate",
         help="the paper's metrics (AP_pos, AP_neg, TPR/TNR at t) of a model on a dataset split",
         description="Evaluate a checkpoint (.pt) or an ONNX model (.onnx with its manifest .json; run with "
-        "onnxruntime) on a dataset split. Prints a Markdown table; with --out also writes metrics.json, "
+        "onnxruntime, or --backend openvino --precision P) on a dataset split. Prints a Markdown table; with --out also writes metrics.json, "
         "metrics.md, scores.csv and PR curves pr_<head>.png.",
     )
     p.add_argument("--model", required=True, help="RUN/best.pt, engines/<name>.pt, or engines/<name>.onnx")
@@ -21,6 +23,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--threshold", type=float, help="t of TPR_t/TNR_t (default: the manifest's, else 0.7)")
     p.add_argument("--batch", type=int, default=8, help="frames per inference call (default 8)")
     p.add_argument("--device", default="cpu", help="device for a .pt checkpoint: cpu | cuda (default cpu)")
+    p.add_argument("--backend", choices=("onnxruntime", "openvino"), default="onnxruntime",
+                   help="for an ONNX model: onnxruntime (the FP32 reference, default) or openvino")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="with --backend openvino: auto, f32, bf16, int8 (score what the station runs)")
     p.set_defaults(func=run)
 
 
@@ -30,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from linewatch.model.train import pick_device
 
     device = str(pick_device(args.device)) if args.model.endswith((".pt", ".pth")) else "cpu"
-    res = evaluate(args.model, args.data, args.split, args.out, args.threshold, args.batch, device=device)
+    res = evaluate(args.model, args.data, args.split, args.out, args.threshold, args.batch, device=device,
+                   backend=args.backend, precision=args.precision)
     print(markdown_table(res["metrics"], f"{args.model} on {args.data} / {args.split} ({res['n']} images)"), end="")
     return 0

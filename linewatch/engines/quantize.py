@@ -88,24 +88,27 @@ def quantize_int8(model_path: str | Path, calib: str | Path, *, calib_split: str
     model = ov.Core().read_model(str(onnx))
     model.reshape({INPUT_NAME: [1, hw[0], hw[1], 3]})
 
+    val_items = list(zip(val, val_labels, strict=True))  # NNCF may validate on subsets: items carry labels
+
     def validate(compiled: Any, items: Any) -> float:
         request = compiled.create_infer_request()
         port = compiled.output("scores")
-        scores = np.stack([request.infer({0: frame[None]})[port][0] for frame in items])
-        return mean_ap_pos(val_labels, scores)
+        frames, labels = zip(*items, strict=True)
+        scores = np.stack([request.infer({0: frame[None]})[port][0] for frame in frames])
+        return mean_ap_pos(np.stack(labels), scores)
 
-    float_ap = validate(ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}), list(val))
+    float_ap = validate(ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}), val_items)
     say(f"int8: FP32 mean AP_pos on {val_split}: {float_ap:.4f}; quantizing (max drop {max_ap_drop})")
     quantized = nncf.quantize_with_accuracy_control(
         model,
         calibration_dataset=nncf.Dataset(list(cal), lambda frame: frame[None]),
-        validation_dataset=nncf.Dataset(list(val)),
+        validation_dataset=nncf.Dataset(val_items, lambda item: item[0][None]),
         validation_fn=validate,
         max_drop=max_ap_drop,
         drop_type=nncf.DropType.ABSOLUTE,
         subset_size=len(cal),
     )
-    int8_ap = validate(ov.Core().compile_model(quantized, "CPU"), list(val))
+    int8_ap = validate(ov.Core().compile_model(quantized, "CPU"), val_items)
     xml = onnx.with_name(onnx.stem + ".int8.xml")
     ov.save_model(quantized, str(xml), compress_to_fp16=False)
     entry = {

@@ -1,7 +1,9 @@
 """`linewatch evaluate`: the paper's metrics of a model on a dataset split (SPEC §3).
 
 The model is a PyTorch checkpoint (`RUN/best.pt`, exported `<stem>.pt`) or an ONNX model with its
-manifest (`engines/x.onnx` or `engines/x.json`), run through onnxruntime directly. Images are
+manifest (`engines/x.onnx` or `engines/x.json`), run through `open_engine` on a CPU backend
+(`onnxruntime`, the FP32 reference, by default; `openvino` with a precision to score what a station
+runs, e.g. its INT8 model). Images are
 resized to the model's input size (as in training). Writes, in `--out`:
 
     metrics.json        per head: AP_pos, AP_neg, TPR_t, TNR_t, counts; plus model/data/split
@@ -30,24 +32,24 @@ Predict = Callable[[np.ndarray], np.ndarray]
 
 
 def open_predictor(
-    model_path: str | Path, threads: int = 0, device: str = "cpu"
+    model_path: str | Path, threads: int = 0, device: str = "cpu", backend: str = "onnxruntime",
+    precision: str | None = None, batch: int = 8,
 ) -> tuple[Predict, tuple[int, int], dict[str, float]]:
-    """(predict, (H, W), thresholds) for a checkpoint (.pt, run on `device`) or an ONNX model (.onnx / .json)."""
+    """(predict, (H, W), thresholds) for a checkpoint (.pt, run on `device`) or an ONNX model (.onnx /
+    .json, run on `backend` with `precision`, batches of at most `batch`)."""
     path = Path(model_path)
     if path.suffix in (".onnx", ".json"):
-        import onnxruntime as ort
-
+        from linewatch.engines.factory import open_engine, precision_opts
         from linewatch.engines.manifest import load_manifest
 
-        man, onnx_path = load_manifest(path)
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            so.intra_op_num_threads = threads
-        sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        if backend not in ("onnxruntime", "openvino"):
+            raise UsageError(f"--backend {backend!r}: evaluate runs an ONNX model on onnxruntime or openvino")
+        man, _ = load_manifest(path)
+        opts = {"threads": threads} if threads else {}
+        engine = open_engine(path, backend=backend, max_batch=batch, **opts, **precision_opts(backend, precision))
 
         def predict_onnx(frames: np.ndarray) -> np.ndarray:
-            return sess.run(["scores"], {"image": frames})[0]
+            return engine.infer(np.ascontiguousarray(frames))[1].copy()
 
         return predict_onnx, man.input_hw, dict(man.thresholds)
     if path.suffix in (".pt", ".pth"):
@@ -129,11 +131,12 @@ def _clean(v: Any) -> Any:
 
 def evaluate(model_path: str | Path, data: str | Path, split: str = "test", out: str | Path | None = None,
              threshold: float | None = None, batch: int = 8, threads: int = 0, device: str = "cpu",
-             samples: list[Any] | None = None) -> dict[str, Any]:
+             samples: list[Any] | None = None, backend: str = "onnxruntime",
+             precision: str | None = None) -> dict[str, Any]:
     """Metrics per head of `model_path` on `split` of `data`; writes the files of the module doc to `out`."""
     from linewatch.data.dataset import open_dataset
 
-    predict, hw, thresholds = open_predictor(model_path, threads, device)
+    predict, hw, thresholds = open_predictor(model_path, threads, device, backend, precision, batch)
     if threshold is not None:
         thresholds = {h: float(threshold) for h in HEADS}
     ds = open_dataset(data)
@@ -145,6 +148,8 @@ def evaluate(model_path: str | Path, data: str | Path, split: str = "test", out:
     labels = labels_of(samples)
     metrics = all_metrics(labels, scores, thresholds)
     result = {"model": str(model_path), "data": str(data), "split": split, "n": len(samples),
+              "backend": backend if Path(model_path).suffix in (".onnx", ".json") else f"torch ({device})",
+              "precision": precision,
               "input_hw": list(hw), "metrics": metrics}
     if out is not None:
         out = Path(out)
