@@ -7,7 +7,7 @@
     daemon.stop()             # SIGTERM: request a drain (safe from a signal handler)
     code = daemon.join()      # 0 after a clean drain, 1 when a stage failed
 
-Start order (`start()`): engine (`open_engine`, then `warmup()`), ring (slots from the profile,
+Start order (`start()`): OpenCV set to one thread per caller (the engine owns the cores), engine (`open_engine`, then `warmup()`), ring (slots from the profile,
 the engine's page-locked allocator when `engine.pinned`), decision stage, publisher (binds the
 endpoint), inference worker, one acquisition thread per camera, and the supervisor thread. Then
 `READY=1` goes to systemd. Any failure before READY undoes what was started and raises.
@@ -179,6 +179,11 @@ class Daemon:
     def start(self) -> Daemon:
         """Bring the pipeline up (see the module doc); raises LinewatchError when a stage cannot start."""
         prof = self.profile
+        import cv2
+
+        # The engine owns the cores. OpenCV's own worker threads (overlay drawing and encoding, camera
+        # resizes) would preempt the engine's threads mid-layer: each of those stages runs on its own thread.
+        cv2.setNumThreads(1)
         try:
             if self.engine is None:
                 self.engine = open_profile_engine(prof, self.backend, precision=self.precision, log=self.log)

@@ -272,3 +272,53 @@ def test_a_precision_for_another_backend_is_logged_as_ignored(onnx_path: Path) -
     engine = open_profile_engine(default_profile(), "onnxruntime", precision="bf16", model=onnx_path,
                                  max_batch=1, log=Log())
     assert engine.name == "onnxruntime" and events == ["precision_ignored"]
+
+
+# -- INT8 (NNCF with accuracy control) ----------------------------------------------------------------
+
+
+def test_export_int8_quantizes_names_the_model_in_the_manifest_and_runs_it(
+    onnx_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    pytest.importorskip("nncf", reason="INT8 needs nncf (pip install 'linewatch[int8]')")
+    import json
+    import shutil
+
+    from linewatch.cli import main as cli_main
+    from linewatch.data.synth import SynthConfig, write_dataset
+
+    model = tmp_path / "m" / "tiny.onnx"
+    model.parent.mkdir()
+    for suffix in (".onnx", ".json", ".pt"):
+        shutil.copy(onnx_path.with_suffix(suffix), model.with_suffix(suffix))
+    data = write_dataset(tmp_path / "calib", 40, 5, SynthConfig(height=128, width=304), val_fraction=0.5)
+    assert cli_main(["export", "--int8", "--model", str(model), "--calib", str(data), "--max-ap-drop", "0.05"]) == 0
+    assert "run it with precision = \"int8\"" in capsys.readouterr().out
+    entry = json.loads(model.with_suffix(".json").read_text())["int8"]
+    assert entry["model"] == "tiny.int8.xml" and (model.parent / "tiny.int8.bin").is_file()
+    assert entry["calibration"]["frames"] == 20 and entry["validation"]["frames"] == 20
+    v = entry["validation"]
+    assert v["mean_ap_pos_int8"] >= v["mean_ap_pos_fp32"] - 0.05 - 1e-9
+
+    engine = open_engine(model, backend="openvino", max_batch=2, precision="int8", cache_dir=tmp_path / "c")
+    assert "int8" in engine.device
+    masks, scores = engine.infer(frames_for(2, seed=3))
+    assert scores.shape == (2, 2) and np.isfinite(scores).all() and masks.shape == (2, 2, H // 8, W // 8)
+    engine.close()
+
+    bin_path = model.parent / "tiny.int8.bin"  # a changed weights file is refused by its sha256
+    bin_path.write_bytes(bin_path.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(EngineError, match=r"tiny.int8.bin: sha256 .* int8.bin_sha256"):
+        open_engine(model, backend="openvino", precision="int8")
+
+
+def test_export_int8_refuses_what_it_cannot_do_by_name(onnx_path: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from linewatch.cli import main as cli_main
+
+    assert cli_main(["export", "--int8", "--model", str(onnx_path)]) == 2
+    assert "--int8 needs --calib DIR" in capsys.readouterr().err
+    assert cli_main(["export", "--model", str(onnx_path), "--calib", str(tmp_path)]) == 2
+    assert "--calib and --model go with --int8" in capsys.readouterr().err
+    assert cli_main(["export", "--out", "x.onnx"]) == 2
+    assert "--checkpoint and --out are required" in capsys.readouterr().err

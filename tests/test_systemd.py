@@ -40,7 +40,7 @@ def test_unit_directives(name, profile):
     assert int(one["Service.WatchdogSec"]) > 0 and int(one["Service.TimeoutStopSec"]) > 0
     for key, value in [("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("ProtectHome", "yes"),
                        ("PrivateTmp", "yes"), ("User", "linewatch"), ("SupplementaryGroups", "video"),
-                       ("StateDirectory", "linewatch")]:
+                       ("StateDirectory", "linewatch"), ("CacheDirectory", "linewatch")]:
         assert one[f"Service.{key}"] == value, key
     assert "/var/lib/linewatch" in one["Service.ReadWritePaths"]
     assert one["Install.WantedBy"] == "multi-user.target"
