@@ -151,8 +151,8 @@ def engine_side(model: Path, iters: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from linewatch.engines.base import physical_cores
     from linewatch.engines.openvino import cpu_flags
-    from linewatch.engines.ort import physical_cores
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=1.0, help="seconds per kernel run (median of 5 runs)")

@@ -44,9 +44,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from linewatch.engines.base import physical_cores  # noqa: E402
 from linewatch.engines.factory import cuda_device_count, list_backends, open_engine  # noqa: E402
 from linewatch.engines.manifest import load_manifest  # noqa: E402
-from linewatch.engines.ort import physical_cores  # noqa: E402
 
 VARIANTS = ("openvino:f32", "openvino:bf16", "openvino:int8", "onnxruntime", "tensorrt:fp16", "torch:fp16",
             "torch:fp32", "null")

@@ -86,9 +86,16 @@ def test_ort_parity(onnx_path: Path, frames: np.ndarray, reference: tuple[np.nda
         engine.infer(frames[:1])
 
 
-def test_ort_returns_the_same_buffers(onnx_path: Path, frames: np.ndarray) -> None:
-    engine = open_engine(onnx_path, backend="onnxruntime", max_batch=4, threads=1)
-    assert engine.device == "cpu (1 thread)"
+CPU_BACKENDS = [pytest.param("onnxruntime", {}, id="onnxruntime"),
+                pytest.param("openvino", {"precision": "f32"}, id="openvino",
+                             marks=pytest.mark.skipif(not list_backends()["openvino"][0], reason="no openvino"))]
+
+
+@pytest.mark.parametrize(("backend", "opts"), CPU_BACKENDS)
+def test_cpu_engines_write_into_the_same_buffers_every_call(onnx_path: Path, frames: np.ndarray, backend: str,
+                                                             opts: dict) -> None:
+    engine = open_engine(onnx_path, backend=backend, max_batch=4, threads=1, **opts)
+    assert engine.device.startswith("cpu (1 thread")
     engine.warmup()
     m1, s1 = engine.infer(frames[:3])
     p1 = (m1.ctypes.data, s1.ctypes.data)
@@ -102,8 +109,10 @@ def test_ort_returns_the_same_buffers(onnx_path: Path, frames: np.ndarray) -> No
     np.testing.assert_array_equal(s4[:3], first)
 
 
-def test_ort_copies_a_non_contiguous_input_and_scores_it_the_same(onnx_path: Path, frames: np.ndarray) -> None:
-    engine = open_engine(onnx_path, backend="onnxruntime", max_batch=4)
+@pytest.mark.parametrize(("backend", "opts"), CPU_BACKENDS)
+def test_cpu_engines_copy_a_non_contiguous_input_and_score_it_the_same(onnx_path: Path, frames: np.ndarray,
+                                                                        backend: str, opts: dict) -> None:
+    engine = open_engine(onnx_path, backend=backend, max_batch=4, **opts)
     flipped = frames[:3, :, ::-1]
     assert not flipped.flags.c_contiguous
     s_view = engine.infer(flipped)[1].copy()  # copy: the next call overwrites the bound buffer
@@ -368,7 +377,7 @@ def test_cli_build_engine_without_tensorrt(onnx_path: Path, capsys: pytest.Captu
 def test_physical_cores() -> None:
     import os
 
-    from linewatch.engines.ort import physical_cores
+    from linewatch.engines.base import physical_cores
 
     assert 1 <= physical_cores() <= (os.cpu_count() or 1)
 

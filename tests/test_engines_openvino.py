@@ -1,5 +1,6 @@
-"""The OpenVINO CPU engine: parity with ONNX Runtime (the FP32 reference), preallocated buffers,
-precision choice, model cache, INT8 lookup, the factory's `auto`, and the daemon's fallback.
+"""The OpenVINO CPU engine: parity with ONNX Runtime (the FP32 reference), precision choice, model
+cache, INT8, the factory's `auto`, and the daemon's fallback (its buffer tests are test_engines.py's
+CPU-engine tests).
 
 The tiny model and frames are `tinymodel.py`'s (a small ResSENet exported with the real
 `export_onnx`, its scores spread over [0, 1]); the decision test runs the shipped model on
@@ -119,36 +120,6 @@ def test_shipped_model_in_bf16_decides_synthetic_cells_as_onnxruntime_does(
     reasons = {d.reason for d in decisions["onnxruntime"]}
     assert "pass" in reasons and len(reasons) > 1, f"the cells decide one way only ({reasons}): a weak test"
     assert truth.shape == (24, 2)
-
-
-def test_openvino_writes_into_the_same_buffers_every_call(onnx_path: Path, frames: np.ndarray,
-                                                          tmp_path: Path) -> None:
-    engine = open_engine(onnx_path, backend="openvino", max_batch=4, threads=1, precision="f32", cache_dir=tmp_path)
-    assert engine.device.startswith("cpu (1 thread, f32")
-    engine.warmup()
-    m1, s1 = engine.infer(frames[:3])
-    p1 = (m1.ctypes.data, s1.ctypes.data)
-    first = s1.copy()
-    m2, s2 = engine.infer(frames[3:6])
-    assert (m2.ctypes.data, s2.ctypes.data) == p1
-    assert not np.array_equal(first, s2), "the bound buffers were not written by the second call"
-    m4, s4 = engine.infer(frames[:4])  # another batch size: the same memory, one row longer
-    assert m4.ctypes.data == p1[0] and s4.ctypes.data == p1[1]
-    np.testing.assert_array_equal(s4[:3], first)
-
-
-def test_openvino_copies_a_non_contiguous_input_and_scores_it_the_same(
-    onnx_path: Path, frames: np.ndarray, tmp_path: Path,
-) -> None:
-    engine = open_engine(onnx_path, backend="openvino", max_batch=4, precision="f32", cache_dir=tmp_path)
-    flipped = frames[:3, :, ::-1]
-    assert not flipped.flags.c_contiguous
-    s_view = engine.infer(flipped)[1].copy()  # copy: the next call overwrites the buffer
-    engine.infer(frames[3:6])  # something else in between
-    s_ref = engine.infer(np.ascontiguousarray(flipped))[1].copy()
-    np.testing.assert_array_equal(s_view, s_ref)
-    unflipped = engine.infer(frames[:3])[1].copy()
-    assert not np.array_equal(unflipped, s_ref), "flipping changed nothing: the comparison above proves nothing"
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,8 @@ they stay valid until the next `infer` call, and the caller copies what it keeps
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -74,3 +76,51 @@ def warm_every_batch(engine: Engine) -> None:
     frames = np.zeros((engine.max_batch, h, w, 3), np.uint8)
     for n in range(1, engine.max_batch + 1):
         engine.infer(frames[:n])
+
+
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on (hyper-threads counted once)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return max(1, (os.cpu_count() or 2) // 2)
+    cores = set()
+    for cpu in cpus:
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            core = (topo / "core_id").read_text().strip()
+            pkg = (topo / "physical_package_id").read_text().strip()
+        except OSError:
+            return len(cpus)
+        cores.add((pkg, core))
+    return max(1, len(cores))
+
+
+class CpuBuffers:
+    """What a CPU engine allocates once for `max_batch` (outputs are views of these, per the Engine
+    contract) and the threads it runs on; raises EngineError naming `engine` for a bad value."""
+
+    def __init__(self, engine: str, input_hw: tuple[int, int], max_batch: int, threads: int | None) -> None:
+        from linewatch.errors import EngineError
+
+        if max_batch < 1:
+            raise EngineError(f"{engine}: max_batch={max_batch}; must be >= 1")
+        self.threads = int(threads) if threads else physical_cores()
+        if self.threads < 1:
+            raise EngineError(f"{engine}: threads={threads}; must be >= 1")
+        h, w = input_hw
+        mh, mw = output_hw(input_hw)
+        self.masks = np.empty((max_batch, 2, mh, mw), np.float32)
+        self.scores = np.empty((max_batch, 2), np.float32)
+        self.frames = np.empty((max_batch, h, w, 3), np.uint8)  # for non-contiguous input only
+
+    def contiguous(self, frames: np.ndarray, n: int) -> np.ndarray:
+        """`frames` itself when C-contiguous (no copy), else a copy in the preallocated input buffer."""
+        if frames.flags.c_contiguous:
+            return frames
+        np.copyto(self.frames[:n], frames)
+        return self.frames[:n]
+
+    def device(self, extra: str = "") -> str:
+        """ "cpu (2 threads)", with `extra` after the threads."""
+        return f"cpu ({self.threads} thread{'s' if self.threads > 1 else ''}{', ' + extra if extra else ''})"

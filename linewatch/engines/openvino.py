@@ -31,7 +31,14 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from linewatch.engines.base import INPUT_NAME, OUTPUT_NAMES, check_frames, output_hw, warm_every_batch
+from linewatch.engines.base import (
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    CpuBuffers,
+    check_frames,
+    output_hw,
+    warm_every_batch,
+)
 from linewatch.engines.manifest import Manifest, sha256_file
 from linewatch.errors import EngineError
 
@@ -127,21 +134,15 @@ class OpenVinoEngine:
     ) -> None:
         import openvino as ov
 
-        from linewatch.engines.ort import physical_cores
-
-        if max_batch < 1:
-            raise EngineError(f"openvino: max_batch={max_batch}; must be >= 1")
         self.onnx_path = Path(onnx_path)
         self.input_hw = manifest.input_hw
         self.max_batch = int(max_batch)
-        self.threads = int(threads) if threads else physical_cores()
-        if self.threads < 1:
-            raise EngineError(f"openvino: threads={threads}; must be >= 1")
+        self._buf = CpuBuffers(self.name, self.input_hw, self.max_batch, threads)
+        self.threads = self._buf.threads
         core = ov.Core()
         self.precision = resolve_precision(precision, core)
         self.cache_dir = self._use_cache(core, Path(cache_dir) if cache_dir else default_cache_dir())
-        self.device = (f"cpu ({self.threads} thread{'s' if self.threads > 1 else ''}, {self.precision}, "
-                       f"OpenVINO {ov.get_version().split('-')[0]})")
+        self.device = self._buf.device(f"{self.precision}, OpenVINO {ov.get_version().split('-')[0]}")
         self.model_file = int8_model_path(self.onnx_path, manifest) if self.precision == "int8" else self.onnx_path
         config: dict[str, Any] = {
             "PERFORMANCE_HINT": "LATENCY",
@@ -152,10 +153,7 @@ class OpenVinoEngine:
                                                                            "bf16" if native_bf16(core) else "f32"),
         }
         h, w = self.input_hw
-        mh, mw = output_hw(self.input_hw)
-        self._masks = np.empty((self.max_batch, 2, mh, mw), np.float32)
-        self._scores = np.empty((self.max_batch, 2), np.float32)
-        self._frames = np.empty((self.max_batch, h, w, 3), np.uint8)  # for non-contiguous input only
+        self._masks, self._scores = self._buf.masks, self._buf.scores
         self._ov = ov
         self._compiled: list[Any] = []
         self._requests: dict[int, Any] = {}
@@ -215,9 +213,7 @@ class OpenVinoEngine:
         request = self._requests.get(n)
         if request is None:
             raise EngineError("openvino: the engine is closed")
-        if not frames.flags.c_contiguous:
-            np.copyto(self._frames[:n], frames)
-            frames = self._frames[:n]
+        frames = self._buf.contiguous(frames, n)
         request.set_tensor(INPUT_NAME, self._ov.Tensor(frames, shared_memory=True))
         request.infer()
         return self._masks[:n], self._scores[:n]

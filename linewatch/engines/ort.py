@@ -15,33 +15,21 @@ One thread at a time may call `infer` (the bindings and buffers are shared state
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from linewatch.engines.base import INPUT_NAME, OUTPUT_NAMES, check_frames, output_hw, warm_every_batch
+from linewatch.engines.base import (
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    CpuBuffers,
+    check_frames,
+    output_hw,
+    warm_every_batch,
+)
 from linewatch.engines.manifest import Manifest
 from linewatch.errors import EngineError
-
-
-def physical_cores() -> int:
-    """Physical cores among the CPUs this process may run on (hyper-threads counted once)."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return max(1, (os.cpu_count() or 2) // 2)
-    cores = set()
-    for cpu in cpus:
-        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            core = (topo / "core_id").read_text().strip()
-            pkg = (topo / "physical_package_id").read_text().strip()
-        except OSError:
-            return len(cpus)
-        cores.add((pkg, core))
-    return max(1, len(cores))
 
 
 class OrtEngine:
@@ -60,15 +48,12 @@ class OrtEngine:
     ) -> None:
         import onnxruntime as ort
 
-        if max_batch < 1:
-            raise EngineError(f"onnxruntime: max_batch={max_batch}; must be >= 1")
         self.onnx_path = Path(onnx_path)
         self.input_hw = manifest.input_hw
         self.max_batch = int(max_batch)
-        self.threads = int(threads) if threads else physical_cores()
-        if self.threads < 1:
-            raise EngineError(f"onnxruntime: threads={threads}; must be >= 1")
-        self.device = f"cpu ({self.threads} thread{'s' if self.threads > 1 else ''})"
+        self._buf = CpuBuffers(self.name, self.input_hw, self.max_batch, threads)
+        self.threads = self._buf.threads
+        self.device = self._buf.device()
 
         so = ort.SessionOptions()
         so.intra_op_num_threads = self.threads
@@ -87,11 +72,7 @@ class OrtEngine:
             raise EngineError(f"{self.onnx_path}: onnxruntime cannot load it: {exc}") from exc
         self._check_io()
 
-        h, w = self.input_hw
-        mh, mw = output_hw(self.input_hw)
-        self._masks = np.empty((self.max_batch, 2, mh, mw), np.float32)
-        self._scores = np.empty((self.max_batch, 2), np.float32)
-        self._frames = np.empty((self.max_batch, h, w, 3), np.uint8)  # for non-contiguous input only
+        self._masks, self._scores = self._buf.masks, self._buf.scores
         self._ort = ort
         self._bindings: dict[int, Any] = {}
         self._bound: list[Any] = []  # the output OrtValues, kept alive with their bindings
@@ -132,9 +113,7 @@ class OrtEngine:
 
     def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = check_frames(frames, self.input_hw, self.max_batch, self.name)
-        if not frames.flags.c_contiguous:
-            np.copyto(self._frames[:n], frames)
-            frames = self._frames[:n]
+        frames = self._buf.contiguous(frames, n)
         binding = self._bindings.get(n)
         if binding is None:
             raise EngineError("onnxruntime: the engine is closed")
