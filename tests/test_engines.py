@@ -148,13 +148,15 @@ def test_sha256_mismatch_is_refused(model_dir: Path, tmp_path: Path) -> None:
         open_engine(tmp_path / "tiny.onnx", backend="onnxruntime")
 
 
-def test_ort_rejects_a_model_of_another_size(model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("backend", "opts"), CPU_BACKENDS)
+def test_cpu_engines_refuse_a_model_of_another_size_than_its_manifest(model_dir: Path, tmp_path: Path, backend: str,
+                                                                      opts: dict) -> None:
     man, _ = load_manifest(model_dir / "tiny.onnx")
     man.input_width = W + 8
     (tmp_path / "tiny.onnx").write_bytes((model_dir / "tiny.onnx").read_bytes())
     man.save(tmp_path / "tiny.json")
     with pytest.raises(EngineError, match="input size 64x104"):
-        open_engine(tmp_path / "tiny.onnx", backend="onnxruntime")
+        open_engine(tmp_path / "tiny.onnx", backend=backend, **opts)
 
 
 # -- null ------------------------------------------------------------------------------------------

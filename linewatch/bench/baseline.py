@@ -103,7 +103,7 @@ def openvino_baseline(model_path: Path | None, engine: Any, cfg: BenchConfig, po
     import openvino as ov
 
     from linewatch.engines.manifest import load_manifest
-    from linewatch.engines.openvino import int8_model_path, native_bf16, resolve_precision
+    from linewatch.engines.openvino import float_hint, int8_model_path, resolve_precision
 
     if model_path is None:
         raise UsageError("--baseline openvino needs a model (an ONNX with its manifest)")
@@ -112,7 +112,7 @@ def openvino_baseline(model_path: Path | None, engine: Any, cfg: BenchConfig, po
     precision = getattr(engine, "precision", None) if engine.name == "openvino" else None
     precision = resolve_precision(precision, core)
     path = int8_model_path(onnx, man) if precision == "int8" else onnx
-    hint = precision if precision != "int8" else ("bf16" if native_bf16(core) else "f32")
+    hint = float_hint(precision, core)
     compiled = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": hint})
     request = compiled.create_infer_request()
     scores_port = compiled.output("scores")

@@ -87,6 +87,12 @@ def resolve_precision(precision: str | None, core: Any = None) -> str:
     return p
 
 
+def float_hint(precision: str, core: Any = None) -> str:
+    """OpenVINO's INFERENCE_PRECISION_HINT for a resolved precision: itself for f32/bf16; for int8 (whose
+    quantized layers run int8) the CPU's best float precision for the layers NNCF kept in float."""
+    return precision if precision != "int8" else resolve_precision("auto", core)
+
+
 def default_cache_dir() -> Path:
     """Where compiled models are cached: `$LINEWATCH_CACHE_DIR`, else systemd's `$CACHE_DIRECTORY`
     (the unit's `CacheDirectory=linewatch`: /var/cache/linewatch), else `$XDG_CACHE_HOME/linewatch`
@@ -148,9 +154,7 @@ class OpenVinoEngine:
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": 1,
             "INFERENCE_NUM_THREADS": self.threads,
-            # int8: the quantized layers run int8, the rest at the CPU's best float precision
-            "INFERENCE_PRECISION_HINT": {"f32": "f32", "bf16": "bf16"}.get(self.precision,
-                                                                           "bf16" if native_bf16(core) else "f32"),
+            "INFERENCE_PRECISION_HINT": float_hint(self.precision, core),
         }
         h, w = self.input_hw
         self._masks, self._scores = self._buf.masks, self._buf.scores
