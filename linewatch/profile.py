@@ -9,7 +9,9 @@ key lives in docs/operations.md; `linewatch/profiles/demo.toml` is the embedded 
 Validation is strict: an unknown key, a wrong type or a value out of range raises `ProfileError`
 whose message names the file, the key path (`decision.adhesive_rule`, `camera[1].roi`), the value
 and what is allowed. Relative paths (model, cti, replay folder, CURVE keys) are resolved against the
-profile's folder; the model is also looked up in the repository's `engines/` folder.
+profile's folder. A relative `model.path` is looked for in the profile's folder, then in the station's
+model store (`[model] store`, default `/var/lib/linewatch/engines`), then among the models shipped
+with linewatch (`shipped_dir()`: the wheel's package data, the repository's `engines/` in a checkout).
 """
 
 from __future__ import annotations
@@ -31,8 +33,19 @@ ADHESIVE_RULES = ("present", "absent", "ignore")
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 DEFAULT_MODEL = "resse-default.onnx"
 """File name of the shipped default model in the repository's `engines/` folder."""
-ENGINES_DIR = Path(__file__).resolve().parent.parent / "engines"
-"""The repository's `engines/` folder (models and built TensorRT plans)."""
+DEFAULT_STORE = "/var/lib/linewatch/engines"
+"""Where an installed station keeps its models (systemd `StateDirectory=linewatch`)."""
+
+
+def shipped_dir() -> Path:
+    """The folder of the models shipped with linewatch: `linewatch/shipped/` in an installed wheel (package
+    data), else the repository's `engines/` (a checkout or an editable install, which map it there)."""
+    installed = Path(__file__).resolve().parent / "shipped"
+    return installed if installed.is_dir() else Path(__file__).resolve().parent.parent / "engines"
+
+
+ENGINES_DIR = shipped_dir()
+"""The shipped models' folder (see `shipped_dir`)."""
 
 FeatureValue = Union[bool, int, float, str]  # noqa: UP007 - pydantic union order matters (bool first)
 
@@ -58,7 +71,10 @@ class StationConfig(_Section):
 
 class ModelConfig(_Section):
     path: str = DEFAULT_MODEL
-    """ONNX model (its manifest JSON lies beside it); relative to the profile or to `engines/`."""
+    """ONNX model (its manifest JSON lies beside it); a relative path is looked for in the profile's
+    folder, then in `store`, then among the shipped models."""
+    store: str = DEFAULT_STORE
+    """The station's model folder (relative paths are relative to the profile's folder)."""
     backend: Backend = "auto"
     """auto = tensorrt or torch on a GPU, else openvino on the CPU."""
     precision: Precision = "auto"
@@ -195,11 +211,12 @@ class Profile(_Section):
         return p if p.is_absolute() else Path(self.base_dir) / p
 
     def model_candidates(self) -> list[Path]:
-        """Where the model is looked for, in order: the profile's folder, then the repository's `engines/`."""
+        """Where the model is looked for, in order: the profile's folder, the station's model store, the
+        shipped models (an absolute `model.path` only where it says)."""
         p = self.resolve(self.model.path)
         if Path(self.model.path).expanduser().is_absolute():
             return [p]
-        return [p, ENGINES_DIR / self.model.path]
+        return list(dict.fromkeys([p, self.resolve(self.model.store) / self.model.path, ENGINES_DIR / self.model.path]))
 
     def model_path(self) -> Path:
         """The model file (first existing candidate); `ProfileError` naming the places looked in when none exists."""
@@ -254,7 +271,7 @@ def load_profile(path: str | Path) -> Profile:
 def default_profile() -> Profile:
     """The embedded demo profile (synthetic line, default model), `linewatch/profiles/demo.toml`."""
     text = resources.files("linewatch").joinpath("profiles/demo.toml").read_text(encoding="utf-8")
-    return parse_profile(text, name="<embedded demo profile>", base_dir=ENGINES_DIR.parent, source_path=None)
+    return parse_profile(text, name="<embedded demo profile>", base_dir=ENGINES_DIR, source_path=None)
 
 
 def parse_profile(text: str, *, name: str = "<profile>", base_dir: str | Path = ".",

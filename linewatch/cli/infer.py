@@ -23,12 +23,15 @@ from linewatch.errors import UsageError
 
 
 def default_model() -> Path:
-    """The one `engines/*.onnx` of the working directory (an error names them when there are several)."""
+    """The one `engines/*.onnx` of the working directory, else the shipped default model (an error names
+    the models when the working directory has several)."""
+    from linewatch.profile import DEFAULT_MODEL, ENGINES_DIR
+
     found = sorted(Path("engines").glob("*.onnx"))
     if len(found) == 1:
         return found[0]
     if not found:
-        raise UsageError("no --model given and no engines/*.onnx here; pass --model PATH.onnx")
+        return ENGINES_DIR / DEFAULT_MODEL
     raise UsageError(f"no --model given and several models in engines/: {', '.join(map(str, found))}; pick one")
 
 
