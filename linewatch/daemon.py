@@ -45,11 +45,17 @@ from linewatch.infer import InferenceWorker, batch_limit
 from linewatch.logs import get_logger
 from linewatch.profile import Profile, load_profile
 from linewatch.sdnotify import Notifier
+from linewatch.swap import changed_keys, model_info
+from linewatch.swap import model_id as swap_model_id
 
 SOURCE_JOIN_S = 5.0
 """How long shutdown waits for each acquisition thread."""
 WORKER_JOIN_S = 30.0
 """How long shutdown waits for the worker to decide what is left in the ring."""
+HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+"""What `install_signal_handlers` handles; blocked in every thread the daemon starts (see `start`)."""
+SWAP_WAIT_S = 10.0
+"""How long a reload waits for the inference worker to take a new model (it does so between batches)."""
 
 
 def make_source(cam: Any, profile: Profile) -> Any:
@@ -107,10 +113,35 @@ def open_profile_engine(profile: Profile, backend: str | None = None, *, precisi
     return open_engine(path, backend=name, max_batch=batch, **opts)
 
 
+def off_main_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """`fn(*args, **kwargs)` in a short-lived thread; its result, or its exception raised here.
+
+    The daemon opens engines this way. OpenVINO installs a small alternate signal stack
+    (`sigaltstack`) on the thread that opens a model and frees it when that model is closed: closed
+    from another thread (a model swap), the opening thread keeps pointing at freed memory, and the
+    next signal delivered to it (SIGHUP, SIGTERM on the main thread) crashed the process (SIGSEGV,
+    measured). The main thread, which receives the signals, must never open one."""
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["result"] = fn(*args, **kwargs)
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+
+    t = threading.Thread(target=work, name="linewatch-engine-open", daemon=True)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
+
+
 class Daemon:
     """The running pipeline of one station (module doc). Usable in-process (tests, `linewatch bench`).
 
-    Injection points for tests and benchmarks: `engine=` (an Engine the caller closes, else
+    Injection points for tests and benchmarks: `engine=` (an Engine the caller closes, with
+    `model_path=` the file it runs, for the decisions' model id; else
     `open_profile_engine` with `backend=` and `precision=` or the profile's),
     `sources=` (Source objects in camera order, else built from the profile), `publisher=` (an object
     with start/submit/stop, else a `linewatch.publish.Publisher`), `notifier=` (else from the
@@ -124,6 +155,7 @@ class Daemon:
         *,
         profile_path: str | Path | None = None,
         engine: Any = None,
+        model_path: str | Path | None = None,
         backend: str | None = None,
         precision: str | None = None,
         sources: Sequence[Any] | None = None,
@@ -141,6 +173,7 @@ class Daemon:
             Path(profile.source_path) if profile.source_path and Path(profile.source_path).is_file() else None)
         self.engine = engine
         self._own_engine = engine is None
+        self._given_model_path = Path(model_path) if model_path is not None else None
         self.backend = backend
         self.precision = precision
         self.sources: list[Any] = list(sources) if sources is not None else []
@@ -164,6 +197,10 @@ class Daemon:
         self.exit_code = 0
         self.reloads = 0
         self.reload_errors = 0
+        self.last_reload: dict[str, Any] | None = None
+        """The last reload's result (what the heartbeat's `reload` says)."""
+        self.model: dict[str, str] = {}
+        """The model deciding now: id (sha256 prefix), path, backend, device (the heartbeat's `model`)."""
         self.watchdog_pets = 0
         self._stop_requested = threading.Event()
         self._reload_requested = threading.Event()
@@ -177,7 +214,19 @@ class Daemon:
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> Daemon:
-        """Bring the pipeline up (see the module doc); raises LinewatchError when a stage cannot start."""
+        """Bring the pipeline up (see the module doc); raises LinewatchError when a stage cannot start.
+
+        Every thread started here (and every thread those start: the engines' thread pools, also of a
+        model swapped in later) has SIGTERM, SIGINT and SIGHUP blocked, so the signals reach the thread
+        that called `start()` (the main thread under `linewatch run`) and no engine's thread; that
+        thread never opens an engine (`off_main_thread`)."""
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        try:
+            return self._start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    def _start(self) -> Daemon:
         prof = self.profile
         import cv2
 
@@ -186,9 +235,11 @@ class Daemon:
         cv2.setNumThreads(1)
         try:
             if self.engine is None:
-                self.engine = open_profile_engine(prof, self.backend, precision=self.precision, log=self.log)
+                self.engine = off_main_thread(open_profile_engine, prof, self.backend, precision=self.precision,
+                                              log=self.log)
+            self.model = model_info(self.engine, self._model_path())
             self.log.info("engine_open", backend=self.engine.name, device=self.engine.device,
-                          input_hw=list(self.engine.input_hw), max_batch=self.engine.max_batch)
+                          input_hw=list(self.engine.input_hw), max_batch=self.engine.max_batch, model=self.model["id"])
             t0 = time.monotonic()
             self.engine.warmup()
             self.log.info("engine_warm", seconds=round(time.monotonic() - t0, 3))
@@ -212,7 +263,8 @@ class Daemon:
                 self.publisher.start()
 
             self.worker = InferenceWorker(self.ring, self.engine, self.decider, self.publisher, prof.camera_ids,
-                                          log=self.log, take_timeout=self.take_timeout, max_take=self.batch_limit)
+                                          log=self.log, take_timeout=self.take_timeout, max_take=self.batch_limit,
+                                          model_id=self.model["id"])
             self.worker.start()
 
             if not self._given_sources:
@@ -276,34 +328,111 @@ class Daemon:
 
     # -- reload -----------------------------------------------------------------------------------
     def reload(self) -> bool:
-        """Re-read the profile file and swap the decision settings. True when applied."""
+        """Re-read the whole profile (SIGHUP) and apply what can change live; True when nothing was refused.
+
+        `[decision]` is swapped atomically. A changed `[model]` (its keys, or the model file's sha256)
+        is opened, warmed and checked beside the running model (`linewatch.swap.prepare`) and taken
+        over by the worker between two batches; a model that fails a check is refused and the old one
+        keeps deciding. Changed keys of `[station]`, `[[camera]]`, `[ring]`, `[publish]` are reported as
+        "restart needed" by name. The result goes to the log (`reloaded`) and to every heartbeat after
+        it (`reload`)."""
         if self.profile_path is None:
             self.log.warning("reload_skipped", reason="the daemon runs the embedded profile: nothing to reload")
             return False
         self.notifier.reloading()
+        applied: list[str] = []
+        refused: list[str] = []
+        restart: list[str] = []
         try:
             new = load_profile(self.profile_path)
+        except LinewatchError as exc:
+            refused.append(f"profile: {exc}")
+            return self._reloaded(applied, refused, restart)
+        cur = self.profile
+        if new.decision != cur.decision:
             d = new.decision
-            params = self.decider.update(d.thresholds.as_tuple(), d.adhesive_rule, d.deadline_ns)
-        except (LinewatchError, ValueError) as exc:
+            try:
+                params = self.decider.update(d.thresholds.as_tuple(), d.adhesive_rule, d.deadline_ns)
+            except ValueError as exc:
+                refused.append(f"decision: {exc}")
+            else:
+                if self.publisher is not None and hasattr(self.publisher, "adhesive_rule"):
+                    self.publisher.adhesive_rule = params.adhesive_rule
+                applied += changed_keys(cur.decision, new.decision, "decision")
+                cur = cur.model_copy(update={"decision": new.decision})
+        if new.model != cur.model or self._model_file_changed(new):
+            why = self._swap_model(new)
+            if why is None:
+                applied.append("model")
+                cur = cur.model_copy(update={"model": new.model})
+            else:
+                refused.append(f"model: {why}")
+        for section in ("station", "camera", "ring", "publish"):
+            restart += changed_keys(getattr(cur, section), getattr(new, section), section)
+        self.profile = cur
+        return self._reloaded(applied, refused, restart)
+
+    def _reloaded(self, applied: list[str], refused: list[str], restart: list[str]) -> bool:
+        import datetime
+
+        if refused:
             self.reload_errors += 1
-            self.log.error("reload_failed", profile=str(self.profile_path), error=str(exc),
-                           kept_thresholds=list(self.decider.thresholds))
-            self.notifier.ready(self._status_line())
-            return False
-        if self.publisher is not None and hasattr(self.publisher, "adhesive_rule"):
-            self.publisher.adhesive_rule = params.adhesive_rule
-        changed = [s for s in ("station", "model", "camera", "ring", "publish")
-                   if getattr(new, s) != getattr(self.profile, s)]
-        if changed:
-            self.log.warning("reload_needs_restart", sections=changed,
-                             note="only [decision] is applied on reload; restart the service for the rest")
-        self.profile = self.profile.model_copy(update={"decision": new.decision})
-        self.reloads += 1
-        self.log.info("reloaded", profile=str(self.profile_path), thresholds=list(params.thresholds),
-                      adhesive_rule=params.adhesive_rule, deadline_ms=params.deadline_ns / 1e6)
+        else:
+            self.reloads += 1
+        self.last_reload = {"n": self.reloads + self.reload_errors, "t_iso": datetime.datetime.now(datetime.UTC).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z"), "ok": not refused, "applied": applied,
+            "refused": refused, "restart_needed": restart}
+        fields = dict(profile=str(self.profile_path), applied=applied, restart_needed=restart,
+                      thresholds=list(self.decider.thresholds), adhesive_rule=self.decider.params.adhesive_rule,
+                      model=self.model.get("id", ""))
+        if refused:
+            self.log.error("reload_failed", error="; ".join(refused), refused=refused, **fields)
+        else:
+            self.log.info("reloaded", **fields)
+        if restart:
+            self.log.warning("reload_needs_restart", keys=restart, note="these keys apply after a restart")
         self.notifier.ready(self._status_line())
-        return True
+        return not refused
+
+    def _model_file_changed(self, new: Profile) -> bool:
+        """True when the profile's model resolves to a model other than the one deciding (a retrained
+        model written over the same path counts)."""
+        try:
+            return swap_model_id(new.model_path()) != self.model.get("id", "")
+        except LinewatchError:
+            return True  # the swap reports why it cannot open it
+
+    def _swap_model(self, new: Profile) -> str | None:
+        """Prepare, check and hand over the new profile's model; None when it decides now, else why not."""
+        from linewatch.swap import SwapRefused, prepare
+
+        if not self._own_engine or self.worker is None or self.engine is None:
+            return "the engine was given to this daemon (tests, benchmarks): it is not swapped"
+        self.log.info("model_swap_start", path=str(new.model.path), old=self.model.get("id", ""))
+        try:
+            engine, path, limit = prepare(new, self.engine, self.decider.params.deadline_ns, backend=self.backend,
+                                          precision=self.precision, log=self.log)
+        except SwapRefused as exc:
+            self.log.error("model_refused", path=str(new.model.path), reason=str(exc), kept=self.model.get("id", ""))
+            return str(exc)
+        info = model_info(engine, path)
+        done = self.worker.swap(engine, info["id"], limit)
+        if not done.wait(SWAP_WAIT_S):
+            if self.worker.cancel_swap():
+                engine.close()
+                return f"the inference worker did not take it within {SWAP_WAIT_S:g} s"
+            done.wait()  # taken at the last moment
+        old, self.engine = self.worker.retired, engine
+        self.worker.retired = None
+        self.batch_limit = limit
+        previous, self.model = self.model, info
+        try:
+            old.close()
+        except Exception as exc:
+            self.log.error("engine_close_failed", error=str(exc))
+        self.log.info("model_swapped", old=previous.get("id", ""), new=info["id"], path=info["path"],
+                      backend=info["backend"], device=info["device"], max_take=limit)
+        return None
 
     # -- supervisor -------------------------------------------------------------------------------
     def _supervise(self) -> None:
@@ -414,7 +543,22 @@ class Daemon:
         cams = self.camera_states()
         healthy = w is not None and w.running and all(s == "up" for s in cams.values())
         state = "stopping" if self._stopping or self._stop_requested.is_set() else ("ok" if healthy else "degraded")
-        return {"status": state, "fps": round(self._fps, 2), "counters": counters, "cameras": cams}
+        out = {"status": state, "fps": round(self._fps, 2), "counters": counters, "cameras": cams}
+        if self.model:
+            out["model"] = dict(self.model)
+        if self.last_reload is not None:
+            out["reload"] = self.last_reload
+        return out
+
+    def _model_path(self) -> Path | None:
+        """The model file behind the engine: `model_path=` when given, else the profile's; None when there
+        is none (an injected engine without a model)."""
+        if self._given_model_path is not None:
+            return self._given_model_path
+        try:
+            return self.profile.model_path()
+        except LinewatchError:
+            return None
 
     def _status_line(self) -> str:
         s = self.status()

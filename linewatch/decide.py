@@ -40,6 +40,8 @@ class Decision:
     """One of the REASON_* constants; when several apply, reasons joined by "+" (e.g. "anomaly+adhesive-missing")."""
     truth: tuple[int, int] | None = None
     """Ground truth (anomaly, adhesive) when the source knows it (synthetic line), else None."""
+    model: str = ""
+    """Id of the model that decided (sha256 prefix of its ONNX; the inference worker stamps it); "" = none."""
 
 
 ADHESIVE_RULES = ("present", "absent", "ignore")

@@ -47,6 +47,8 @@ STAGES = ("wait", "infer", "decide", "submit", "end_to_end")
 publisher.submit per frame, and capture -> decision per frame."""
 
 
+MAX_BATCH = 64
+"""The largest `max_batch` a profile may give (`[model] max_batch`)."""
 BATCH_RATE_SLACK = 0.10
 """`batch_limit`: a batch size within 10 % of the best throughput counts as fast as the best. Measured
 (openvino bf16, 2 cores, shipped model): batch 2 timed 8 % faster per frame than batch 1 alone, and the
@@ -155,6 +157,7 @@ class InferenceWorker:
         take_timeout: float = 0.1,
         reason_of: Callable[[int], str] | None = None,
         max_take: int | None = None,
+        model_id: str = "",
     ) -> None:
         self.ring = ring
         self.engine = engine
@@ -171,9 +174,16 @@ class InferenceWorker:
         self.max_batch = int(engine.max_batch)
         self.max_take = min(int(max_take), self.max_batch) if max_take else self.max_batch
         """Most frames taken per batch (`batch_limit`), at most the engine's max_batch."""
+        self.model_id = str(model_id)
+        """Stamped on every decision (`Decision.model`): the model deciding now."""
+        self.swaps = 0
+        self._pending: tuple[Any, str, int | None, threading.Event] | None = None
+        self.retired: Any = None
+        """The engine the last swap replaced (the swapper closes it)."""
+        self._announce: tuple[str, str] | None = None
 
         self.hist = {s: LatencyHistogram() for s in STAGES}
-        self.batch_sizes = np.zeros(self.max_batch + 1, np.int64)
+        self.batch_sizes = np.zeros(MAX_BATCH + 1, np.int64)
         self.frames = 0
         """Frames inferred (or attempted) from the ring."""
         self.drops = 0
@@ -219,10 +229,38 @@ class InferenceWorker:
         """Seconds since the loop last made progress."""
         return (time.monotonic_ns() - self._alive_ns) / 1e9
 
+    def swap(self, engine: Any, model_id: str, max_take: int | None = None) -> threading.Event:
+        """Hand over a new (warm, checked) engine: the worker takes it between two batches, so every
+        batch runs on one engine and its decisions carry that engine's `model_id`. Returns an Event set
+        once the worker has switched; the replaced engine is then in `retired` (the caller closes it)."""
+        done = threading.Event()
+        self._pending = (engine, str(model_id), max_take, done)  # one reference store: atomic
+        return done
+
+    def cancel_swap(self) -> bool:
+        """Withdraw a swap the worker has not taken yet; True when there was one."""
+        pending, self._pending = self._pending, None
+        return pending is not None
+
+    def _take_swap(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        engine, model_id, max_take, done = pending
+        self.retired, self.engine = self.engine, engine
+        self.max_batch = min(int(engine.max_batch), MAX_BATCH)
+        self.max_take = min(int(max_take), self.max_batch) if max_take else self.max_batch
+        self._announce = (self.model_id, model_id)
+        self.model_id = model_id
+        self.swaps += 1
+        done.set()
+
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> None:
         ring = self.ring
         while not self._abort.is_set():
+            if self._pending is not None:
+                self._take_swap()
             t0 = time.perf_counter_ns()
             batch = ring.take(self.max_take, self.take_timeout)
             self._alive_ns = time.monotonic_ns()
@@ -244,12 +282,14 @@ class InferenceWorker:
 
     def process(self, batch: Any) -> None:
         """Decide every drop record and every frame of one batch (exactly one decision each)."""
+        model = self.model_id  # one read: every decision of this batch names the model that ran it
         for cam, fid, t_cap, code, truth in batch.drops():
             try:
                 reason = self._reason_of(code)
             except ValueError:
                 reason = REASON_DROPPED
             d = self.decider.decide(self._camera_name(cam), fid, t_cap, None, reason, truth)
+            d.model = model
             self.drops += 1
             self._emit(d, None, None)
         n = batch.n
@@ -277,11 +317,17 @@ class InferenceWorker:
             self.hist["infer"].record(time.perf_counter_ns() - t0)
         self.frames += n
         cams, fids, tcaps, truths = batch.camera, batch.frame_id, batch.t_capture_ns, batch.truth
+        if self._announce is not None and self.log is not None:
+            old, new = self._announce
+            self.log.info("model_switched", old=old, new=new, camera=self._camera_name(int(cams[0])),
+                          first_frame_id=int(fids[0]))
+        self._announce = None
         for i in range(n):
             t1 = time.perf_counter_ns()
             d = self.decider.decide(self._camera_name(int(cams[i])), int(fids[i]), int(tcaps[i]),
                                     None if scores is None else scores[i], failsafe, truths[i])
             self.hist["decide"].record(time.perf_counter_ns() - t1)
+            d.model = model
             self._emit(d, batch.images[i], None if masks is None else masks[i])
 
     def _infer(self, images: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

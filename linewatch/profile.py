@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from linewatch.engines.factory import Backend
 from linewatch.engines.openvino import Precision
 from linewatch.errors import ProfileError
+from linewatch.infer import MAX_BATCH
 
 SOURCES = ("genicam", "synthetic", "replay")
 ADHESIVE_RULES = ("present", "absent", "ignore")
@@ -80,7 +81,7 @@ class ModelConfig(_Section):
     precision: Precision = "auto"
     """openvino: auto (bf16 where the CPU has native bf16, else f32), f32, bf16, int8 (the model's INT8
     variant from `linewatch export --int8`). The GPU backends choose their own (FP16)."""
-    max_batch: Annotated[int, Field(ge=1, le=64)] = 8
+    max_batch: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 8
     threads: Annotated[int, Field(ge=0, le=256)] = 0
     """CPU threads of the openvino and onnxruntime backends; 0 = the physical cores."""
 

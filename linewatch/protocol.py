@@ -142,6 +142,7 @@ def decision_header(
         reason=decision.reason,
         failsafe=is_failsafe(decision.reason),
         truth=_truth(decision.truth),
+        model=str(decision.model),
     )
     return header
 
@@ -185,6 +186,9 @@ def heartbeat_header(
     t_sent_ns: int,
     final: bool = False,
     sent: dict[str, int] | None = None,
+    pid: int | None = None,
+    model: dict[str, str] | None = None,
+    reload: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Header of a `heartbeat` message (no payload). `camera` is null: a heartbeat is per daemon.
 
@@ -205,6 +209,12 @@ def heartbeat_header(
     )
     if sent is not None:
         header["sent"] = {str(k): int(v) for k, v in sent.items()}
+    if pid is not None:
+        header["pid"] = int(pid)
+    if model is not None:
+        header["model"] = {k: str(model.get(k, "")) for k in ("id", "path", "backend", "device")}
+    if reload is not None:
+        header["reload"] = dict(reload)
     return header
 
 

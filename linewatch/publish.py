@@ -44,6 +44,7 @@ The daemon holds `server.key_secret`; subscribers hold `server.key` and their ow
 from __future__ import annotations
 
 import math
+import os
 import queue
 import threading
 import time
@@ -537,6 +538,7 @@ class Publisher:
             uptime_s=time.monotonic() - self._t_start, fps=fps_value, counters=merged,
             cameras=dict(extra.get("cameras") or {}), interval_s=self.heartbeat_interval,
             version=__version__, t_sent_ns=time.time_ns(), final=sent is not None, sent=sent,
+            pid=os.getpid(), model=extra.get("model"), reload=extra.get("reload"),
         ))
 
     @staticmethod

@@ -69,11 +69,27 @@ def test_round_trip_and_schema(topic: str) -> None:
 def test_builders_emit_exactly_the_schema_fields(topic: str) -> None:
     schema = load_schema(topic)
     header = _headers()[topic]
-    optional = {"heartbeat": {"sent"}}.get(topic, set())  # `sent`: on the final heartbeat only
+    # `sent`: on the final heartbeat only; `pid`, `model`, `reload`: a daemon's (reload: after the first)
+    optional = {"heartbeat": {"sent", "pid", "model", "reload"}}.get(topic, set())
     assert set(header) == set(schema["required"]) == set(schema["properties"]) - optional
     assert schema["additionalProperties"] is False
     jsonschema.Draft202012Validator.check_schema(schema)
     assert header["schema"] == SCHEMA_VERSION == schema["properties"]["schema"]["const"]
+
+
+def test_a_daemon_heartbeat_carries_its_pid_model_and_last_reload() -> None:
+    model = {"id": "69334e74a1b2", "path": "/var/lib/linewatch/engines/line3.onnx", "backend": "openvino",
+             "device": "cpu (2 threads, bf16)"}
+    reload = {"n": 2, "t_iso": "2026-12-02T06:00:00.000Z", "ok": False, "applied": ["decision.thresholds"],
+              "refused": ["model: input size 256x256 differs from the ring's 512x1224"], "restart_needed": ["ring.slots"]}
+    h = heartbeat_header(station="s1", session=SESSION, seq=1, status="ok", uptime_s=1.0, fps=0.0,
+                         counters={"decisions": 0, "passes": 0, "rejects": 0, "failsafe": 0, "drops": 0, "late": 0,
+                                   "overlays": 0, "overlays_skipped": 0, "queue_overflow": 0},
+                         cameras={}, interval_s=1.0, version="0.1.0", t_sent_ns=T0, pid=4242, model=model, reload=reload)
+    validate_header(h)
+    assert h["pid"] == 4242 and h["model"] == model and h["reload"] == reload
+    with pytest.raises(ProtocolError):
+        validate_header({**h, "model": {**model, "id": "not-hex"}})
 
 
 def test_decision_header_values() -> None:

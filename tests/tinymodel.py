@@ -48,15 +48,17 @@ def calibrate_like_trained(model: torch.nn.Module, frames: np.ndarray) -> None:
             fc.bias[head] += float(np.log(THRESHOLD / (1 - THRESHOLD))) - mid
 
 
-def export_tiny(folder: Path) -> Path:
-    """Export the tiny model (ONNX, manifest, weights) into `folder`; returns the ONNX path."""
+def export_tiny(folder: Path, name: str = "tiny", seed: int = 0, width: int = W) -> Path:
+    """Export the tiny model (ONNX, manifest, weights) as `folder/<name>.onnx`; returns its path. Another
+    `seed` gives other weights (another sha256), another `width` another input size."""
     from linewatch.model.export import export_onnx
     from linewatch.model.resse import build_model
 
-    torch.manual_seed(0)
-    model = build_model(input_height=H, input_width=W, widths=(8, 16, 24), class_channels=8)
-    calibrate_like_trained(model, frames_for(16, seed=1))
-    out = folder / "tiny.onnx"
+    torch.manual_seed(seed)
+    model = build_model(input_height=H, input_width=width, widths=(8, 16, 24), class_channels=8)
+    if width == W:
+        calibrate_like_trained(model, frames_for(16, seed=1))
+    out = folder / f"{name}.onnx"
     export_onnx(model, out, self_check=False)
     return out
 

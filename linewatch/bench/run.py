@@ -197,7 +197,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[..., None] | None = None) -> 
         if not sub.wait_ready(SUBSCRIBER_READY_S):
             raise UsageError(f"the bench's subscriber saw no heartbeat from {endpoint} within {SUBSCRIBER_READY_S:g} s")
 
-        daemon = Daemon(prof, engine=engine, sources=sources, publisher=StartedPublisher(pub),
+        daemon = Daemon(prof, engine=engine, model_path=model_path, sources=sources, publisher=StartedPublisher(pub),
                         notifier=Notifier(env={}), log=log, batch_limit=limit)
         daemon_ref.append(daemon)
         say("bench: warming the engine up, starting the pipeline", force=True)

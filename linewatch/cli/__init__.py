@@ -21,6 +21,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("demo", "demo"),
     ("run", "run"),
     ("subscribe", "subscribe"),
+    ("reload", "reload"),
     ("bench", "bench"),
     ("infer", "infer"),
     ("synth", "synth"),
