@@ -3,7 +3,7 @@
     daemon = Daemon(load_profile("calib/line-3.toml"), profile_path="calib/line-3.toml")
     daemon.start()            # engine loaded + warmed up, publisher bound, cameras started; READY=1
     ...
-    daemon.reload()           # SIGHUP: thresholds / adhesive rule / deadline from the profile file
+    daemon.reload()           # SIGHUP: the profile again: [decision] swapped, a new [model] hot-swapped
     daemon.stop()             # SIGTERM: request a drain (safe from a signal handler)
     code = daemon.join()      # 0 after a clean drain, 1 when a stage failed
 
@@ -17,10 +17,11 @@ Shutdown (`stop()`, SIGTERM, `--duration`, `--max-frames`, or every finite camer
 worker decides every frame and drop record still in it; the publisher publishes everything queued
 and closes; the engine is closed. No frame that entered the ring leaves without a decision.
 
-Reload (`reload()`, SIGHUP): the profile file is read and validated again; the decision settings
-(`[decision]` thresholds, adhesive_rule, deadline_ms) are swapped atomically while frames keep
-flowing. An invalid profile is logged as an error and the old settings stay. Other sections need a
-restart (logged as a warning when they changed).
+Reload (`reload()`, SIGHUP): the whole profile file is read and validated again; the decision
+settings are swapped atomically while frames keep flowing; a changed `[model]` is opened, warmed and
+checked beside the running one and taken over by the worker between two batches (`linewatch.swap`),
+or refused with the reason while the old one keeps deciding. Keys that need a restart are named. An
+invalid profile is logged as an error and the old settings stay. The result is in the heartbeat.
 
 The supervisor thread (`linewatch-supervisor`) ticks every 0.1 s: it performs requested reloads and
 stops, computes the decision rate, sends `STATUS=` every `status_interval` seconds and `WATCHDOG=1`

@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         first = _next_beat(sub, beats, time.monotonic() + 5.0, lambda h: True)
         if first is None:
-            raise UsageError(f"no heartbeat from a daemon on {endpoint} within 5 s (is it running? --endpoint)")
+            raise UsageError(f"no heartbeat from a daemon on {endpoint} within 5 s: is it running? A changed "
+                             "station.endpoint applies only after a restart: give the endpoint it runs on "
+                             "(--endpoint)")
         pid = args.pid or first.get("pid")
         if not pid:
             raise UsageError(f"the daemon on {endpoint} does not say its pid (an older linewatch): give --pid")
