@@ -117,7 +117,7 @@ def test_each_error_names_the_file(tmp_path: Path, breakage: str, fragment: str)
         labels.write_text(labels.read_text() + "a,train,1,0\n")
     elif breakage == "missing_column":
         labels.write_text(
-            labels.read_text().replace("name,split,anomaly,adhesive", "name,split,anomaly,glue")
+            labels.read_text().replace("name,split,anomaly,adhesive", "name,part,anomaly,adhesive")
         )
 
     def load_all() -> None:
@@ -272,3 +272,52 @@ def test_merge_links_or_copies_selected_splits(tmp_path: Path, capsys: pytest.Ca
     with pytest.raises(DatasetError, match="no samples"):
         merge_datasets(tmp_path / "z", [(b, ["val"], None)])
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def _anomaly_only(root: Path, flat_masks: bool) -> Path:
+    """A station without glue, as people keep it: labels.csv without an adhesive column, masks flat."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rows = ["name,split,anomaly"]
+    for i, (name, label) in enumerate([("p1", 1), ("p2", 1), ("n1", 0)]):
+        cv2.imwrite(str(root / "images" / f"{name}.png"), _img(i))
+        if label:
+            folder = root / "masks" if flat_masks else root / "masks" / "anomaly"
+            folder.mkdir(exist_ok=True)
+            cv2.imwrite(str(folder / f"{name}.png"), _mask(3 + i, 5) * 255)
+        rows.append(f"{name},train,{label}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("flat_masks", [False, True], ids=["masks/anomaly", "flat masks/"])
+def test_a_table_without_a_head_column_reads_as_unknown_and_flat_masks_belong_to_the_one_head(
+    tmp_path: Path, flat_masks: bool,
+) -> None:
+    root = _anomaly_only(tmp_path, flat_masks)
+    ds = open_dataset(root)
+    assert [s.labels for s in ds.samples] == [{"anomaly": 1, "adhesive": None}, {"anomaly": 1, "adhesive": None},
+                                              {"anomaly": 0, "adhesive": None}]
+    masks, known = ds.load_masks(ds.samples[0])
+    assert known.tolist() == [True, False] and masks[0].any(), "the defect's mask was not found"
+    report = check_dataset(root)
+    assert not report.errors
+    assert report.per_head["anomaly"]["masks"] == 2
+    assert any("no adhesive column" in p.message for p in report.problems)
+
+
+def test_flat_masks_with_two_labelled_heads_are_named_as_ignored_not_silently_dropped(tmp_path: Path) -> None:
+    root = _good(tmp_path)
+    cv2.imwrite(str(root / "masks" / "a.png"), _mask() * 255)
+    report = check_dataset(root)
+    warn = [p for p in report.problems if p.path.endswith("masks") and "ignored" in p.message]
+    assert len(warn) == 1 and "masks/anomaly/ or masks/adhesive/" in warn[0].message
+
+
+def test_a_table_with_no_head_column_at_all_is_an_error_naming_the_heads(tmp_path: Path) -> None:
+    root = _anomaly_only(tmp_path, False)
+    (root / "labels.csv").write_text((root / "labels.csv").read_text().replace("name,split,anomaly", "name,split,defect"))
+    with pytest.raises(DatasetError, match="missing column.*anomaly or adhesive"):
+        open_dataset(root)
+    report = check_dataset(root)
+    assert any("column 'defect' is not one linewatch reads" in p.message for p in report.problems)

@@ -14,7 +14,6 @@ replay goes on with the next one.
 
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from linewatch import HEADS
 from linewatch.acquire.base import ROI, BaseSource, CorruptFrame, Grab, SourceError, Truth
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -47,30 +47,21 @@ class ReplayConfig:
             raise SourceError(f"replay fps={self.fps}: must be >= 0 (0 = as fast as possible)")
 
 
-def _label(value: str, path: Path, row: int, column: str) -> int:
-    v = (value or "").strip()
-    if v == "":
-        return -1
-    if v in ("0", "1"):
-        return int(v)
-    raise SourceError(f"{path}: row {row}, column {column!r} is {value!r}; allowed: 1, 0 or blank (unknown)")
-
-
 def read_dataset_truth(root: Path, split: str | None = None) -> dict[str, tuple[Truth, str]]:
-    """{image stem: ((anomaly, adhesive), split)} from `root/labels.csv` (-1 = unknown)."""
-    path = root / "labels.csv"
+    """{image stem: ((anomaly, adhesive), split)} of a linewatch dataset folder (-1 = unknown), read by
+    `linewatch.data.dataset.open_dataset` (the one reader of labels.csv)."""
+    from linewatch.data.dataset import open_dataset
+    from linewatch.errors import DatasetError
+
+    try:
+        ds = open_dataset(root)
+    except DatasetError as exc:
+        raise SourceError(str(exc)) from exc
     out: dict[str, tuple[Truth, str]] = {}
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"name", "anomaly", "adhesive"} - set(reader.fieldnames or ())
-        if missing:
-            raise SourceError(f"{path}: missing column(s) {sorted(missing)}; need name,split,anomaly,adhesive")
-        for i, row in enumerate(reader, start=2):
-            s = (row.get("split") or "").strip()
-            if split is not None and s != split:
-                continue
-            name = Path(row["name"].strip()).stem
-            out[name] = ((_label(row["anomaly"], path, i, "anomaly"), _label(row["adhesive"], path, i, "adhesive")), s)
+    for s in ds.samples:
+        if split is None or s.split == split:
+            a, h = (-1 if (v := s.labels[head]) is None else int(v) for head in HEADS)
+            out[s.name] = ((a, h), s.split)
     return out
 
 

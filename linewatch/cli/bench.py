@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from linewatch import jsonfile
 from linewatch.bench.config import BASELINES, PACES, PIXELS, SOURCES
 from linewatch.engines.factory import CHOICES as BACKENDS
 from linewatch.engines.openvino import PRECISIONS
@@ -72,7 +73,6 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     import sys
     from pathlib import Path
 
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     report = run_bench(cfg, progress=progress)
     if progress is not None:
         progress.done()
-    text = json.dumps(report, indent=2)
+    text = jsonfile.dumps(report, indent=2)
     if args.save:
         Path(args.save).write_text(text + "\n", encoding="utf-8")
     print(text if args.json else format_report(report))

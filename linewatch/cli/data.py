@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from linewatch import jsonfile
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("data", help="inspect datasets on disk (folder format, magnetic-tile)")
@@ -41,13 +43,12 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
 
     from linewatch.data.dataset import check_dataset
 
     report = check_dataset(args.path)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(jsonfile.dumps(report.to_dict(), indent=2))
     else:
         print(report.format(max_problems=args.max_problems), end="")
     return 0 if report.ok else 1

@@ -11,12 +11,11 @@ overlay per image (mask contours of both heads + scores) is written as `<name>.o
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from linewatch import HEADS
+from linewatch import HEADS, jsonfile
 from linewatch.engines.factory import CHOICES as BACKEND_CHOICES
 from linewatch.engines.openvino import PRECISIONS
 from linewatch.errors import UsageError
@@ -145,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.json:
         doc = {"model": str(model), "backend": backend, "device": device, "thresholds": thresholds, "images": results}
-        json.dump(doc, sys.stdout, indent=2)
+        sys.stdout.write(jsonfile.dumps(doc, indent=2))
         sys.stdout.write("\n")
         return 0
     width = max(len("image"), *(len(r["image"]) for r in results))

@@ -13,12 +13,13 @@ Exit status: 0 when everything changed was applied, 1 when something was refused
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import time
 from pathlib import Path
 from typing import Any
+
+from linewatch import jsonfile
 
 
 def register(subparsers: Any) -> None:
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     result = beat["reload"]
     if args.json:
-        print(json.dumps({"pid": pid, "model": beat.get("model"), **result}, indent=2))
+        print(jsonfile.dumps({"pid": pid, "model": beat.get("model"), **result}, indent=2))
     else:
         print(f"linewatch reload: pid {pid}, reload {result['n']} at {result['t_iso']}: "
               f"{'ok' if result['ok'] else 'REFUSED'}")

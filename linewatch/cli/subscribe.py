@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from linewatch import jsonfile
 from linewatch.errors import UsageError
 
 DESCRIPTION = """\
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             if msg is None:
                 continue
             if args.json:
-                line = json.dumps(msg.header, separators=(",", ":"))
+                line = jsonfile.dumps(msg.header, separators=(",", ":"))
             else:
                 line = format_human(msg.header, msg.payload)
             print(line, flush=True)

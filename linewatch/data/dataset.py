@@ -3,7 +3,8 @@
 Folder format (docs/architecture.md, "Dataset folder format")::
 
     DIR/
-      labels.csv                 name,split,anomaly,adhesive[,group]   (1, 0 or blank = unknown)
+      labels.csv                 name,split,anomaly,adhesive[,group]   (1, 0 or blank = unknown; a head
+                                 column left out = unknown for every row, e.g. a station without glue)
       images/<name>.png          RGB or grayscale (.png, .jpg, .jpeg, .bmp, .tif, .tiff)
       masks/anomaly/<name>.png   optional; 0 = background, >0 = foreground; same size as the image
       masks/adhesive/<name>.png  optional
@@ -47,8 +48,11 @@ IMAGE_EXTS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 """File name extensions read as images (case-insensitive)."""
 
 LABELS_FILE = "labels.csv"
-REQUIRED_COLUMNS: tuple[str, ...] = ("name", "split", *HEADS)
-"""Columns labels.csv must have; ``group`` is optional, other columns are ignored."""
+REQUIRED_COLUMNS: tuple[str, ...] = ("name", "split")
+"""Columns labels.csv must have, with at least one head column (``linewatch.HEADS``); a head column left
+out reads as unknown for every row; ``group`` is optional; other columns are ignored (with a warning)."""
+COLUMNS: tuple[str, ...] = (*REQUIRED_COLUMNS, *HEADS)
+"""The columns `write_labels` writes (``group`` when given)."""
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 """Allowed values of the ``split`` column."""
@@ -345,7 +349,7 @@ def _scan_folder(root: Path, problems: list[Problem]) -> list[Sample]:
     masks = {h: _index_files(root / "masks" / h, problems, "mask") for h in HEADS}
     if not labels_path.exists():
         problems.append(
-            Problem("error", str(labels_path), f"missing (columns: {','.join(REQUIRED_COLUMNS)})")
+            Problem("error", str(labels_path), f"missing (columns: {','.join(COLUMNS)})")
         )
         return []
     try:
@@ -355,21 +359,44 @@ def _scan_folder(root: Path, problems: list[Problem]) -> list[Sample]:
         return []
     reader = csv.DictReader(io.StringIO(text))
     columns = [c.strip() for c in (reader.fieldnames or [])]
+    for c in columns:
+        if c not in (*COLUMNS, "group"):
+            problems.append(Problem("warning", str(labels_path), f"column {c!r} is not one linewatch reads "
+                                    f"({', '.join((*COLUMNS, 'group'))}): ignored"))
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if not any(h in columns for h in HEADS):
+        missing.append(" or ".join(HEADS))
     if missing:
         problems.append(
             Problem(
                 "error",
                 str(labels_path),
                 f"missing column(s) {', '.join(missing)} (header is {','.join(columns) or '(empty)'}; "
-                f"required: {','.join(REQUIRED_COLUMNS)})",
+                f"required: {','.join(REQUIRED_COLUMNS)} and at least one of {', '.join(HEADS)})",
             )
         )
         return []
+    for h in HEADS:
+        if h not in columns:
+            problems.append(Problem("warning", str(labels_path),
+                                    f"no {h} column: {h} is unknown for every image (that head is not trained "
+                                    f"or measured); add the column to label it"))
     reader.fieldnames = columns
+    rows = list(reader)
+    flat = _index_files(root / "masks", problems, "mask")
+    if flat:  # the flat layout masks/<name>.png: one head's masks
+        in_use = [h for h in HEADS if h in columns and any((r.get(h) or "").strip() for r in rows)]
+        if len(in_use) == 1 and not masks[in_use[0]]:
+            masks[in_use[0]] = flat
+        else:
+            problems.append(Problem(
+                "warning", str(root / "masks"),
+                f"{len(flat)} mask file(s) directly in masks/ are ignored: labels.csv labels "
+                f"{' and '.join(in_use) or 'no head'}, so it is not clear whose masks they are; put them in "
+                f"{' or '.join(f'masks/{h}/' for h in HEADS)}"))
     samples: list[Sample] = []
     seen: dict[str, int] = {}
-    for lineno, row in enumerate(reader, start=2):
+    for lineno, row in enumerate(rows, start=2):
         where = f"{labels_path}:{lineno}"
         name = (row.get("name") or "").strip()
         split = (row.get("split") or "").strip()
@@ -644,7 +671,7 @@ def append_label_row(
     labels_path = root / LABELS_FILE
     new = not labels_path.exists()
     if new:
-        header = list(REQUIRED_COLUMNS) + (["group"] if group is not None else [])
+        header = list(COLUMNS) + (["group"] if group is not None else [])
     else:
         with open(labels_path, newline="", encoding="utf-8") as f:
             header = [c.strip() for c in next(csv.reader(f), [])]

@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from linewatch import jsonfile
 from linewatch.engines.base import INPUT_NAME
 from linewatch.errors import EngineError
 
@@ -49,7 +50,7 @@ class PlanInfo:
     format: str = PLAN_FORMAT
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        path.write_text(jsonfile.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> PlanInfo:

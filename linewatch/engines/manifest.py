@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from linewatch import HEADS
+from linewatch import HEADS, jsonfile
 from linewatch.errors import EngineError
 
 MANIFEST_FORMAT = "linewatch-model/1"
@@ -47,7 +47,7 @@ class Manifest:
         return manifest_path.parent / self.onnx
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        path.write_text(jsonfile.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
 
 
 def sha256_file(path: Path) -> str:

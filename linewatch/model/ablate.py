@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from linewatch import HEADS
+from linewatch import HEADS, jsonfile
 from linewatch.errors import UsageError
 from linewatch.model.data import holdout, strat_key, stratified_folds
 from linewatch.model.metrics import DEFAULT_THRESHOLD
@@ -89,8 +89,8 @@ def _run_one(base: TrainConfig, key: str, run_dir: Path, splits: tuple[Any, list
     tc = replace(base, out=str(run_dir), seg_loss=loss, model={**base.model, **overrides, "seg_activation": "sigmoid"})
     train(tc, resume=(run_dir / "last.pt").is_file(), splits=splits)  # an interrupted row continues
     res = evaluate(run_dir / "best.pt", base.data, out=run_dir / "eval", samples=test, device=device)
-    res["metrics"] = json.loads(json.dumps(res["metrics"]).replace("NaN", "null"))
-    done.write_text(json.dumps(res, indent=2) + "\n")
+    res["metrics"] = jsonfile.clean(res["metrics"])
+    done.write_text(jsonfile.dumps(res, indent=2) + "\n")
     return res
 
 
@@ -147,7 +147,7 @@ def run_ablation(base: TrainConfig, out: str | Path, tables: list[str], folds: i
                 results[key].append(fut.result())
                 print(f"ablate: {key} done ({len(results[key])}/{len(jobs)})", flush=True)
     summary = {key: aggregate([r["metrics"] for r in rs]) for key, rs in results.items()}
-    (out / "results.json").write_text(json.dumps({"folds": folds, "seed": base.seed, "rows": summary,
+    (out / "results.json").write_text(jsonfile.dumps({"folds": folds, "seed": base.seed, "rows": summary,
                                                   "runs": results}, indent=2) + "\n")
     md = markdown(summary, tables, folds, base)
     (out / "ablation.md").write_text(md)

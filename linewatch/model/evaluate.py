@@ -15,15 +15,13 @@ resized to the model's input size (as in training). Writes, in `--out`:
 from __future__ import annotations
 
 import csv
-import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from linewatch import HEADS
+from linewatch import HEADS, jsonfile
 from linewatch.errors import UsageError
 from linewatch.model.metrics import DEFAULT_THRESHOLD, all_metrics, markdown_table, pr_curve
 
@@ -121,14 +119,6 @@ def draw_pr_curves(curves: list[tuple[str, np.ndarray, np.ndarray, tuple[int, in
         raise UsageError(f"{path}: could not write the PR curve image")
 
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    return v
-
-
 def evaluate(model_path: str | Path, data: str | Path, split: str = "test", out: str | Path | None = None,
              threshold: float | None = None, batch: int = 8, threads: int = 0, device: str = "cpu",
              samples: list[Any] | None = None, backend: str = "onnxruntime",
@@ -154,7 +144,7 @@ def evaluate(model_path: str | Path, data: str | Path, split: str = "test", out:
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(_clean(result), indent=2) + "\n")
+        (out / "metrics.json").write_text(jsonfile.dumps(result, indent=2) + "\n")
         (out / "metrics.md").write_text(
             markdown_table(metrics, f"{Path(model_path).name} on {Path(data).name} / {split} ({len(samples)} images)")
         )

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from linewatch import HEADS
+from linewatch import HEADS, jsonfile
 from linewatch.engines.base import INPUT_NAME, OUTPUT_NAMES
 from linewatch.engines.manifest import Manifest, sha256_file
 from linewatch.errors import EngineError, UsageError
@@ -131,15 +131,6 @@ def parity_check(model: ResSENet, onnx_path: Path, batches: tuple[int, ...] = (1
     return worst
 
 
-def _no_nan(v: Any) -> Any:
-    """NaN -> None, recursively (the manifest is strict JSON)."""
-    if isinstance(v, float) and v != v:
-        return None
-    if isinstance(v, dict):
-        return {k: _no_nan(x) for k, x in v.items()}
-    return v
-
-
 def export_onnx(
     model: ResSENet,
     out_path: str | Path,
@@ -191,7 +182,7 @@ def export_onnx(
         thresholds=dict(thresholds) if thresholds else {h: 0.7 for h in HEADS},
         model=cfg.to_dict(),
         training={**(training or {}), "onnx_opset": opset},
-        metrics=_no_nan({**(metrics or {}), **({"parity_max_abs_diff": parity} if parity else {})}),
+        metrics=jsonfile.clean({**(metrics or {}), **({"parity_max_abs_diff": parity} if parity else {})}),
         weights=weights_name,
     )
     if write_manifest:

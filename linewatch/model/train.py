@@ -20,7 +20,6 @@ metrics of best.pt). Checkpoints hold only tensors and plain Python values:
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -31,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from linewatch import jsonfile
 from linewatch.errors import UsageError
 from linewatch.model.data import TensorCache, augment, build_cache, cropped_labels, holdout, strat_key
 from linewatch.model.resse import ModelConfig, ResSENet
@@ -423,11 +423,11 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
                 "val_loss": None if math.isnan(val_loss) else round(val_loss, 6), "best": improved,
                 "epoch_s": round(time.time() - t_ep, 3), "elapsed_s": round(time.time() - t_start, 1),
             }
-            logf.write(json.dumps(summary) + "\n")
+            logf.write(jsonfile.dumps(summary) + "\n")
             logf.flush()
             progress.update(epoch + 1, f"stage {stage} loss {train_loss:.4f}")
             if not tc.quiet and not progress.enabled:
-                log(json.dumps(summary))
+                log(jsonfile.dumps(summary))
             ran += 1
             if tc.stop_after_epochs and ran >= tc.stop_after_epochs and epoch + 1 < n_epochs:
                 log(f"stopping after {ran} epoch(s) as asked; continue with --resume")
@@ -444,7 +444,7 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
         model.load_state_dict(best["model"])
         _, _, cls_l = predict(model, val_c, max(bs, 32), dtype)
         metrics = {"val": all_metrics(val_c.labels.cpu().numpy(), torch.sigmoid(cls_l).cpu().numpy())}
-        best["metrics"] = json.loads(json.dumps(metrics))  # plain floats only
+        best["metrics"] = jsonfile.clean(metrics)  # plain floats only
         best["training"] = {
             "data": str(tc.data), "n_train": len(train_c), "n_val": len(val_c), "epochs_seg": tc.epochs_seg,
             "epochs_cls": tc.epochs_cls, "batch": tc.batch, "lr": tc.lr, "seg_loss": tc.seg_loss,
@@ -453,6 +453,6 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
             "wall_s": round(time.time() - t_start, 1),
         }
         save_atomic(best, ckpt_best)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (out / "metrics.json").write_text(jsonfile.dumps(metrics, indent=2) + "\n")
         summary["val_metrics"] = metrics["val"]
     return summary
