@@ -260,7 +260,8 @@ class Dataset:
     """A dataset on disk: its samples and the readers of their pixels."""
 
     root: Path
-    kind: str  # "folder" | "magnetic-tile"
+    kind: str
+    """One of LAYOUTS."""
     samples: list[Sample]
 
     def __len__(self) -> int:
@@ -309,18 +310,32 @@ class Dataset:
         return img, masks, known
 
 
-def detect_kind(path: Path) -> str:
-    """``folder`` or ``magnetic-tile``; DatasetError when it is neither."""
+LAYOUTS: tuple[str, ...] = ("folder", "magnetic-tile", "mvtec", "class-folders")
+"""The layouts `open_dataset` reads (`layout=`, `--layout`); detected when not given."""
+
+
+def detect_kind(path: Path, layout: str | None = None) -> str:
+    """The layout of `path` (one of LAYOUTS), or `layout` checked; DatasetError when it is none of them."""
+    from linewatch.data.layouts import is_class_folders, is_mvtec
+
     path = Path(path)
     if not path.is_dir():
         raise DatasetError(f"{path}: not a directory")
+    if layout is not None:
+        if layout not in LAYOUTS:
+            raise DatasetError(f"layout {layout!r} is unknown; allowed: {', '.join(LAYOUTS)}")
+        return layout
     if (path / LABELS_FILE).exists() or (path / "images").is_dir():
         return "folder"
     if any(d.is_dir() and d.name.startswith("MT_") and (d / "Imgs").is_dir() for d in path.iterdir()):
         return "magnetic-tile"
+    if is_mvtec(path):
+        return "mvtec"
+    if is_class_folders(path):
+        return "class-folders"
     raise DatasetError(
-        f"{path}: not a dataset (expected {LABELS_FILE} + images/ (folder format) "
-        "or MT_<class>/Imgs/ (magnetic-tile layout))"
+        f"{path}: not a dataset (expected {LABELS_FILE} + images/ (folder format), MT_<class>/Imgs/ "
+        "(magnetic-tile), train/good/ + test/<defect>/ (MVTec AD) or good/ + bad/ (class folders))"
     )
 
 
@@ -494,25 +509,33 @@ def _scan_magnetic_tile(root: Path, problems: list[Problem], test_fraction: floa
     return samples
 
 
-def _scan(path: Path, test_fraction: float) -> tuple[str, list[Sample], list[Problem]]:
+def _scan(path: Path, test_fraction: float, layout: str | None = None) -> tuple[str, list[Sample], list[Problem]]:
+    from linewatch.data.layouts import scan_class_folders, scan_mvtec
+
     root = Path(path)
-    kind = detect_kind(root)
+    kind = detect_kind(root, layout)
     problems: list[Problem] = []
     if kind == "folder":
         samples = _scan_folder(root, problems)
-    else:
+    elif kind == "magnetic-tile":
         samples = _scan_magnetic_tile(root, problems, test_fraction)
+    elif kind == "mvtec":
+        samples = scan_mvtec(root, problems, _mt_split, test_fraction)
+    else:
+        samples = scan_class_folders(root, problems, _mt_split, test_fraction)
+    if not samples and not any(p.severity == "error" for p in problems):
+        problems.append(Problem("error", str(root), f"no images found (read as the {kind} layout)"))
     return kind, samples, problems
 
 
-def open_dataset(path: str | Path, *, mt_test_fraction: float = MT_TEST_FRACTION) -> Dataset:
+def open_dataset(path: str | Path, *, mt_test_fraction: float = MT_TEST_FRACTION, layout: str | None = None) -> Dataset:
     """Open a dataset, detecting its layout; DatasetError naming the file on a structural problem.
 
     Only the structure is checked here (cheap); pixel-level problems surface when a sample is
     loaded, or all at once with :func:`check_dataset`.
     """
     root = Path(path)
-    kind, samples, problems = _scan(root, mt_test_fraction)
+    kind, samples, problems = _scan(root, mt_test_fraction, layout)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         more = (
@@ -524,13 +547,14 @@ def open_dataset(path: str | Path, *, mt_test_fraction: float = MT_TEST_FRACTION
     return Dataset(root=root, kind=kind, samples=samples)
 
 
-def check_dataset(path: str | Path, *, mt_test_fraction: float = MT_TEST_FRACTION) -> CheckReport:
+def check_dataset(path: str | Path, *, mt_test_fraction: float = MT_TEST_FRACTION,
+                  layout: str | None = None) -> CheckReport:
     """Check every sample (structure and pixels) and report all problems and counts at once.
 
     Raises DatasetError only when ``path`` is not a dataset at all.
     """
     root = Path(path)
-    kind, samples, problems = _scan(root, mt_test_fraction)
+    kind, samples, problems = _scan(root, mt_test_fraction, layout)
     report = CheckReport(root=str(root), kind=kind, problems=problems)
     report.n_images = len(samples)
     per_head = {h: {"1": 0, "0": 0, "unknown": 0, "masks": 0, "empty_masks": 0} for h in HEADS}
@@ -689,12 +713,14 @@ def merge_datasets(
     sources: Sequence[tuple[str | Path, Sequence[str] | None, str | None]],
     *,
     copy: bool = False,
+    layout: str | None = None,
 ) -> Counter[tuple[str, str]]:
     """Write one folder-format dataset at ``out`` from the samples of several datasets.
 
     ``sources`` holds (dataset path, splits to take or None for all, split to file them under or None
     to keep theirs) — e.g. a synthetic training mix, a line's own images and a validation set of its
-    own seed in one training folder. Images and masks are symbolic links to the originals (absolute
+    own seed in one training folder (``layout`` names the sources' layout, else each is detected).
+    Images and masks are symbolic links to the originals (absolute
     paths), or copies with ``copy=True``; labels and groups are carried over. A name taken twice, a
     split that is not allowed, or an ``out`` that already holds a labels.csv is refused before
     anything is written. Returns the count of samples per (split, anomaly label).
@@ -710,7 +736,7 @@ def merge_datasets(
         for s_name in [*(splits or ()), *([as_split] if as_split else [])]:
             if s_name not in SPLITS:
                 raise DatasetError(f"{path}: split {s_name!r} is not allowed (allowed: {', '.join(SPLITS)})")
-        ds = open_dataset(path)
+        ds = open_dataset(path, layout=layout)
         for s in ds.samples:
             if splits is not None and s.split not in splits:
                 continue
