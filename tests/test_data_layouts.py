@@ -142,3 +142,79 @@ def test_each_layout_round_trips_through_convert_check_train_and_evaluate(tmp_pa
                          "--out", str(run / "eval")]) == 0
         metrics = json.loads((run / "eval" / "metrics.json").read_text())["metrics"]
         assert metrics["anomaly"]["n_pos"] > 0 and metrics["adhesive"]["AP_pos"] is None
+
+
+# -- what data check says would silently hurt training ----------------------------------------------------
+
+
+def risks(root: Path, **kw: object) -> list[str]:
+    return [p.message for p in check_dataset(root, **kw).problems if p.path == str(root)]  # type: ignore[arg-type]
+
+
+def test_check_names_what_would_silently_hurt_training(tmp_path: Path) -> None:
+    root = anomaly_only(tmp_path / "d", flat=False)
+    assert not [m for m in risks(root) if "defective" in m or "twice" in m or "more than two values" in m]
+    (root / "masks" / "anomaly" / "c0.png").unlink()  # a defect without its mask
+    soft = cv2.GaussianBlur(cv2.imread(str(root / "masks" / "anomaly" / "c2.png"), cv2.IMREAD_GRAYSCALE), (5, 5), 0)
+    cv2.imwrite(str(root / "masks" / "anomaly" / "c2.png"), soft)  # soft edges: not binary
+    (root / "images" / "c15.png").write_bytes((root / "images" / "c1.png").read_bytes())  # the same image twice
+    text = (root / "labels.csv").read_text()
+    (root / "labels.csv").write_text(text.replace("c12,test,1", "c12,test,0").replace("c14,test,1", "c14,test,0"))
+    found = risks(root)
+    assert any("1 defective image(s) (anomaly=1) have no anomaly mask (e.g. c0)" in m for m in found)
+    assert any("1 mask(s) have more than two values (e.g. c2.png" in m for m in found)
+    assert any("stored twice" in m and "c1 = c15" in m for m in found)
+    assert any("split 'test' has no image with anomaly=1" in m for m in found)
+    assert any("the images' aspect (W/H 1.50)" in m and "--input-size 640x960" in m for m in found), found
+    assert not any("aspect" in m for m in risks(root, input_hw=(48, 72)))
+
+
+def test_an_imbalanced_split_is_named(tmp_path: Path) -> None:
+    root = anomaly_only(tmp_path / "d", flat=False)
+    rows = (root / "labels.csv").read_text().splitlines()
+    rows = [r if not r.endswith(",train,1") or r.startswith("c0,") else r[:-1] + "0" for r in rows]
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    for i in range(2, 12, 2):
+        (root / "masks" / "anomaly" / f"c{i}.png").unlink()
+    assert any("split 'train' is imbalanced for anomaly: 1 of 12" in m for m in risks(root))
+
+
+@pytest.mark.parametrize(("aspect", "size"), [(1224 / 512, (512, 1224)), (500 / 1260, (1256, 496)), (1.0, (784, 784))])
+def test_the_suggested_input_size_keeps_the_aspect_within_the_pixel_budget(aspect: float, size: tuple[int, int]) -> None:
+    from linewatch.data.dataset import INPUT_PIXEL_BUDGET, aspect_distortion, suggest_input_size
+
+    hw = suggest_input_size(aspect)
+    assert hw == size and hw[0] % 8 == 0 and hw[1] % 8 == 0
+    assert hw[0] * hw[1] <= INPUT_PIXEL_BUDGET and aspect_distortion(aspect, hw) < 0.01
+
+
+def test_train_chooses_the_input_size_from_portrait_images_and_warns_on_a_stretching_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    torch = pytest.importorskip("torch", reason="training needs torch (linewatch[train])")
+    rng = np.random.default_rng(3)
+    root = tmp_path / "portrait"
+    (root / "images").mkdir(parents=True)
+    rows = ["name,split,anomaly"]
+    for i in range(8):
+        cv2.imwrite(str(root / "images" / f"p{i}.png"), rng.integers(0, 255, (126, 50, 3), dtype=np.uint8))
+        rows.append(f"p{i},{'test' if i >= 6 else 'train'},{i % 2}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    common = ["--epochs-seg", "1", "--epochs-cls", "1", "--limit-steps", "1", "--batch", "4", "--widths", "4,8,8",
+              "--class-channels", "4", "--device", "cpu"]
+    # a tiny pixel budget keeps the test fast; the rule is the same as for the default budget
+    import linewatch.data.dataset as dataset
+
+    orig = dataset.suggest_input_size
+    dataset.suggest_input_size = lambda aspect, budget=64 * 160: orig(aspect, budget)  # type: ignore[assignment]
+    try:
+        assert cli_main(["train", "--data", str(root), "--out", str(tmp_path / "run"), *common]) == 0
+    finally:
+        dataset.suggest_input_size = orig  # type: ignore[assignment]
+    out = capsys.readouterr().out
+    assert "input size 160x64: chosen from the images' aspect (median W/H 0.397)" in out, out
+    ck = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert (ck["config"]["input_height"], ck["config"]["input_width"]) == (160, 64)
+    assert cli_main(["train", "--data", str(root), "--out", str(tmp_path / "run2"), "--input-size", "64x96",
+                     *common]) == 0
+    assert "the input size 64x96 stretches the images (median W/H 0.397) by 278%" in capsys.readouterr().err

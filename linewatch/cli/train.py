@@ -38,7 +38,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--kernels", help="kernel sizes of blocks 1,2,3 (default 3,3,3)")
     g.add_argument("--downsample", help="per block: max|avg|stride, e.g. stride,max,max (default)")
     g.add_argument("--class-channels", type=int, help="channels of Conv_C (default 16)")
-    g.add_argument("--input-size", help="HxW, multiples of 8 (default 512x1224); images are resized to it")
+    g.add_argument("--input-size", help="HxW, multiples of 8; images are resized to it (default: chosen from the "
+                   "images' aspect within the shipped model's 512x1224 pixels; with --init, the checkpoint's)")
 
 
 def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -107,16 +108,52 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+def input_size_for(args: argparse.Namespace, overrides: dict[str, Any], init_hw: tuple[int, int] | None) -> None:
+    """Without --input-size (and without --init): an input size chosen from the images, printed. With a
+    size, given or the checkpoint's, that stretches the images by more than 10 %: a warning on stderr."""
+    import sys
+
+    from linewatch.data.dataset import (
+        ASPECT_TOLERANCE,
+        INPUT_PIXEL_BUDGET,
+        aspect_distortion,
+        open_dataset,
+        suggest_input_size,
+        typical_aspect,
+    )
+
+    if getattr(args, "resume", False):
+        return  # the run's own settings win
+    aspect = typical_aspect(open_dataset(args.data).samples)
+    given = (overrides["input_height"], overrides["input_width"]) if "input_height" in overrides else init_hw
+    if given is None:
+        overrides["input_height"], overrides["input_width"] = hw = suggest_input_size(aspect)
+        if not getattr(args, "quiet", False):
+            print(f"input size {hw[0]}x{hw[1]}: chosen from the images' aspect (median W/H {aspect:.3f}) within "
+                  f"{INPUT_PIXEL_BUDGET:,} pixels (--input-size sets it)", flush=True)
+    elif aspect_distortion(aspect, given) > ASPECT_TOLERANCE:
+        sug = suggest_input_size(aspect)
+        print(f"warning: the input size {given[0]}x{given[1]} stretches the images (median W/H {aspect:.3f}) by "
+              f"{aspect_distortion(aspect, given):.0%}; --input-size {sug[0]}x{sug[1]} keeps their aspect",
+              file=sys.stderr, flush=True)
+
+
 def train_config(args: argparse.Namespace, **extra: Any) -> Any:
     from linewatch.model.resse import ModelConfig
     from linewatch.model.train import TrainConfig
 
     overrides = model_overrides(args)
     init = getattr(args, "init", None)
+    init_cfg = None
     if init:
         from linewatch.model.train import load_init
 
-        cfg = ModelConfig.from_dict({**load_init(init)["config"], **overrides})
+        init_cfg = load_init(init)["config"]
+    init_hw = (int(init_cfg["input_height"]), int(init_cfg["input_width"])) if init_cfg and "input_height" in init_cfg \
+        else None
+    input_size_for(args, overrides, init_hw)
+    if init_cfg is not None:
+        cfg = ModelConfig.from_dict({**init_cfg, **overrides})
         extra = {"init": init, **extra}
     else:
         cfg = ModelConfig(**overrides)

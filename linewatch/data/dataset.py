@@ -547,14 +547,58 @@ def open_dataset(path: str | Path, *, mt_test_fraction: float = MT_TEST_FRACTION
     return Dataset(root=root, kind=kind, samples=samples)
 
 
+INPUT_PIXEL_BUDGET = 512 * 1224
+"""Pixels of the shipped model's input (512x1224): a chosen input size stays within them, which keeps
+the CPU speed floor (docs/model.md)."""
+ASPECT_TOLERANCE = 0.10
+"""An input size that changes the images' aspect ratio (W/H) by more than this distorts them."""
+
+
+def typical_aspect(samples: Sequence[Sample], limit: int = 200) -> float:
+    """Median W/H of (up to `limit` evenly spread) images, read from their headers."""
+    if not samples:
+        raise DatasetError("no images to measure the aspect of")
+    step = max(1, len(samples) // limit)
+    ratios = []
+    for s in samples[::step]:
+        h, w = image_size(s.image_path)
+        ratios.append(w / h)
+    return float(np.median(ratios))
+
+
+def suggest_input_size(aspect: float, budget: int = INPUT_PIXEL_BUDGET) -> tuple[int, int]:
+    """The largest (H, W), multiples of 8, with H x W <= `budget` and W/H closest to `aspect`."""
+    best: tuple[float, int, tuple[int, int]] | None = None
+    for h in range(8, int((budget / max(aspect, 1e-3)) ** 0.5) + 16, 8):
+        w = max(8, round(h * aspect / 8) * 8)
+        if h * w > budget:
+            continue
+        key = (-(h * w) + abs(w / h / aspect - 1) * budget, h, (h, w))
+        if best is None or key[0] < best[0]:
+            best = key
+    assert best is not None
+    return best[2]
+
+
+def aspect_distortion(aspect: float, hw: tuple[int, int]) -> float:
+    """How much resizing images of W/H `aspect` to `hw` stretches them (0.1 = 10 %)."""
+    return abs(hw[1] / hw[0] / aspect - 1)
+
+
 def check_dataset(path: str | Path, *, mt_test_fraction: float = MT_TEST_FRACTION,
-                  layout: str | None = None) -> CheckReport:
+                  layout: str | None = None, input_hw: tuple[int, int] | None = None) -> CheckReport:
     """Check every sample (structure and pixels) and report all problems and counts at once.
 
+    Besides what is wrong it reports what would silently hurt training, each with what to do: defective
+    images without a mask, masks that are not binary, image sizes and aspect against the model input
+    (`input_hw`, default the shipped model's), class balance, duplicate images, a split without positives.
     Raises DatasetError only when ``path`` is not a dataset at all.
     """
     root = Path(path)
     kind, samples, problems = _scan(root, mt_test_fraction, layout)
+    sizes: Counter[tuple[int, int]] = Counter()
+    digests: dict[str, list[str]] = {}
+    not_binary: list[str] = []
     report = CheckReport(root=str(root), kind=kind, problems=problems)
     report.n_images = len(samples)
     per_head = {h: {"1": 0, "0": 0, "unknown": 0, "masks": 0, "empty_masks": 0} for h in HEADS}
@@ -571,6 +615,8 @@ def check_dataset(path: str | Path, *, mt_test_fraction: float = MT_TEST_FRACTIO
             g[h][{"1": 0, "0": 1, "unknown": 2}[key]] += 1
         try:
             shape = read_image(s.image_path).shape[:2]
+            sizes[(int(shape[0]), int(shape[1]))] += 1
+            digests.setdefault(hashlib.sha1(s.image_path.read_bytes()).hexdigest(), []).append(s.name)
         except DatasetError as exc:
             report.problems.append(Problem("error", str(s.image_path), str(exc).split(": ", 1)[-1]))
             shape = None
@@ -586,13 +632,77 @@ def check_dataset(path: str | Path, *, mt_test_fraction: float = MT_TEST_FRACTIO
                 continue
             if not m.any():
                 per_head[h]["empty_masks"] += 1
+            if _distinct_values(p) > 2:
+                not_binary.append(p.name)
             problem = _label_problem(s.labels[h], h, m, p)
             if problem is not None:
                 report.problems.append(problem)
     report.per_head = per_head
     report.per_group = per_group
     report.per_split = dict(splits)
+    report.problems += _training_risks(root, samples, sizes, digests, not_binary, input_hw)
     return report
+
+
+def _distinct_values(path: Path) -> int:
+    import cv2
+
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    return 0 if raw is None else int(np.unique(raw).size)
+
+
+def _training_risks(root: Path, samples: Sequence[Sample], sizes: Counter[tuple[int, int]],
+                    digests: dict[str, list[str]], not_binary: list[str],
+                    input_hw: tuple[int, int] | None) -> list[Problem]:
+    """What would silently hurt training (check_dataset's doc), as warnings saying what to do."""
+    out: list[Problem] = []
+    r = str(root)
+    for h in HEADS:
+        unmasked = [s.name for s in samples if s.labels[h] == 1 and s.mask_paths[h] is None]
+        if unmasked:
+            out.append(Problem("warning", r, f"{len(unmasked)} defective image(s) ({h}=1) have no {h} mask "
+                               f"(e.g. {', '.join(unmasked[:3])}): they train the decision stage only, not the "
+                               f"segmentation; add masks as masks/{h}/<name>.png"))
+    if not_binary:
+        out.append(Problem("warning", r, f"{len(not_binary)} mask(s) have more than two values (e.g. "
+                           f"{', '.join(not_binary[:3])}; JPEG artefacts or soft edges): every value > 0 counts "
+                           "as foreground; save masks as PNG with 0 and one foreground value"))
+    if sizes:
+        hw = input_hw or (512, 1224)
+        (sh, sw), _ = sizes.most_common(1)[0]
+        aspect = float(np.median([w / h for (h, w), n in sizes.items() for _ in range(n)]))
+        if len(sizes) > 1:
+            out.append(Problem("warning", r, f"{len(sizes)} image sizes (most common {sh}x{sw}): each is resized "
+                               f"to the model input {hw[0]}x{hw[1]}; resize or crop them alike if they should be"))
+        if aspect_distortion(aspect, hw) > ASPECT_TOLERANCE:
+            sug = suggest_input_size(aspect)
+            out.append(Problem("warning", r, f"the images' aspect (W/H {aspect:.2f}) differs from the model input "
+                               f"{hw[0]}x{hw[1]} (W/H {hw[1] / hw[0]:.2f}) by {aspect_distortion(aspect, hw):.0%}: "
+                               f"they would be stretched; train with --input-size {sug[0]}x{sug[1]} (or leave "
+                               "--input-size out: `linewatch train` chooses it from the images)"))
+    dupes = [names for names in digests.values() if len(names) > 1]
+    if dupes:
+        out.append(Problem("warning", r, f"{len(dupes)} image(s) stored twice under other names (e.g. "
+                           f"{' = '.join(dupes[0][:3])}): in two splits they leak the test into training; "
+                           "keep one"))
+    by_split: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_split.setdefault(s.split, []).append(s)
+    for h in HEADS:
+        for split, ss in sorted(by_split.items()):
+            labelled = [int(v) for s in ss if (v := s.labels[h]) is not None]
+            if not labelled:
+                continue
+            pos = sum(labelled)
+            if pos == 0:
+                out.append(Problem("warning", r, f"split {split!r} has no image with {h}=1 among {len(labelled)} "
+                                   f"labelled: {h}'s AP and TPR cannot be measured there (and not learnt, if it "
+                                   "is train); move some defective images into it"))
+            elif min(pos, len(labelled) - pos) < 0.1 * len(labelled):
+                out.append(Problem("warning", r, f"split {split!r} is imbalanced for {h}: {pos} of {len(labelled)} "
+                                   f"labelled images are 1; the 0.7 threshold then favours the majority class "
+                                   "(calibrate, or balance the split)"))
+    return out
 
 
 # ------------------------------------------------------------------------------------ writing
