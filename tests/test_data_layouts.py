@@ -65,6 +65,7 @@ def test_mvtec_reads_as_anomaly_labels_with_masks_and_a_stratified_split(tmp_pat
     train = ds.split("train")
     assert any(x.labels["anomaly"] == 1 for x in train), "supervised training needs defects in train"
     assert {x.group for x in ds.split("test")} == {"good", "scratch", "hole"}
+    assert {x.group for x in ds.split("val")} == {"good", "scratch", "hole"}, "a val split for the threshold"
     masks, known = ds.load_masks(s)
     assert masks[0].any() and known.tolist() == [True, False]
     report = check_dataset(tmp_path / "bottle")
@@ -218,3 +219,13 @@ def test_train_chooses_the_input_size_from_portrait_images_and_warns_on_a_stretc
     assert cli_main(["train", "--data", str(root), "--out", str(tmp_path / "run2"), "--input-size", "64x96",
                      *common]) == 0
     assert "the input size 64x96 stretches the images (median W/H 0.397) by 278%" in capsys.readouterr().err
+
+
+def test_the_folder_format_names_what_it_ignores_and_where_it_looks(tmp_path: Path) -> None:
+    root = anomaly_only(tmp_path / "d", flat=False)
+    (root / "extra").mkdir()
+    (root / "masks" / "Anomaly").mkdir()
+    report = check_dataset(root)
+    found = {Path(p.path).name: p.message for p in report.warnings}
+    assert "reads labels.csv, images/ and masks/<head>/ only" in found["extra"]
+    assert "mask folders are masks/anomaly/, masks/adhesive/" in found["Anomaly"]

@@ -360,6 +360,15 @@ def _index_files(folder: Path, problems: list[Problem], what: str) -> dict[str, 
 
 def _scan_folder(root: Path, problems: list[Problem]) -> list[Sample]:
     labels_path = root / LABELS_FILE
+    for entry in sorted(root.iterdir()):
+        if entry.name not in (LABELS_FILE, "images", "masks") and not entry.name.startswith("."):
+            problems.append(Problem("warning", str(entry), f"ignored: the folder format reads {LABELS_FILE}, "
+                                    "images/ and masks/<head>/ only"))
+    if (root / "masks").is_dir():
+        for entry in sorted((root / "masks").iterdir()):
+            if entry.is_dir() and entry.name not in HEADS:
+                problems.append(Problem("warning", str(entry), f"ignored: mask folders are "
+                                        f"{', '.join(f'masks/{h}/' for h in HEADS)}"))
     images = _index_files(root / "images", problems, "image")
     masks = {h: _index_files(root / "masks" / h, problems, "mask") for h in HEADS}
     if not labels_path.exists():

@@ -17,12 +17,14 @@ Both read as anomaly labels (1 defective, 0 defect-free), the defect masks as an
 adhesive unknown; a sample's name is made unique from its folders (`test_scratch_000`), its group is
 the defect class. MVTec's own split has no defective image in `train` (it is made for unsupervised
 methods), so, like a class-folder tree, it gets a deterministic stratified split (per class, names
-ordered by SHA-1, `test_fraction` of each class `test`, the rest `train`) — a note says so.
+ordered by SHA-1, `test_fraction` of each class `test`, the next `VAL_FRACTION` `val` — for the
+threshold and the model choice —, the rest `train`); a warning says so.
 `linewatch data convert` writes either as the folder format.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +33,8 @@ from linewatch.data.dataset import IMAGE_EXTS, Problem, Sample
 GOOD_DIRS = ("good", "ok")
 BAD_DIRS = ("bad", "ng")
 MASK_SUFFIX = "_mask"
+VAL_FRACTION = 0.15
+"""Share of each class in the assigned `val` split (after `test`)."""
 
 
 def _images(folder: Path) -> list[Path]:
@@ -106,9 +110,14 @@ def _split(found: list[tuple[str, str, Path, Path | None, int]], problems: list[
         by_group.setdefault(group, []).append(name)
     splits: dict[str, str] = {}
     for names in by_group.values():
-        splits.update(split_of(names, test_fraction))
+        assigned = split_of(names, test_fraction)
+        rest = [n for n in sorted(names, key=lambda n: hashlib.sha1(n.encode()).hexdigest()) if assigned[n] == "train"]
+        for n in rest[: round(VAL_FRACTION * len(names))]:
+            assigned[n] = "val"
+        splits.update(assigned)
     problems.append(Problem("warning", str(found[0][2].parent.parent),
                             f"{why}: a stratified split was assigned ({test_fraction:.0%} of each class test, "
-                            "by SHA-1 of the name); `linewatch data convert` writes it into labels.csv to edit"))
+                            f"{VAL_FRACTION:.0%} val, by SHA-1 of the name); `linewatch data convert` writes it "
+                            "into labels.csv to edit"))
     return [Sample(name, splits[name], group, img, {"anomaly": mask, "adhesive": None},
                    {"anomaly": label, "adhesive": None}) for name, group, img, mask, label in found]
