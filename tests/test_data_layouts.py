@@ -166,7 +166,7 @@ def test_check_names_what_would_silently_hurt_training(tmp_path: Path) -> None:
     assert any("1 mask(s) have more than two values (e.g. c2.png" in m for m in found)
     assert any("stored twice" in m and "c1 = c15" in m for m in found)
     assert any("split 'test' has no image with anomaly=1" in m for m in found)
-    assert any("the images' aspect (W/H 1.50)" in m and "--input-size 640x960" in m for m in found), found
+    assert any("the images' aspect (W/H 1.50)" in m and "--input-size 48x72" in m for m in found), found
     assert not any("aspect" in m for m in risks(root, input_hw=(48, 72)))
 
 
@@ -203,19 +203,11 @@ def test_train_chooses_the_input_size_from_portrait_images_and_warns_on_a_stretc
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
     common = ["--epochs-seg", "1", "--epochs-cls", "1", "--limit-steps", "1", "--batch", "4", "--widths", "4,8,8",
               "--class-channels", "4", "--device", "cpu"]
-    # a tiny pixel budget keeps the test fast; the rule is the same as for the default budget
-    import linewatch.data.dataset as dataset
-
-    orig = dataset.suggest_input_size
-    dataset.suggest_input_size = lambda aspect, budget=64 * 160: orig(aspect, budget)  # type: ignore[assignment]
-    try:
-        assert cli_main(["train", "--data", str(root), "--out", str(tmp_path / "run"), *common]) == 0
-    finally:
-        dataset.suggest_input_size = orig  # type: ignore[assignment]
-    out = capsys.readouterr().out
-    assert "input size 160x64: chosen from the images' aspect (median W/H 0.397)" in out, out
+    assert cli_main(["train", "--data", str(root), "--out", str(tmp_path / "run"), *common]) == 0
+    out = capsys.readouterr().out  # the images' own 126x50 pixels bound it: no upscaling
+    assert "input size 128x48: chosen from the images' aspect (median W/H 0.397) within 6,300 pixels" in out, out
     ck = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
-    assert (ck["config"]["input_height"], ck["config"]["input_width"]) == (160, 64)
+    assert (ck["config"]["input_height"], ck["config"]["input_width"]) == (128, 48)
     assert cli_main(["train", "--data", str(root), "--out", str(tmp_path / "run2"), "--input-size", "64x96",
                      *common]) == 0
     assert "the input size 64x96 stretches the images (median W/H 0.397) by 278%" in capsys.readouterr().err

@@ -39,7 +39,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--downsample", help="per block: max|avg|stride, e.g. stride,max,max (default)")
     g.add_argument("--class-channels", type=int, help="channels of Conv_C (default 16)")
     g.add_argument("--input-size", help="HxW, multiples of 8; images are resized to it (default: chosen from the "
-                   "images' aspect within the shipped model's 512x1224 pixels; with --init, the checkpoint's)")
+                   "images' aspect, within their own pixel count and at most the shipped model's 512x1224; with "
+                   "--init, the checkpoint's)")
 
 
 def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -115,24 +116,26 @@ def input_size_for(args: argparse.Namespace, overrides: dict[str, Any], init_hw:
 
     from linewatch.data.dataset import (
         ASPECT_TOLERANCE,
-        INPUT_PIXEL_BUDGET,
         aspect_distortion,
+        input_budget,
         open_dataset,
         suggest_input_size,
-        typical_aspect,
+        typical_size,
     )
 
     if getattr(args, "resume", False):
         return  # the run's own settings win
-    aspect = typical_aspect(open_dataset(args.data).samples)
+    aspect, pixels = typical_size(open_dataset(args.data).samples)
+    budget = input_budget(pixels)
     given = (overrides["input_height"], overrides["input_width"]) if "input_height" in overrides else init_hw
     if given is None:
-        overrides["input_height"], overrides["input_width"] = hw = suggest_input_size(aspect)
+        overrides["input_height"], overrides["input_width"] = hw = suggest_input_size(aspect, budget)
         if not getattr(args, "quiet", False):
             print(f"input size {hw[0]}x{hw[1]}: chosen from the images' aspect (median W/H {aspect:.3f}) within "
-                  f"{INPUT_PIXEL_BUDGET:,} pixels (--input-size sets it)", flush=True)
+                  f"{budget:,} pixels (the images' own, at most the shipped model's; --input-size sets it)",
+                  flush=True)
     elif aspect_distortion(aspect, given) > ASPECT_TOLERANCE:
-        sug = suggest_input_size(aspect)
+        sug = suggest_input_size(aspect, budget)
         print(f"warning: the input size {given[0]}x{given[1]} stretches the images (median W/H {aspect:.3f}) by "
               f"{aspect_distortion(aspect, given):.0%}; --input-size {sug[0]}x{sug[1]} keeps their aspect",
               file=sys.stderr, flush=True)

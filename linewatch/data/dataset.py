@@ -563,16 +563,19 @@ ASPECT_TOLERANCE = 0.10
 """An input size that changes the images' aspect ratio (W/H) by more than this distorts them."""
 
 
-def typical_aspect(samples: Sequence[Sample], limit: int = 200) -> float:
-    """Median W/H of (up to `limit` evenly spread) images, read from their headers."""
+def typical_size(samples: Sequence[Sample], limit: int = 200) -> tuple[float, int]:
+    """(median W/H, median pixel count) of (up to `limit` evenly spread) images, from their headers."""
     if not samples:
-        raise DatasetError("no images to measure the aspect of")
+        raise DatasetError("no images to measure the size of")
     step = max(1, len(samples) // limit)
-    ratios = []
-    for s in samples[::step]:
-        h, w = image_size(s.image_path)
-        ratios.append(w / h)
-    return float(np.median(ratios))
+    sizes = [image_size(s.image_path) for s in samples[::step]]
+    return float(np.median([w / h for h, w in sizes])), int(np.median([h * w for h, w in sizes]))
+
+
+def input_budget(pixels: int) -> int:
+    """The pixel budget of a chosen input size: the shipped model's, and never more than the images have
+    (upscaling small images costs time and adds nothing)."""
+    return min(INPUT_PIXEL_BUDGET, max(64, int(pixels)))
 
 
 def suggest_input_size(aspect: float, budget: int = INPUT_PIXEL_BUDGET) -> tuple[int, int]:
@@ -680,11 +683,12 @@ def _training_risks(root: Path, samples: Sequence[Sample], sizes: Counter[tuple[
         hw = input_hw or (512, 1224)
         (sh, sw), _ = sizes.most_common(1)[0]
         aspect = float(np.median([w / h for (h, w), n in sizes.items() for _ in range(n)]))
+        pixels = int(np.median([h * w for (h, w), n in sizes.items() for _ in range(n)]))
         if len(sizes) > 1:
             out.append(Problem("warning", r, f"{len(sizes)} image sizes (most common {sh}x{sw}): each is resized "
                                f"to the model input {hw[0]}x{hw[1]}; resize or crop them alike if they should be"))
         if aspect_distortion(aspect, hw) > ASPECT_TOLERANCE:
-            sug = suggest_input_size(aspect)
+            sug = suggest_input_size(aspect, input_budget(pixels))
             out.append(Problem("warning", r, f"the images' aspect (W/H {aspect:.2f}) differs from the model input "
                                f"{hw[0]}x{hw[1]} (W/H {hw[1] / hw[0]:.2f}) by {aspect_distortion(aspect, hw):.0%}: "
                                f"they would be stretched; train with --input-size {sug[0]}x{sug[1]} (or leave "
