@@ -75,7 +75,7 @@ def scan_mvtec(root: Path, problems: list[Problem], split_of: Callable[[list[str
                 if (d.name, stem) not in images:
                     problems.append(Problem("warning", str(m), f"mask without image (no test/{d.name}/{stem}.*): "
                                             "ignored"))
-    return _split(found, problems, split_of, test_fraction, "the MVTec split has no defective image in train")
+    return _split(root, found, problems, split_of, test_fraction, "the MVTec split has no defective image in train")
 
 
 def scan_class_folders(root: Path, problems: list[Problem],
@@ -94,14 +94,14 @@ def scan_class_folders(root: Path, problems: list[Problem],
     for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name.lower() not in (*GOOD_DIRS, *BAD_DIRS, "masks")):
         problems.append(Problem("warning", str(d), f"folder {d.name!r} is ignored: class folders are "
                                 f"{'/'.join(GOOD_DIRS)} (defect-free) and {'/'.join(BAD_DIRS)} (defective)"))
-    return _split(found, problems, split_of, test_fraction, "class folders carry no split")
+    return _split(root, found, problems, split_of, test_fraction, "class folders carry no split")
 
 
 def _images_or_masks(folder: Path) -> list[Path]:
     return [p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
 
 
-def _split(found: list[tuple[str, str, Path, Path | None, int]], problems: list[Problem],
+def _split(root: Path, found: list[tuple[str, str, Path, Path | None, int]], problems: list[Problem],
            split_of: Callable[[list[str], float], dict[str, str]], test_fraction: float, why: str) -> list[Sample]:
     if not found:
         return []
@@ -115,7 +115,7 @@ def _split(found: list[tuple[str, str, Path, Path | None, int]], problems: list[
         for n in rest[: round(VAL_FRACTION * len(names))]:
             assigned[n] = "val"
         splits.update(assigned)
-    problems.append(Problem("warning", str(found[0][2].parent.parent),
+    problems.append(Problem("warning", str(root),
                             f"{why}: a stratified split was assigned ({test_fraction:.0%} of each class test, "
                             f"{VAL_FRACTION:.0%} val, by SHA-1 of the name); `linewatch data convert` writes it "
                             "into labels.csv to edit"))
