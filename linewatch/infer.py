@@ -193,7 +193,10 @@ class InferenceWorker:
         self.reasons: dict[str, int] = {}
         self.engine_errors = 0
         self.late_skipped = 0
-        """Frames not inferred because their batch was already past the deadline when taken."""
+        """Frames not inferred because they could not be decided in time (age + expected inference time
+        past the deadline when taken): rejected "late" at once."""
+        self._infer_ns = np.zeros(MAX_BATCH + 1, np.float64)
+        """Expected inference time per batch size (ns; 0 = not measured yet), for that admission."""
         self.submit_errors = 0
         self.last_error: str | None = None
 
@@ -295,40 +298,61 @@ class InferenceWorker:
         n = batch.n
         if n == 0:
             return
-        self.batch_sizes[min(n, self.max_batch)] += 1
-        masks = scores = None
-        failsafe = REASON_ENGINE_ERROR
-        t0 = time.perf_counter_ns()
-        if time.time_ns() - int(batch.t_capture_ns.max()) > self.decider.params.deadline_ns:
-            # Even the newest frame of the batch is past its deadline: skip the engine (a backlog
-            # catches up at once) and reject the batch "late" without scores.
-            failsafe = REASON_LATE
-            self.late_skipped += n
-        else:
-            try:
-                masks, scores = self._infer(batch.images, n)
-            except Exception as exc:  # any engine failure: fail-safe rejects, keep running
-                self.engine_errors += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                masks = scores = None
-                if self.log is not None:
-                    self.log.error("engine_error", error=self.last_error, frames=n,
-                                   engine=getattr(self.engine, "name", "?"), exc_info=self.engine_errors == 1)
-            self.hist["infer"].record(time.perf_counter_ns() - t0)
-        self.frames += n
         cams, fids, tcaps, truths = batch.camera, batch.frame_id, batch.t_capture_ns, batch.truth
         if self._announce is not None and self.log is not None:
             old, new = self._announce
             self.log.info("model_switched", old=old, new=new, camera=self._camera_name(int(cams[0])),
                           first_frame_id=int(fids[0]))
         self._announce = None
-        for i in range(n):
+        # Admission by predicted completion: a frame whose age plus the expected inference time is past
+        # the deadline would be decided "late" anyway; reject it at once without inferring it, so that a
+        # backlog (a line faster than the engine) is skipped through and the engine's time goes to
+        # frames that can still make it. The ring is FIFO: the stale frames are the batch's first k.
+        deadline = self.decider.params.deadline_ns
+        expect = int(self._infer_ns[n])
+        now = time.time_ns()
+        k = 0
+        while k < n and now - int(tcaps[k]) + expect > deadline:
+            k += 1
+        for i in range(k):
+            d = self.decider.decide(self._camera_name(int(cams[i])), int(fids[i]), int(tcaps[i]), None, REASON_LATE,
+                                    truths[i])
+            d.model = model
+            self._emit(d, None, None)
+        self.late_skipped += k
+        self.frames += k
+        if k == n:
+            return
+        m = n - k
+        self.batch_sizes[min(m, self.max_batch)] += 1
+        masks = scores = None
+        failsafe = REASON_ENGINE_ERROR
+        t0 = time.perf_counter_ns()
+        try:
+            masks, scores = self._infer(batch.images[k:], m)
+        except Exception as exc:  # any engine failure: fail-safe rejects, keep running
+            self.engine_errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            masks = scores = None
+            if self.log is not None:
+                self.log.error("engine_error", error=self.last_error, frames=m,
+                               engine=getattr(self.engine, "name", "?"), exc_info=self.engine_errors == 1)
+        took = time.perf_counter_ns() - t0
+        self.hist["infer"].record(took)
+        if scores is not None:  # what a batch of m takes now (an EMA: the machine's load moves it)
+            prev = self._infer_ns[m]
+            self._infer_ns[m] = took if prev == 0 else 0.8 * prev + 0.2 * took
+            for j in range(m + 1, len(self._infer_ns)):  # larger batches take at least as long
+                self._infer_ns[j] = max(self._infer_ns[j], self._infer_ns[m])
+        self.frames += m
+        for j in range(m):
+            i = k + j
             t1 = time.perf_counter_ns()
             d = self.decider.decide(self._camera_name(int(cams[i])), int(fids[i]), int(tcaps[i]),
-                                    None if scores is None else scores[i], failsafe, truths[i])
+                                    None if scores is None else scores[j], failsafe, truths[i])
             self.hist["decide"].record(time.perf_counter_ns() - t1)
             d.model = model
-            self._emit(d, batch.images[i], None if masks is None else masks[i])
+            self._emit(d, batch.images[i], None if masks is None else masks[j])
 
     def _infer(self, images: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         masks, scores = self.engine.infer(images)

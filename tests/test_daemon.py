@@ -405,3 +405,43 @@ def test_logging_to_a_closed_stream_never_raises():
     log.warning("second")  # would raise ValueError: I/O operation on closed file
     log.exception("third")
     configure("json")  # back to stdout for later tests
+
+
+def test_frames_that_cannot_be_decided_in_time_are_rejected_late_at_once_without_inference():
+    """Admission by predicted completion: the stale head of a backlog is skipped, fresh frames inferred."""
+
+    class Slow(FakeEngine):
+        def infer(self, frames):
+            time.sleep(0.06)  # 60 ms a batch
+            return super().infer(frames)
+
+    ring = Ring(8, *HW)
+    engine = Slow(max_batch=8)
+    pub = FakePublisher()
+    worker = InferenceWorker(ring, engine, Decider((0.5, 0.5), "ignore", 100_000_000), pub, ["a"],
+                             take_timeout=0.01)
+    now = time.time_ns()
+
+    def put(fid, age_ms):
+        slot = ring.claim()
+        ring.images[slot] = 0
+        ring.commit(slot, 0, fid, now - int(age_ms * 1e6), (0, -1))
+
+    for fid in range(4):
+        put(fid, 1000)  # a second old: past the 100 ms deadline whatever the engine does
+    put(4, 0)
+    put(5, 0)
+    batch = ring.take(8)
+    worker.process(batch)
+    ring.release(batch)
+    assert engine.batch_sizes == [2], "only the two fresh frames were inferred"
+    by_id = {d.frame_id: d.reason for d in pub.decisions}
+    assert by_id == {0: "late", 1: "late", 2: "late", 3: "late", 4: "pass", 5: "pass"}
+    assert worker.late_skipped == 4 and worker.frames == 6
+    # the engine took ~60 ms: a frame 50 ms old cannot finish within 100 ms any more, one 10 ms old can
+    now = time.time_ns()
+    put(6, 50)
+    put(7, 10)
+    worker.process(ring.take(8))
+    assert engine.batch_sizes == [2, 1]
+    assert {d.frame_id: d.reason for d in pub.decisions[6:]} == {6: "late", 7: "pass"}
