@@ -339,7 +339,7 @@ class Daemon:
         it (`reload`)."""
         if self.profile_path is None:
             self.log.warning("reload_skipped", reason="the daemon runs the embedded profile: nothing to reload")
-            return False
+            return self._reloaded([], ["profile: the daemon runs the embedded profile: nothing to reload"], [])
         self.notifier.reloading()
         applied: list[str] = []
         refused: list[str] = []

@@ -178,6 +178,7 @@ class InferenceWorker:
         """Stamped on every decision (`Decision.model`): the model deciding now."""
         self.swaps = 0
         self._pending: tuple[Any, str, int | None, threading.Event] | None = None
+        self._swap_lock = threading.Lock()
         self.retired: Any = None
         """The engine the last swap replaced (the swapper closes it)."""
         self._announce: tuple[str, str] | None = None
@@ -237,16 +238,19 @@ class InferenceWorker:
         batch runs on one engine and its decisions carry that engine's `model_id`. Returns an Event set
         once the worker has switched; the replaced engine is then in `retired` (the caller closes it)."""
         done = threading.Event()
-        self._pending = (engine, str(model_id), max_take, done)  # one reference store: atomic
+        with self._swap_lock:
+            self._pending = (engine, str(model_id), max_take, done)
         return done
 
     def cancel_swap(self) -> bool:
         """Withdraw a swap the worker has not taken yet; True when there was one."""
-        pending, self._pending = self._pending, None
+        with self._swap_lock:
+            pending, self._pending = self._pending, None
         return pending is not None
 
     def _take_swap(self) -> None:
-        pending, self._pending = self._pending, None
+        with self._swap_lock:  # taken or cancelled, never both
+            pending, self._pending = self._pending, None
         if pending is None:
             return
         engine, model_id, max_take, done = pending
@@ -254,6 +258,7 @@ class InferenceWorker:
         self.max_batch = min(int(engine.max_batch), MAX_BATCH)
         self.max_take = min(int(max_take), self.max_batch) if max_take else self.max_batch
         self._announce = (self.model_id, model_id)
+        self._infer_ns[:] = 0  # the new engine's times are its own
         self.model_id = model_id
         self.swaps += 1
         done.set()
@@ -312,8 +317,10 @@ class InferenceWorker:
         expect = int(self._infer_ns[n])
         now = time.time_ns()
         k = 0
-        while k < n and now - int(tcaps[k]) + expect > deadline:
-            k += 1
+        while k < n - 1 and now - int(tcaps[k]) + expect > deadline:
+            k += 1  # the newest frame is always inferred: the expectation keeps being measured
+        if now - int(tcaps[k]) > deadline:
+            k = n  # even the newest is past its deadline: nothing to infer
         for i in range(k):
             d = self.decider.decide(self._camera_name(int(cams[i])), int(fids[i]), int(tcaps[i]), None, REASON_LATE,
                                     truths[i])

@@ -113,9 +113,12 @@ def prepare(profile: Any, running: Any, deadline_ns: int, *, backend: str | None
         if 2 * t1_ms > deadline_ns / 2e6:
             raise SwapRefused(f"too slow: one frame takes {t1_ms:.1f} ms; the deadline ({deadline_ns / 1e6:g} ms) "
                               f"allows {deadline_ns / 4e6:g} ms (a frame waits while the one before it runs)")
-    except BaseException:
+    except SwapRefused:
         engine.close()
         raise
+    except Exception as exc:  # any failure of a check refuses the model; the old one keeps deciding
+        engine.close()
+        raise SwapRefused(f"its check failed: {type(exc).__name__}: {exc}") from exc
     if log is not None:
         log.info("model_checked", path=str(path), backend=engine.name, device=engine.device,
                  max_abs_diff=round(diff, 6), tolerance=tol, fastest_ms=round(t1_ms, 2), infer_ms=times,

@@ -64,6 +64,13 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"the daemon on {endpoint} does not say its pid (an older linewatch): give --pid")
         session, before = first["session"], (first.get("reload") or {}).get("n", 0)
         try:
+            cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes()
+        except OSError:
+            cmdline = b"linewatch"  # not Linux, or not visible: trust the heartbeat
+        if b"linewatch" not in cmdline:
+            raise UsageError(f"pid {pid} from the heartbeat on {endpoint} is not a linewatch process here (the "
+                             "daemon runs on another host?): nothing sent; give --pid or use systemctl reload")
+        try:
             os.kill(int(pid), signal.SIGHUP)
         except OSError as exc:
             raise UsageError(f"cannot signal pid {pid} ({exc.strerror}): run as the service's user or root, "

@@ -219,7 +219,7 @@ class OpenVinoEngine:
             raise EngineError("openvino: the engine is closed")
         frames = self._buf.contiguous(frames, n)
         request.set_tensor(INPUT_NAME, self._ov.Tensor(frames, shared_memory=True))
-        request.infer()
+        request.infer(share_outputs=True)  # outputs are bound to our buffers: no copies returned
         return self._masks[:n], self._scores[:n]
 
     def close(self) -> None:
