@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from linewatch.daemon import Daemon
 from linewatch.logs import configure as configure_logging
+from linewatch.pipeline.daemon import Daemon
 from linewatch.profile import SyntheticCamera, default_profile
 from linewatch.subscribe import Gap, Message, Subscriber
 

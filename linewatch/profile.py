@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from linewatch.engines.factory import Backend
 from linewatch.engines.openvino import Precision
 from linewatch.errors import ProfileError
-from linewatch.infer import MAX_BATCH
+from linewatch.pipeline.infer import MAX_BATCH
 
 SOURCES = ("genicam", "synthetic", "replay")
 ADHESIVE_RULES = ("present", "absent", "ignore")

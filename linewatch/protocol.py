@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from linewatch.decide import FAILSAFE_REASONS, Decision
 from linewatch.errors import LinewatchError
+from linewatch.pipeline.decide import FAILSAFE_REASONS, Decision
 
 SCHEMA_VERSION = 1
 """Version of the header format. Bumped on every change to a header (see docs/protocol.md)."""

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import structlog
 
-from linewatch.acquire import make_source
-from linewatch.acquire.base import (
+from linewatch.pipeline.acquire import make_source
+from linewatch.pipeline.acquire.base import (
     BaseSource,
     CorruptFrame,
     FrameWriter,
@@ -22,7 +22,7 @@ from linewatch.acquire.base import (
     interpolation_for,
     to_rgb,
 )
-from linewatch.ring import DROP_CORRUPT, DROP_FULL, DROP_LOST, Ring
+from linewatch.pipeline.ring import DROP_CORRUPT, DROP_FULL, DROP_LOST, Ring
 
 
 def gradient(h: int, w: int) -> np.ndarray:
@@ -239,8 +239,8 @@ def test_stop_event_ends_a_paced_source_and_start_twice_is_an_error():
 
 
 def test_make_source_and_the_source_protocol():
-    from linewatch.acquire.base import Source
-    from linewatch.acquire.synthetic import SyntheticConfig, SyntheticSource
+    from linewatch.pipeline.acquire.base import Source
+    from linewatch.pipeline.acquire.synthetic import SyntheticConfig, SyntheticSource
 
     src = make_source("synthetic", SyntheticConfig(height=256, width=256), camera="line2")
     assert isinstance(src, SyntheticSource) and isinstance(src, Source)
@@ -255,7 +255,7 @@ def test_pacer_schedule_stop_and_late_ticks():
     import threading
     import time
 
-    from linewatch.acquire.base import Pacer
+    from linewatch.pipeline.acquire.base import Pacer
 
     stop = threading.Event()
     assert Pacer(0).wait(stop) and Pacer(0).period_ns == 0  # no pacing: never waits

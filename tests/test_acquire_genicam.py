@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import structlog
 
-from linewatch.acquire.base import SourceDown, SourceError
-from linewatch.acquire.genicam import GenicamConfig, GenicamSource, find_bundled_cti, select_device
-from linewatch.ring import Ring
+from linewatch.pipeline.acquire.base import SourceDown, SourceError
+from linewatch.pipeline.acquire.genicam import GenicamConfig, GenicamSource, find_bundled_cti, select_device
+from linewatch.pipeline.ring import Ring
 
 HAVE_HARVESTERS = importlib.util.find_spec("harvesters") is not None
 CTI = find_bundled_cti()

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import structlog
 
-from linewatch.acquire import make_source
-from linewatch.acquire.base import SourceError
-from linewatch.acquire.replay import ReplayConfig, ReplaySource
-from linewatch.acquire.synthetic import SyntheticConfig, SyntheticSource
 from linewatch.data.synth import SynthConfig, render
-from linewatch.ring import DROP_CORRUPT, Ring
+from linewatch.pipeline.acquire import make_source
+from linewatch.pipeline.acquire.base import SourceError
+from linewatch.pipeline.acquire.replay import ReplayConfig, ReplaySource
+from linewatch.pipeline.acquire.synthetic import SyntheticConfig, SyntheticSource
+from linewatch.pipeline.ring import DROP_CORRUPT, Ring
 
 H, W = 256, 256  # the renderer's smallest size that renders every index
 

@@ -27,8 +27,8 @@ from linewatch.bench import (
     window_counts,
 )
 from linewatch.errors import UsageError
+from linewatch.pipeline.ring import Ring
 from linewatch.profile import default_profile
-from linewatch.ring import Ring
 
 
 def check_report(r: dict, duration: float) -> None:
@@ -233,7 +233,7 @@ class SteppedEngine:
 
 
 def test_batch_limit_takes_the_fastest_batch_size_whose_two_runs_fit_half_the_deadline():
-    from linewatch.infer import batch_limit
+    from linewatch.pipeline.infer import batch_limit
 
     eng = SteppedEngine(max_batch=8)
     n, times = batch_limit(eng, deadline_ns=150_000_000, clock=lambda: eng.now)
@@ -248,7 +248,7 @@ def test_batch_limit_takes_the_fastest_batch_size_whose_two_runs_fit_half_the_de
 
 
 def test_batch_limit_keeps_batches_small_when_larger_ones_are_not_faster_per_frame():
-    from linewatch.infer import batch_limit
+    from linewatch.pipeline.infer import batch_limit
 
     # a CPU engine: 10.6 ms a frame, batches save 0.2 ms a call: batch 8 is 2 % faster per frame than 1
     eng = SteppedEngine(max_batch=8, fixed_ms=0.2, per_frame_ms=10.4)

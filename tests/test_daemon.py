@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from fakes import FakeLog, FakePublisher
 
-from linewatch.daemon import Daemon
-from linewatch.decide import Decider
-from linewatch.infer import InferenceWorker, LatencyHistogram
+from linewatch.pipeline.daemon import Daemon
+from linewatch.pipeline.decide import Decider
+from linewatch.pipeline.infer import InferenceWorker, LatencyHistogram
+from linewatch.pipeline.ring import DROP_CORRUPT, DROP_FULL, Ring
 from linewatch.profile import parse_profile
-from linewatch.ring import DROP_CORRUPT, DROP_FULL, Ring
 from linewatch.sdnotify import Notifier
 
 HW = (16, 24)
@@ -331,7 +331,7 @@ def test_daemon_with_the_viky_genicam_camera():
 
 
 def test_daemon_with_the_real_publisher_over_zeromq(tmp_path):
-    """Daemon -> linewatch.publish.Publisher -> a SUB socket: every decision after the subscriber joined
+    """Daemon -> linewatch.pipeline.publish.Publisher -> a SUB socket: every decision after the subscriber joined
     arrives, in order, without a gap, and the last one is the daemon's last decision."""
     zmq = pytest.importorskip("zmq")
     from linewatch.protocol import decode

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from linewatch.decide import (
+from linewatch.pipeline.decide import (
     FAILSAFE_REASONS,
     REASON_ADHESIVE_MISSING,
     REASON_ADHESIVE_PRESENT,

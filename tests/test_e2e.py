@@ -126,8 +126,8 @@ heartbeat_s = 0.2
 
 def test_viky_camera_through_the_daemon_publishes_decisions_and_heartbeats(tmp_path: Path) -> None:
     pytest.importorskip("harvesters", reason="needs the camera extra: pip install 'linewatch[camera]'")
-    from linewatch.daemon import Daemon
     from linewatch.engines.null import NullEngine
+    from linewatch.pipeline.daemon import Daemon
     from linewatch.profile import load_profile
 
     prof = load_profile(ROOT / "calib" / "viky.toml")

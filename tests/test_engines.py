@@ -292,7 +292,7 @@ def test_tensorrt_build_and_parity(
 
 
 def test_overlay_draws_contours_of_both_heads() -> None:
-    from linewatch.overlay import COLORS_BGR, draw_overlay
+    from linewatch.pipeline.overlay import COLORS_BGR, draw_overlay
 
     img = np.full((H, W, 3), 128, np.uint8)
     masks = np.zeros((2, H // 8, W // 8), np.float32)
@@ -313,7 +313,7 @@ def test_overlay_draws_contours_of_both_heads() -> None:
 
 
 def test_overlay_is_bgr() -> None:
-    from linewatch.overlay import draw_overlay
+    from linewatch.pipeline.overlay import draw_overlay
 
     img = np.zeros((H, W, 3), np.uint8)
     img[..., 0] = 200  # red in RGB

@@ -100,7 +100,7 @@ def test_shipped_model_in_bf16_decides_synthetic_cells_as_onnxruntime_does(
     tmp_path: Path, record_property: pytest.RecordProperty,
 ) -> None:
     from linewatch.bench.source import render_pool
-    from linewatch.decide import Decider
+    from linewatch.pipeline.decide import Decider
 
     man, _ = load_manifest(SHIPPED)
     cells, truth = render_pool(24, man.input_hw, seed=7, defect_rate=0.5)
@@ -205,7 +205,7 @@ def test_the_daemon_falls_back_to_onnxruntime_when_openvino_cannot_compile(
     onnx_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import linewatch.engines.openvino as ovm
-    from linewatch.daemon import open_profile_engine
+    from linewatch.pipeline.daemon import open_profile_engine
     from linewatch.profile import default_profile
 
     class Log:
@@ -231,7 +231,7 @@ def test_the_daemon_falls_back_to_onnxruntime_when_openvino_cannot_compile(
 
 
 def test_a_precision_for_another_backend_is_logged_as_ignored(onnx_path: Path) -> None:
-    from linewatch.daemon import open_profile_engine
+    from linewatch.pipeline.daemon import open_profile_engine
     from linewatch.profile import default_profile
 
     events: list[str] = []

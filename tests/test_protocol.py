@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from linewatch.decide import Decision
+from linewatch.pipeline.decide import Decision
 from linewatch.protocol import (
     SCHEMA_VERSION,
     TOPICS,
@@ -198,7 +198,7 @@ def test_schema_files_are_package_data_and_documented() -> None:
 
 
 def test_every_reason_of_the_decision_stage_is_in_the_schema() -> None:
-    from linewatch import decide
+    from linewatch.pipeline import decide
 
     reasons = [v for k, v in vars(decide).items() if k.startswith("REASON_")]
     assert len(reasons) >= 8

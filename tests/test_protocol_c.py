@@ -16,8 +16,8 @@ import jsonschema
 import numpy as np
 import pytest
 
-from linewatch.decide import Decision
-from linewatch.publish import Publisher
+from linewatch.pipeline.decide import Decision
+from linewatch.pipeline.publish import Publisher
 
 HERE = Path(__file__).resolve().parent
 SCHEMA_DIR = HERE.parent / "linewatch" / "schemas"

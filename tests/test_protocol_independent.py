@@ -16,8 +16,8 @@ import jsonschema
 import numpy as np
 import zmq
 
-from linewatch.decide import Decision  # producer side only
-from linewatch.publish import Publisher  # producer side only
+from linewatch.pipeline.decide import Decision  # producer side only
+from linewatch.pipeline.publish import Publisher  # producer side only
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "linewatch" / "schemas"
 TOPICS = ("decision", "reject", "overlay", "heartbeat")

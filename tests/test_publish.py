@@ -12,9 +12,9 @@ import pytest
 import zmq
 import zmq.auth
 
-from linewatch.decide import Decision
+from linewatch.pipeline.decide import Decision
+from linewatch.pipeline.publish import CurveServer, Publisher, PublisherError
 from linewatch.protocol import Message, decode, validate_header
-from linewatch.publish import CurveServer, Publisher, PublisherError
 from linewatch.subscribe import CurveClient, Subscriber
 
 IMAGE = np.full((64, 80, 3), 128, np.uint8)

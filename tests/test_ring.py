@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from linewatch import decide
-from linewatch.ring import (
+from linewatch.pipeline import decide
+from linewatch.pipeline.ring import (
     DROP_CORRUPT,
     DROP_FULL,
     DROP_LOST,

@@ -10,9 +10,9 @@ import time
 import pytest
 import zmq
 
-from linewatch.decide import Decision
+from linewatch.pipeline.decide import Decision
+from linewatch.pipeline.publish import Publisher
 from linewatch.protocol import Message, decision_header, encode, heartbeat_header, new_session_id
-from linewatch.publish import Publisher
 from linewatch.subscribe import Gap, Subscriber, SubscriberError
 
 DECISION = Decision("cam0", 0, 1, 2, (0.1, 0.9), (0.7, 0.7), False, "pass")

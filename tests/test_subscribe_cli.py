@@ -16,9 +16,9 @@ import zmq.auth
 
 from linewatch.cli import main
 from linewatch.cli.subscribe import format_human
-from linewatch.decide import Decision
+from linewatch.pipeline.decide import Decision
+from linewatch.pipeline.publish import CurveServer, Publisher
 from linewatch.protocol import validate_header
-from linewatch.publish import CurveServer, Publisher
 
 
 def _d(i: int) -> Decision:

@@ -18,10 +18,10 @@ torch = pytest.importorskip("torch", reason="the tiny test models are exported w
 from fakes import FakeLog, FakePublisher  # noqa: E402
 from tinymodel import export_tiny  # noqa: E402
 
-from linewatch.daemon import Daemon  # noqa: E402
+from linewatch.pipeline.daemon import Daemon  # noqa: E402
+from linewatch.pipeline.swap import changed_keys, model_id  # noqa: E402
 from linewatch.profile import load_profile  # noqa: E402
 from linewatch.sdnotify import Notifier  # noqa: E402
-from linewatch.swap import changed_keys, model_id  # noqa: E402
 
 BASE = '''[station]
 name = "swap"

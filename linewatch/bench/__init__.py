@@ -1,6 +1,6 @@
 """`linewatch bench`: sustained throughput and latency of the whole pipeline, measured end to end.
 
-What runs is the real daemon (`linewatch.daemon.Daemon`) in this process: acquisition thread(s),
+What runs is the real daemon (`linewatch.pipeline.daemon.Daemon`) in this process: acquisition thread(s),
 ring, engine, inference worker, decisions and the publisher, publishing on a free loopback port.
 A **live subscriber in a separate process** (a plain ZeroMQ SUB socket, like a PLC gateway; a
 separate process so that its JSON decoding does not compete for this process's GIL) receives every

@@ -22,8 +22,8 @@ import numpy as np
 from linewatch.bench.config import BenchConfig
 from linewatch.bench.source import render_pool
 from linewatch.bench.stats import percentiles_ms, window_counts, window_summary
-from linewatch.decide import Decider
 from linewatch.errors import UsageError
+from linewatch.pipeline.decide import Decider
 
 
 def _frames(man: Any, cfg: BenchConfig, pool: np.ndarray | None) -> np.ndarray:

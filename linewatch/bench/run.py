@@ -91,9 +91,9 @@ def open_bench_engine(cfg: BenchConfig) -> tuple[Any, Path | None]:
     """The engine the bench runs (the daemon's `open_profile_engine`, overridden by the config).
 
     The null backend runs without a model file too (input 512x1224, the default model's size)."""
-    from linewatch.daemon import open_profile_engine
     from linewatch.engines.factory import resolve_backend
     from linewatch.errors import ProfileError
+    from linewatch.pipeline.daemon import open_profile_engine
 
     prof = cfg.profile
     name = resolve_backend(cfg.backend or prof.model.backend)
@@ -133,7 +133,7 @@ def make_sources(cfg: BenchConfig, engine: Any, go: threading.Event, inflight: i
                 + (f", inflight {inflight}" if cfg.pace == "backpressure" else "")
                 + f", pixels {cfg.pixels}")
         return srcs, desc
-    from linewatch.daemon import make_source
+    from linewatch.pipeline.daemon import make_source
 
     wrong = [c.id for c in prof.camera if c.source != cfg.source]
     if wrong:
@@ -145,10 +145,10 @@ def make_sources(cfg: BenchConfig, engine: Any, go: threading.Event, inflight: i
 
 def run_bench(cfg: BenchConfig, progress: Callable[..., None] | None = None) -> dict[str, Any]:
     """Run the pipeline benchmark; the report (a JSON-able dict with `REPORT_KEYS`)."""
-    from linewatch.daemon import Daemon
-    from linewatch.infer import batch_limit
     from linewatch.logs import get_logger
-    from linewatch.publish import Publisher
+    from linewatch.pipeline.daemon import Daemon
+    from linewatch.pipeline.infer import batch_limit
+    from linewatch.pipeline.publish import Publisher
     from linewatch.sdnotify import Notifier
 
     cfg.validate()
@@ -285,7 +285,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[..., None] | None = None) -> 
     report["bench"]["inflight_calibration_ms"] = calibration
     report["engine"]["batch_limit"] = daemon.batch_limit
     report["engine"]["max_batch_note"] = ("worker batches capped at the size the engine runs within half the "
-                                          "deadline (linewatch.infer.batch_limit)")
+                                          "deadline (linewatch.pipeline.infer.batch_limit)")
     if cfg.baselines:
         pool = sources[0].pool if isinstance(sources[0], BenchSource) else None
         report["baseline"], report["comparison"] = {}, {}

@@ -99,8 +99,8 @@ class BenchSource:
             self.state = "done"
 
     def _loop(self, ring: Any, cam: int, stop: threading.Event) -> None:
-        from linewatch.acquire.base import Pacer
-        from linewatch.ring import DROP_FULL
+        from linewatch.pipeline.acquire.base import Pacer
+        from linewatch.pipeline.ring import DROP_FULL
 
         self.state = "up"
         while not self.go.wait(0.05):

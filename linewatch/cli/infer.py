@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
     from linewatch.engines.factory import open_engine, precision_opts, resolve_backend
     from linewatch.engines.manifest import load_manifest
-    from linewatch.overlay import draw_overlay
+    from linewatch.pipeline.overlay import draw_overlay
 
     if args.max_batch < 1:
         raise UsageError(f"--max-batch {args.max_batch}; must be >= 1")

@@ -38,9 +38,9 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from linewatch.daemon import Daemon
     from linewatch.errors import UsageError
     from linewatch.logs import configure, get_logger
+    from linewatch.pipeline.daemon import Daemon
     from linewatch.profile import default_profile, load_profile
 
     if args.duration is not None and args.duration <= 0:

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from linewatch import HEADS
-from linewatch.acquire.base import ROI, BaseSource, CorruptFrame, Grab, SourceError, Truth
+from linewatch.pipeline.acquire.base import ROI, BaseSource, CorruptFrame, Grab, SourceError, Truth
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 

@@ -26,7 +26,7 @@ import numpy as np
 import structlog
 
 from linewatch.errors import LinewatchError
-from linewatch.ring import DROP_CORRUPT, DROP_FULL, DROP_LOST, Ring
+from linewatch.pipeline.ring import DROP_CORRUPT, DROP_FULL, DROP_LOST, Ring
 
 log = structlog.get_logger("linewatch.acquire")
 

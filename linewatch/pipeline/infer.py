@@ -40,7 +40,14 @@ from typing import Any
 
 import numpy as np
 
-from linewatch.decide import REASON_DROPPED, REASON_ENGINE_ERROR, REASON_LATE, REASON_PASS, Decider, Decision
+from linewatch.pipeline.decide import (
+    REASON_DROPPED,
+    REASON_ENGINE_ERROR,
+    REASON_LATE,
+    REASON_PASS,
+    Decider,
+    Decision,
+)
 
 STAGES = ("wait", "infer", "decide", "submit", "end_to_end")
 """Timed stages: time blocked in ring.take, engine.infer per batch, decide per frame,
@@ -167,7 +174,7 @@ class InferenceWorker:
         self.log = log
         self.take_timeout = float(take_timeout)
         if reason_of is None:
-            from linewatch.ring import reason_of as ring_reason_of
+            from linewatch.pipeline.ring import reason_of as ring_reason_of
 
             reason_of = ring_reason_of
         self._reason_of = reason_of

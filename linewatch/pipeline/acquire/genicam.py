@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from linewatch.acquire.base import (
+from linewatch.pipeline.acquire.base import (
     ROI,
     BaseSource,
     CorruptFrame,

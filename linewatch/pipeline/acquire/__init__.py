@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from linewatch.acquire.base import BaseSource
+    from linewatch.pipeline.acquire.base import BaseSource
 
 SOURCE_KINDS = ("synthetic", "replay", "genicam")
 
@@ -22,21 +22,21 @@ SOURCE_KINDS = ("synthetic", "replay", "genicam")
 def make_source(kind: str, config: Any, *, camera: str) -> BaseSource:
     """The source of `kind` ("synthetic" | "replay" | "genicam") for its config dataclass."""
     if kind == "synthetic":
-        from linewatch.acquire.synthetic import SyntheticConfig, SyntheticSource
+        from linewatch.pipeline.acquire.synthetic import SyntheticConfig, SyntheticSource
 
         _check(kind, config, SyntheticConfig)
         return SyntheticSource(config, camera=camera)
     if kind == "replay":
-        from linewatch.acquire.replay import ReplayConfig, ReplaySource
+        from linewatch.pipeline.acquire.replay import ReplayConfig, ReplaySource
 
         _check(kind, config, ReplayConfig)
         return ReplaySource(config, camera=camera)
     if kind == "genicam":
-        from linewatch.acquire.genicam import GenicamConfig, GenicamSource
+        from linewatch.pipeline.acquire.genicam import GenicamConfig, GenicamSource
 
         _check(kind, config, GenicamConfig)
         return GenicamSource(config, camera=camera)
-    from linewatch.acquire.base import SourceError
+    from linewatch.pipeline.acquire.base import SourceError
 
     raise SourceError(f"camera {camera!r}: unknown source {kind!r}; allowed: {', '.join(SOURCE_KINDS)}")
 

@@ -9,7 +9,7 @@ refuses it (`SwapRefused`, the message says why) unless every check passes:
    restart), and so is the engine's kind of host memory (`pinned`, GPU engines);
 3. warm-up, then scores on `SAMPLE_CELLS` synthetic cells rendered at the input size: finite, in
    [0, 1], and within `tolerance(engine)` of ONNX Runtime FP32 on the same ONNX (the reference);
-4. timing: one frame must fit `linewatch.infer.batch_limit`'s budget (2 x t(1) <= half the deadline),
+4. timing: one frame must fit `linewatch.pipeline.infer.batch_limit`'s budget (2 x t(1) <= half the deadline),
    t(1) the fastest of `TIMING_CALLS` calls made while the running model keeps deciding.
 
 What passes is handed to the inference worker, which switches between two batches
@@ -77,9 +77,9 @@ def prepare(profile: Any, running: Any, deadline_ns: int, *, backend: str | None
             precision: str | None = None, log: Any = None) -> tuple[Any, Path, int]:
     """Open and check the profile's model (module doc). Returns (engine, model path, batch limit).
     Raises SwapRefused; an engine it opened is closed again first."""
-    from linewatch.daemon import open_profile_engine
     from linewatch.engines.factory import open_engine
-    from linewatch.infer import batch_limit
+    from linewatch.pipeline.daemon import open_profile_engine
+    from linewatch.pipeline.infer import batch_limit
 
     try:
         path = profile.model_path()

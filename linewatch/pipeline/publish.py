@@ -23,7 +23,7 @@
 The publisher thread sends, for each queued decision, `decision` and then `reject` (if it is one),
 and a `heartbeat` every `heartbeat_interval` seconds with the `status()` callable's dict (keys
 `status`, `fps`, `counters`, `cameras`, all optional) merged over the publisher's own counters.
-Overlays are drawn (`linewatch.overlay.draw_overlay`) and JPEG-encoded by a second thread
+Overlays are drawn (`linewatch.pipeline.overlay.draw_overlay`) and JPEG-encoded by a second thread
 (`linewatch-overlays`, which never touches the socket) and handed back through the same queue, so a
 reject never waits behind an encode; an overlay follows its decision, possibly after later ones.
 A PUB socket never blocks: a subscriber that cannot keep up loses messages at its high-water mark
@@ -57,8 +57,8 @@ import numpy as np
 import structlog
 
 from linewatch import HEADS, __version__
-from linewatch.decide import ADHESIVE_RULES, REASON_DROPPED, REASON_LATE, Decision
 from linewatch.errors import LinewatchError
+from linewatch.pipeline.decide import ADHESIVE_RULES, REASON_DROPPED, REASON_LATE, Decision
 from linewatch.protocol import (
     DEFAULT_ENDPOINT,
     HEARTBEAT_STATUSES,
@@ -478,7 +478,7 @@ class Publisher:
     def _encode_one(self, d: Decision, slot: int) -> _OverlayItem | None:
         import cv2
 
-        from linewatch.overlay import draw_overlay
+        from linewatch.pipeline.overlay import draw_overlay
 
         try:
             assert self._pool_images is not None

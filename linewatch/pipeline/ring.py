@@ -35,7 +35,7 @@ after it (producers claim right before they write, so this lasts a copy/resize).
 Full-ring policy: **drop newest.** When every slot is in use, `claim()` returns None and the
 producer reports the incoming frame with `drop(..., DROP_FULL)`; frames already waiting keep
 their place. The drop record still flows to the consumer with the next `take`, so the dropped
-frame gets a decision: a fail-safe reject with reason `linewatch.decide.REASON_DROPPED`.
+frame gets a decision: a fail-safe reject with reason `linewatch.pipeline.decide.REASON_DROPPED`.
 
 Drop records live in their own preallocated ring (`drop_capacity` records, default
 max(65536, 4 × S): 24 bytes a record, 1.5 MB). `drop` never blocks. The record ring overflows only
@@ -57,7 +57,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from linewatch.decide import (
+from linewatch.pipeline.decide import (
     REASON_CORRUPT,
     REASON_DROPPED,
     REASON_ENGINE_ERROR,
@@ -93,11 +93,11 @@ DROP_REASONS: dict[int, str] = {
     DROP_LATE: REASON_LATE,
     DROP_ENGINE_ERROR: REASON_ENGINE_ERROR,
 }
-"""Reason code -> the `linewatch.decide.REASON_*` string of the fail-safe decision."""
+"""Reason code -> the `linewatch.pipeline.decide.REASON_*` string of the fail-safe decision."""
 
 
 def reason_of(code: int) -> str:
-    """The `linewatch.decide.REASON_*` string of a drop reason code."""
+    """The `linewatch.pipeline.decide.REASON_*` string of a drop reason code."""
     try:
         return DROP_REASONS[int(code)]
     except KeyError:

@@ -19,7 +19,7 @@ and closes; the engine is closed. No frame that entered the ring leaves without 
 
 Reload (`reload()`, SIGHUP): the whole profile file is read and validated again; the decision
 settings are swapped atomically while frames keep flowing; a changed `[model]` is opened, warmed and
-checked beside the running one and taken over by the worker between two batches (`linewatch.swap`),
+checked beside the running one and taken over by the worker between two batches (`linewatch.pipeline.swap`),
 or refused with the reason while the old one keeps deciding. Keys that need a restart are named. An
 invalid profile is logged as an error and the old settings stay. The result is in the heartbeat.
 
@@ -39,15 +39,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from linewatch.decide import Decider
 from linewatch.engines.base import Engine
 from linewatch.errors import LinewatchError, ProfileError
-from linewatch.infer import InferenceWorker, batch_limit
 from linewatch.logs import get_logger
+from linewatch.pipeline.decide import Decider
+from linewatch.pipeline.infer import InferenceWorker, batch_limit
+from linewatch.pipeline.swap import changed_keys, model_info
+from linewatch.pipeline.swap import model_id as swap_model_id
 from linewatch.profile import Profile, load_profile
 from linewatch.sdnotify import Notifier
-from linewatch.swap import changed_keys, model_info
-from linewatch.swap import model_id as swap_model_id
 
 SOURCE_JOIN_S = 5.0
 """How long shutdown waits for each acquisition thread."""
@@ -63,18 +63,18 @@ def make_source(cam: Any, profile: Profile) -> Any:
     """The acquisition source of one `[[camera]]` table (imports the source module it needs only)."""
     roi = tuple(cam.roi) if cam.roi is not None else None
     if cam.source == "synthetic":
-        from linewatch.acquire.synthetic import SyntheticConfig, SyntheticSource
+        from linewatch.pipeline.acquire.synthetic import SyntheticConfig, SyntheticSource
 
         cfg = SyntheticConfig(seed=cam.seed, fps=cam.fps, defect_rate=cam.defect_rate, adhesive_rate=cam.adhesive_rate,
                               frames=cam.count, pool=cam.pool, corrupt_every=cam.corrupt_every, roi=roi)
         return SyntheticSource(cfg, camera=cam.id)
     if cam.source == "replay":
-        from linewatch.acquire.replay import ReplayConfig, ReplaySource
+        from linewatch.pipeline.acquire.replay import ReplayConfig, ReplaySource
 
         rcfg = ReplayConfig(profile.resolve(cam.path), fps=cam.fps or 0.0, loop=cam.loop, roi=roi, split=cam.split)
         return ReplaySource(rcfg, camera=cam.id)
     if cam.source == "genicam":
-        from linewatch.acquire.genicam import GenicamConfig, GenicamSource
+        from linewatch.pipeline.acquire.genicam import GenicamConfig, GenicamSource
 
         gcfg = GenicamConfig(cti=profile.cti_path(cam), device=cam.device, features=dict(cam.features), roi=roi,
                              timeout_s=cam.timeout_s, down_after_s=cam.down_after_s or None, strict=cam.strict,
@@ -145,7 +145,7 @@ class Daemon:
     `model_path=` the file it runs, for the decisions' model id; else
     `open_profile_engine` with `backend=` and `precision=` or the profile's),
     `sources=` (Source objects in camera order, else built from the profile), `publisher=` (an object
-    with start/submit/stop, else a `linewatch.publish.Publisher`), `notifier=` (else from the
+    with start/submit/stop, else a `linewatch.pipeline.publish.Publisher`), `notifier=` (else from the
     environment), `batch_limit=` (most frames per batch, else measured on the engine at start).
     Stop conditions: `max_frames` decisions, `duration_s` seconds, or every camera done.
     """
@@ -249,7 +249,7 @@ class Daemon:
                 self.log.info("batch_limit", max_take=self.batch_limit, infer_ms=times,
                               deadline_ms=prof.decision.deadline_ms)
 
-            from linewatch.ring import Ring
+            from linewatch.pipeline.ring import Ring
 
             h, w = self.engine.input_hw
             alloc = getattr(self.engine, "host_empty", None) if getattr(self.engine, "pinned", False) else None
@@ -285,7 +285,7 @@ class Daemon:
         return self
 
     def _make_publisher(self) -> Any:
-        from linewatch.publish import CurveServer, Publisher
+        from linewatch.pipeline.publish import CurveServer, Publisher
 
         prof = self.profile
         curve = None
@@ -332,7 +332,7 @@ class Daemon:
         """Re-read the whole profile (SIGHUP) and apply what can change live; True when nothing was refused.
 
         `[decision]` is swapped atomically. A changed `[model]` (its keys, or the model file's sha256)
-        is opened, warmed and checked beside the running model (`linewatch.swap.prepare`) and taken
+        is opened, warmed and checked beside the running model (`linewatch.pipeline.swap.prepare`) and taken
         over by the worker between two batches; a model that fails a check is refused and the old one
         keeps deciding. Changed keys of `[station]`, `[[camera]]`, `[ring]`, `[publish]` are reported as
         "restart needed" by name. The result goes to the log (`reloaded`) and to every heartbeat after
@@ -405,7 +405,7 @@ class Daemon:
 
     def _swap_model(self, new: Profile) -> str | None:
         """Prepare, check and hand over the new profile's model; None when it decides now, else why not."""
-        from linewatch.swap import SwapRefused, prepare
+        from linewatch.pipeline.swap import SwapRefused, prepare
 
         if not self._own_engine or self.worker is None or self.engine is None:
             return "the engine was given to this daemon (tests, benchmarks): it is not swapped"

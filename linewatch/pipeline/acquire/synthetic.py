@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from linewatch.acquire.base import ROI, BaseSource, Grab, SourceError
+from linewatch.pipeline.acquire.base import ROI, BaseSource, Grab, SourceError
 
 _GARBAGE = np.zeros(17, dtype=np.uint8)  # a "frame" of the wrong size: 17 bytes
 
