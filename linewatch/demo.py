@@ -111,8 +111,8 @@ def run_demo(frames: int = 300, fps: float | None = None, out: str | None = None
     daemon = Daemon(prof, backend=backend, precision=precision)
     t0 = time.monotonic()
     daemon.start()
-    endpoint = daemon.publisher.endpoint
-    eng = daemon.engine
+    endpoint, eng = daemon.endpoint, daemon.engine
+    assert endpoint is not None and eng is not None  # both exist once start() returned
     print(f"daemon up in {time.monotonic() - t0:.1f} s: engine {eng.name} on {eng.device}, "
           f"publishing on {endpoint}; subscriber printing rejects and one pass a second\n", flush=True)
     tally = _Tally(rule, sys.stdout)

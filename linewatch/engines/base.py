@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -30,9 +30,16 @@ class Engine(Protocol):
     """(height, width) of the frames `infer` takes."""
     max_batch: int
     """Largest N `infer` accepts."""
+    precision: str
+    """The arithmetic it runs: "f32", "bf16", "int8" (openvino), "fp16" or "fp32" (tensorrt, torch),
+    "none" (null)."""
     pinned: bool
-    """True when the caller should hand frames in page-locked host memory (GPU engines). Such an
-    engine also has `host_empty(shape, dtype) -> np.ndarray`, a page-locked array (the ring uses it)."""
+    """True when the caller should hand frames in page-locked host memory (GPU engines): the ring then
+    allocates its slots with `host_empty`."""
+
+    def host_empty(self, shape: tuple[int, ...], dtype: Any = np.uint8) -> np.ndarray:
+        """An uninitialised host array for frames handed to `infer`: page-locked on a pinned engine."""
+        ...
 
     def warmup(self) -> None:
         """Run every batch size once so the first real frame pays no start-up cost."""
@@ -43,6 +50,13 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Free device memory and sessions. Idempotent."""
+
+
+class PlainHostMemory:
+    """`host_empty` of the engines that run on the CPU: a plain numpy array (nothing to pin)."""
+
+    def host_empty(self, shape: tuple[int, ...], dtype: Any = np.uint8) -> np.ndarray:
+        return np.empty(shape, dtype)
 
 
 def output_hw(input_hw: tuple[int, int]) -> tuple[int, int]:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from linewatch.engines.base import check_frames, output_hw
+from linewatch.engines.base import PlainHostMemory, check_frames, output_hw
 
 
-class NullEngine:
+class NullEngine(PlainHostMemory):
     """Returns views of buffers allocated once for `max_batch`: zero masks, scores (0, 1)."""
 
     name = "null"
+    precision = "none"
     device = "none"
     pinned = False
 

@@ -35,6 +35,7 @@ from linewatch.engines.base import (
     INPUT_NAME,
     OUTPUT_NAMES,
     CpuBuffers,
+    PlainHostMemory,
     check_frames,
     output_hw,
     warm_every_batch,
@@ -123,7 +124,7 @@ def int8_model_path(onnx_path: Path, manifest: Manifest, verify: bool = True) ->
     return path
 
 
-class OpenVinoEngine:
+class OpenVinoEngine(PlainHostMemory):
     """OpenVINO CPU engine: a static compiled model per batch size, outputs in preallocated buffers."""
 
     name = "openvino"

@@ -24,6 +24,7 @@ from linewatch.engines.base import (
     INPUT_NAME,
     OUTPUT_NAMES,
     CpuBuffers,
+    PlainHostMemory,
     check_frames,
     output_hw,
     warm_every_batch,
@@ -32,10 +33,11 @@ from linewatch.engines.manifest import Manifest
 from linewatch.errors import EngineError
 
 
-class OrtEngine:
+class OrtEngine(PlainHostMemory):
     """ONNX Runtime CPU engine with preallocated, bound outputs."""
 
     name = "onnxruntime"
+    precision = "f32"
     pinned = False
 
     def __init__(

@@ -46,6 +46,7 @@ class TrtEngine:
         self._lock = threading.Lock()
         cuda.init()
         self._device = cuda.Device(device)
+        self.precision = info.precision
         self.device = f"cuda:{device} {self._device.name()} (TensorRT {trt.__version__}, {info.precision})"
         self._ctx = self._device.retain_primary_context()
         self._ctx.push()

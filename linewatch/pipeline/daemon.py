@@ -35,19 +35,27 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from linewatch.engines.base import Engine
 from linewatch.errors import LinewatchError, ProfileError
 from linewatch.logs import get_logger
 from linewatch.pipeline.decide import Decider
-from linewatch.pipeline.infer import InferenceWorker, batch_limit
+from linewatch.pipeline.infer import DecisionPublisher, InferenceWorker, batch_limit
 from linewatch.pipeline.swap import changed_keys, model_info
 from linewatch.pipeline.swap import model_id as swap_model_id
 from linewatch.profile import Profile, load_profile
 from linewatch.sdnotify import Notifier
+
+if TYPE_CHECKING:
+    from linewatch.pipeline.acquire.base import Source
+    from linewatch.pipeline.publish import Publisher
+    from linewatch.pipeline.ring import Ring
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 SOURCE_JOIN_S = 5.0
 """How long shutdown waits for each acquisition thread."""
@@ -114,7 +122,7 @@ def open_profile_engine(profile: Profile, backend: str | None = None, *, precisi
     return open_engine(path, backend=name, max_batch=batch, **opts)
 
 
-def off_main_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
+def off_main_thread(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """`fn(*args, **kwargs)` in a short-lived thread; its result, or its exception raised here.
 
     The daemon opens engines this way. OpenVINO installs a small alternate signal stack
@@ -135,7 +143,8 @@ def off_main_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
     t.join()
     if "error" in box:
         raise box["error"]
-    return box.get("result")
+    result: T = box["result"]
+    return result
 
 
 class Daemon:
@@ -155,12 +164,12 @@ class Daemon:
         profile: Profile,
         *,
         profile_path: str | Path | None = None,
-        engine: Any = None,
+        engine: Engine | None = None,
         model_path: str | Path | None = None,
         backend: str | None = None,
         precision: str | None = None,
-        sources: Sequence[Any] | None = None,
-        publisher: Any = None,
+        sources: Sequence[Source] | None = None,
+        publisher: DecisionPublisher | None = None,
         notifier: Notifier | None = None,
         max_frames: int | None = None,
         duration_s: float | None = None,
@@ -177,7 +186,7 @@ class Daemon:
         self._given_model_path = Path(model_path) if model_path is not None else None
         self.backend = backend
         self.precision = precision
-        self.sources: list[Any] = list(sources) if sources is not None else []
+        self.sources: list[Source] = list(sources) if sources is not None else []
         self._given_sources = sources is not None
         self.publisher = publisher
         self.notifier = notifier if notifier is not None else Notifier()
@@ -191,7 +200,9 @@ class Daemon:
 
         p = profile.decision
         self.decider = Decider(p.thresholds.as_tuple(), p.adhesive_rule, p.deadline_ns)
-        self.ring: Any = None
+        self.ring: Ring | None = None
+        self.endpoint: str | None = None
+        """Where the publisher the daemon made is bound, after `start()` (None with a `publisher=` given)."""
         self.worker: InferenceWorker | None = None
         self.stop_event = threading.Event()
         """Set to stop acquisition (the sources' stop event)."""
@@ -252,14 +263,16 @@ class Daemon:
             from linewatch.pipeline.ring import Ring
 
             h, w = self.engine.input_hw
-            alloc = getattr(self.engine, "host_empty", None) if getattr(self.engine, "pinned", False) else None
+            alloc = self.engine.host_empty if self.engine.pinned else None
             slots = max(prof.ring.slots, self.engine.max_batch)
             self.ring = Ring(slots, h, w, alloc=alloc)
 
             if self.publisher is None:
-                self.publisher = self._make_publisher()
-                self.publisher.start()
-                self.log.info("publisher_bound", endpoint=getattr(self.publisher, "endpoint", prof.station.endpoint))
+                pub = self._make_publisher()
+                self.publisher = pub
+                pub.start()
+                self.endpoint = pub.endpoint
+                self.log.info("publisher_bound", endpoint=pub.endpoint)
             else:
                 self.publisher.start()
 
@@ -284,7 +297,7 @@ class Daemon:
                       watchdog_s=self.notifier.watchdog_interval_s)
         return self
 
-    def _make_publisher(self) -> Any:
+    def _make_publisher(self) -> Publisher:
         from linewatch.pipeline.publish import CurveServer, Publisher
 
         prof = self.profile
@@ -368,8 +381,9 @@ class Daemon:
                 cur = cur.model_copy(update={"model": new.model})
             else:
                 refused.append(f"model: {why}")
-        for section in ("station", "camera", "ring", "publish"):
-            restart += changed_keys(getattr(cur, section), getattr(new, section), section)
+        for section, old_value, new_value in (("station", cur.station, new.station), ("camera", cur.camera, new.camera),
+                                              ("ring", cur.ring, new.ring), ("publish", cur.publish, new.publish)):
+            restart += changed_keys(old_value, new_value, section)
         self.profile = cur
         return self._reloaded(applied, refused, restart)
 
@@ -428,7 +442,8 @@ class Daemon:
         self.batch_limit = limit
         previous, self.model = self.model, info
         try:
-            old.close()
+            if old is not None:
+                old.close()
         except Exception as exc:
             self.log.error("engine_close_failed", error=str(exc))
         self.log.info("model_swapped", old=previous.get("id", ""), new=info["id"], path=info["path"],
@@ -473,7 +488,7 @@ class Daemon:
                     self.stop(f"max_frames={self.max_frames} reached")
                 elif self.duration_s is not None and now - self._t_start >= self.duration_s:
                     self.stop(f"duration={self.duration_s}s reached")
-                elif self.sources and all(getattr(s, "state", "") == "done" for s in self.sources):
+                elif self.sources and all(s.state == "done" for s in self.sources):
                     self.stop("every camera is done")
                 if self._stop_requested.wait(tick):
                     break
@@ -527,7 +542,7 @@ class Daemon:
 
     # -- observation ------------------------------------------------------------------------------
     def camera_states(self) -> dict[str, str]:
-        return {getattr(s, "camera", f"camera{i}"): str(getattr(s, "state", "?")) for i, s in enumerate(self.sources)}
+        return {s.camera: s.state for s in self.sources}
 
     def status(self) -> dict[str, Any]:
         """The heartbeat's status: state, decision rate, counters, camera states (publisher's `status=`)."""

@@ -36,7 +36,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -48,6 +48,32 @@ from linewatch.pipeline.decide import (
     Decider,
     Decision,
 )
+
+if TYPE_CHECKING:
+    from linewatch.engines.base import Engine
+    from linewatch.pipeline.ring import Batch, Ring
+
+
+class DecisionPublisher(Protocol):
+    """What the worker hands every decision to (`linewatch.pipeline.publish.Publisher`, or a test's fake).
+
+    `submit` is called once per decision from the worker thread and must not block: the image and
+    masks are views of the ring slot and of the engine's output, valid only during the call (the
+    publisher copies what it keeps). `start` and `stop` are the daemon's."""
+
+    def start(self) -> object: ...
+
+    def submit(self, decision: Decision, image: np.ndarray | None = None,
+               masks: np.ndarray | None = None) -> None: ...
+
+    def stop(self, drain: bool = True) -> object: ...
+
+
+def fits_deadline(batch_ns: float, deadline_ns: int) -> bool:
+    """True when a batch that takes `batch_ns` can be decided in time: 2 x its time (it may wait while the
+    batch before it runs) within half the deadline (the rest is the frame's own way through the line)."""
+    return 2 * batch_ns <= deadline_ns / 2
+
 
 STAGES = ("wait", "infer", "decide", "submit", "end_to_end")
 """Timed stages: time blocked in ring.take, engine.infer per batch, decide per frame,
@@ -63,7 +89,7 @@ pipeline ran 10 % slower with it (64 against 71 decisions/s) at twice the latenc
 stages' threads eat a small batching gain."""
 
 
-def batch_limit(engine: Any, deadline_ns: int, repeats: int = 3,
+def batch_limit(engine: Engine, deadline_ns: int, repeats: int = 3,
                 clock: Callable[[], int] = time.perf_counter_ns) -> tuple[int, dict[str, float]]:
     """The batch size the worker should take at most, measured on the engine.
 
@@ -88,7 +114,7 @@ def batch_limit(engine: Any, deadline_ns: int, repeats: int = 3,
             ts.append(clock() - t0)
         t = statistics.median(ts)
         times[str(n)] = round(t / 1e6, 3)
-        if 2 * t > deadline_ns / 2:
+        if not fits_deadline(t, deadline_ns):
             break  # larger batches only take longer
         rates[n] = n / max(t, 1)
     if not rates:
@@ -154,10 +180,10 @@ class InferenceWorker:
 
     def __init__(
         self,
-        ring: Any,
-        engine: Any,
+        ring: Ring,
+        engine: Engine,
         decider: Decider,
-        publisher: Any,
+        publisher: DecisionPublisher,
         cameras: Sequence[str],
         *,
         log: Any = None,
@@ -184,9 +210,9 @@ class InferenceWorker:
         self.model_id = str(model_id)
         """Stamped on every decision (`Decision.model`): the model deciding now."""
         self.swaps = 0
-        self._pending: tuple[Any, str, int | None, threading.Event] | None = None
+        self._pending: tuple[Engine, str, int | None, threading.Event] | None = None
         self._swap_lock = threading.Lock()
-        self.retired: Any = None
+        self.retired: Engine | None = None
         """The engine the last swap replaced (the swapper closes it)."""
         self._announce: tuple[str, str] | None = None
 
@@ -240,7 +266,7 @@ class InferenceWorker:
         """Seconds since the loop last made progress."""
         return (time.monotonic_ns() - self._alive_ns) / 1e9
 
-    def swap(self, engine: Any, model_id: str, max_take: int | None = None) -> threading.Event:
+    def swap(self, engine: Engine, model_id: str, max_take: int | None = None) -> threading.Event:
         """Hand over a new (warm, checked) engine: the worker takes it between two batches, so every
         batch runs on one engine and its decisions carry that engine's `model_id`. Returns an Event set
         once the worker has switched; the replaced engine is then in `retired` (the caller closes it)."""
@@ -295,7 +321,7 @@ class InferenceWorker:
                 ring.release(batch)
                 self._alive_ns = time.monotonic_ns()
 
-    def process(self, batch: Any) -> None:
+    def process(self, batch: Batch) -> None:
         """Decide every drop record and every frame of one batch (exactly one decision each)."""
         model = self.model_id  # one read: every decision of this batch names the model that ran it
         for cam, fid, t_cap, code, truth in batch.drops():
@@ -350,7 +376,7 @@ class InferenceWorker:
             masks = scores = None
             if self.log is not None:
                 self.log.error("engine_error", error=self.last_error, frames=m,
-                               engine=getattr(self.engine, "name", "?"), exc_info=self.engine_errors == 1)
+                               engine=self.engine.name, exc_info=self.engine_errors == 1)
         took = time.perf_counter_ns() - t0
         self.hist["infer"].record(took)
         if scores is not None:  # what a batch of m takes now (an EMA: the machine's load moves it)

@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel
 
 from linewatch.errors import LinewatchError
+
+if TYPE_CHECKING:
+    from linewatch.engines.base import Engine
+    from linewatch.profile import Profile
 
 SAMPLE_CELLS = 4
 """Synthetic cells the self-check scores (fixed seed: the same cells every time)."""
@@ -50,19 +54,19 @@ def model_id(path: str | Path) -> str:
     return man.sha256[:12]
 
 
-def model_info(engine: Any, path: str | Path | None) -> dict[str, str]:
+def model_info(engine: Engine, path: str | Path | None) -> dict[str, str]:
     """What a heartbeat says of the model deciding: id, path, backend, device."""
     return {"id": model_id(path) if path else "", "path": str(path or ""), "backend": str(engine.name),
             "device": str(engine.device)}
 
 
-def tolerance(engine: Any) -> float:
+def tolerance(engine: Engine) -> float:
     """Largest score difference to ONNX Runtime FP32 the self-check accepts, by engine and precision
     (measured on the shipped model: f32 < 1e-6, bf16 <= 0.031, int8 <= 0.42; docs/engines.md)."""
     if engine.name == "onnxruntime":
         return 1e-3
     if engine.name == "openvino":
-        return {"f32": 1e-3, "bf16": 0.05, "int8": 0.5}.get(str(getattr(engine, "precision", "")), 0.05)
+        return {"f32": 1e-3, "bf16": 0.05, "int8": 0.5}.get(engine.precision, 0.05)
     return 0.05  # tensorrt / torch FP16
 
 
@@ -73,13 +77,13 @@ def sample_cells(hw: tuple[int, int]) -> np.ndarray:
     return cells
 
 
-def prepare(profile: Any, running: Any, deadline_ns: int, *, backend: str | None = None,
-            precision: str | None = None, log: Any = None) -> tuple[Any, Path, int]:
+def prepare(profile: Profile, running: Engine, deadline_ns: int, *, backend: str | None = None,
+            precision: str | None = None, log: Any = None) -> tuple[Engine, Path, int]:
     """Open and check the profile's model (module doc). Returns (engine, model path, batch limit).
     Raises SwapRefused; an engine it opened is closed again first."""
     from linewatch.engines.factory import open_engine
     from linewatch.pipeline.daemon import open_profile_engine
-    from linewatch.pipeline.infer import batch_limit
+    from linewatch.pipeline.infer import batch_limit, fits_deadline
 
     try:
         path = profile.model_path()
@@ -90,7 +94,7 @@ def prepare(profile: Any, running: Any, deadline_ns: int, *, backend: str | None
         if tuple(engine.input_hw) != tuple(running.input_hw):
             raise SwapRefused(f"its input size {engine.input_hw[0]}x{engine.input_hw[1]} is not the running model's "
                               f"{running.input_hw[0]}x{running.input_hw[1]} (the ring's slots): restart needed")
-        if bool(getattr(engine, "pinned", False)) != bool(getattr(running, "pinned", False)):
+        if engine.pinned != running.pinned:
             raise SwapRefused(f"backend {engine.name} needs other host memory than {running.name} (page-locked or "
                               "not): restart needed")
         engine.warmup()
@@ -110,7 +114,7 @@ def prepare(profile: Any, running: Any, deadline_ns: int, *, backend: str | None
                               f"(allowed {tol} on {engine.name})")
         limit, times = batch_limit(engine, deadline_ns)
         t1_ms = _fastest_ms(engine, cells[:1])
-        if 2 * t1_ms > deadline_ns / 2e6:
+        if not fits_deadline(t1_ms * 1e6, deadline_ns):
             raise SwapRefused(f"too slow: one frame takes {t1_ms:.1f} ms; the deadline ({deadline_ns / 1e6:g} ms) "
                               f"allows {deadline_ns / 4e6:g} ms (a frame waits while the one before it runs)")
     except SwapRefused:
@@ -126,7 +130,7 @@ def prepare(profile: Any, running: Any, deadline_ns: int, *, backend: str | None
     return engine, path, limit
 
 
-def _fastest_ms(engine: Any, frame: np.ndarray, calls: int = TIMING_CALLS) -> float:
+def _fastest_ms(engine: Engine, frame: np.ndarray, calls: int = TIMING_CALLS) -> float:
     """The fastest of `calls` single-frame calls (ms): the running model shares the cores meanwhile,
     and the least disturbed call is the closest to what the model costs alone."""
     best = float("inf")
