@@ -1,10 +1,55 @@
-"""Stand-ins the daemon tests share: a publisher that keeps every decision, a log that keeps every event."""
+"""Stand-ins the pipeline tests share: an engine that scores from the pixels, a publisher that keeps every
+decision, a log that keeps every event."""
 
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
+
+import numpy as np
+from waiting import wait_until
+
+HW = (16, 24)
+"""The fake engine's input size (height, width)."""
+
+
+class FakeEngine:
+    """Scores from the pixels: anomaly = image[0, 0, 0] / 255, adhesive = image[0, 0, 1] / 255."""
+
+    name = "fake"
+    device = "cpu"
+    pinned = False
+
+    def __init__(self, max_batch: int = 4, fail_calls: tuple[int, ...] = (), block: threading.Event | None = None):
+        self.input_hw = HW
+        self.max_batch = max_batch
+        self.fail_calls = set(fail_calls)
+        self.block = block
+        self.blocked = threading.Event()
+        self.calls = 0
+        self.batch_sizes: list[int] = []
+        self._scores = np.zeros((max_batch, 2), np.float32)
+        self._masks = np.zeros((max_batch, 2, HW[0] // 8, HW[1] // 8), np.float32)
+        self.closed = False
+
+    def warmup(self) -> None:
+        pass
+
+    def infer(self, frames: np.ndarray):
+        self.calls += 1
+        n = frames.shape[0]
+        assert 1 <= n <= self.max_batch and frames.shape[1:] == (*HW, 3)
+        self.batch_sizes.append(n)
+        if self.block is not None and self.calls > 3:
+            self.blocked.set()
+            self.block.wait()
+        if self.calls in self.fail_calls:
+            raise RuntimeError("simulated CUDA error")
+        self._scores[:n] = frames[:, 0, 0, :2] / 255.0
+        return self._masks[:n], self._scores[:n]
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class FakePublisher:
@@ -30,23 +75,16 @@ class FakePublisher:
 
     def wait_for_decision(self, pred, timeout=30.0):
         """Until a published decision satisfies `pred` (the daemon's threads run at their own pace)."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
+
+        def seen():
             with self.lock:
-                if any(pred(d) for d in self.decisions):
-                    return
-            time.sleep(0.002)
-        raise AssertionError("no such decision within the timeout")
+                return any(pred(d) for d in self.decisions)
+
+        wait_until(seen, timeout, "such a decision")
 
     def wait_for_count(self, n, timeout=30.0):
         """Until at least `n` decisions are published."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            with self.lock:
-                if len(self.decisions) >= n:
-                    return
-            time.sleep(0.002)
-        raise AssertionError(f"fewer than {n} decisions within the timeout")
+        wait_until(lambda: len(self.decisions) >= n, timeout, lambda: f"{n} decisions (got {len(self.decisions)})")
 
 
 class FakeLog:

@@ -259,7 +259,7 @@ def test_pacer_schedule_stop_and_late_ticks():
 
     stop = threading.Event()
     assert Pacer(0).wait(stop) and Pacer(0).period_ns == 0  # no pacing: never waits
-    p = Pacer(10.0)
+    p = Pacer(0.1)  # a 10 s period: no wait below sleeps, and no stall of this machine makes a tick late
     first = p.next_ns
     assert p.wait(stop) and p.next_ns == first + p.period_ns  # absolute schedule: no drift
     p.next_ns = time.monotonic_ns() - 5 * p.period_ns  # far behind: re-sync, count one late tick

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import structlog
+from waiting import wait_until
 
 from linewatch.pipeline.acquire.base import SourceDown, SourceError
 from linewatch.pipeline.acquire.genicam import GenicamConfig, GenicamSource, find_bundled_cti, select_device
@@ -29,13 +30,17 @@ needs_viky = pytest.mark.skipif(
 def collect(ring: Ring, sources, until, timeout_s: float = 30.0):
     """Consume the ring until `until(frames)` holds (or fail after timeout_s); returns the frames."""
     frames: list[tuple[int, int, int, tuple[int, int]]] = []
-    deadline = time.monotonic() + timeout_s
-    while not until(frames):
-        assert time.monotonic() < deadline, f"camera did not deliver: {[s.status() for s in sources]}"
+
+    def delivered() -> bool:
+        if until(frames):
+            return True
         b = ring.take(16, timeout=0.2)
         for i in range(b.n):
             frames.append((int(b.camera[i]), int(b.frame_id[i]), int(b.t_capture_ns[i]), tuple(b.truth[i].tolist())))
         ring.release(b)
+        return False
+
+    wait_until(delivered, timeout_s, lambda: f"the camera to deliver: {[s.status() for s in sources]}", interval=0)
     return frames
 
 

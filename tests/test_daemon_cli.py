@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
 from linewatch.engines.manifest import Manifest, sha256_file
 
@@ -53,41 +52,55 @@ slots = 8
 
 
 class Proc:
+    """`linewatch run` as a subprocess, its stdout (one JSON log record a line) read by a thread."""
+
     def __init__(self, args: list[str], cwd: Path):
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop("NOTIFY_SOCKET", None)
         self.p = subprocess.Popen([sys.executable, "-m", "linewatch", *args], cwd=cwd, env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines: queue.Queue[dict] = queue.Queue()
         self.all: list[dict] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self):
         assert self.p.stdout is not None
         for line in self.p.stdout:
-            rec = json.loads(line)  # every stdout line is one JSON log record
-            self.all.append(rec)
-            self.lines.put(rec)
+            self.all.append(json.loads(line))  # every stdout line is one JSON log record
 
     def wait_event(self, event: str, timeout: float = 60.0, **match) -> dict:
-        """The first record (since the start, in any order) with this event and fields; fails after `timeout` s."""
-        deadline = time.monotonic() + timeout
-        while True:
+        """The first record (since the start, in any order) with this event and fields; fails after `timeout` s,
+        or as soon as the process has ended without it."""
+
+        def found() -> dict | None:
+            ended = not self.reader.is_alive()  # before the look: a record read meanwhile is seen
             for rec in list(self.all):
                 if rec.get("event") == event and all(rec.get(k) == v for k, v in match.items()):
                     return rec
-            left = deadline - time.monotonic()
-            if left <= 0 or self.p.poll() is not None and self.lines.empty():
-                raise AssertionError(f"no {event!r} {match} log record; stderr: {self._stderr()}")
-            try:
-                self.lines.get(timeout=min(left, 1.0))
-            except queue.Empty:
-                pass
+            if ended:
+                raise AssertionError(f"no {event!r} {match} log record; stderr: {self.stderr_tail()}")
+            return None
 
-    def _stderr(self) -> str:
+        return wait_until(found, timeout, f"a {event!r} {match} log record", interval=0.01)
+
+    def stderr_tail(self) -> str:
         if self.p.poll() is None or self.p.stderr is None:
             return "(running)"
         return self.p.stderr.read()[-2000:]
+
+    def sigterm(self) -> int:
+        """SIGTERM (the drain), then its exit status, once every record it wrote is read."""
+        self.p.send_signal(signal.SIGTERM)
+        rc = self.p.wait(60)
+        self.reader.join(30)
+        return rc
+
+    def __enter__(self) -> Proc:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.p.poll() is None:  # a failed test leaves no process behind
+            self.p.kill()
 
 
 @pytest.mark.slow
@@ -95,8 +108,8 @@ def test_run_sighup_reload_then_sigterm_drains_and_exits_0(tmp_path):
     write_model(tmp_path)
     prof = tmp_path / "station.toml"
     prof.write_text(PROFILE)
-    proc = Proc(["run", "--profile", str(prof), "--log-format", "json", "--endpoint", "tcp://127.0.0.1:0"], tmp_path)
-    try:
+    with Proc(["run", "--profile", str(prof), "--log-format", "json", "--endpoint", "tcp://127.0.0.1:0"],
+              tmp_path) as proc:
         ready = proc.wait_event("ready")
         assert ready["cameras"] == ["cam0", "cam1"] and ready["station"] == "cli-test"
         proc.wait_event("acquisition started", camera="cam0")
@@ -104,17 +117,7 @@ def test_run_sighup_reload_then_sigterm_drains_and_exits_0(tmp_path):
         prof.write_text(PROFILE.replace("anomaly = 0.7", "anomaly = 0.4"))
         proc.p.send_signal(signal.SIGHUP)
         assert proc.wait_event("reloaded")["thresholds"] == [0.4, 0.7]
-        proc.p.send_signal(signal.SIGTERM)
-        rc = proc.p.wait(60)
-    finally:
-        if proc.p.poll() is None:
-            proc.p.kill()
-    assert rc == 0, proc.p.stderr.read() if proc.p.stderr else ""
-    while True:  # let the reader thread finish
-        try:
-            proc.lines.get(timeout=5)
-        except queue.Empty:
-            break
+        assert proc.sigterm() == 0, proc.stderr_tail()
     stopped = [r for r in proc.all if r.get("event") == "stopped"][-1]
     seen = {r["camera"]: r["frames_seen"] for r in proc.all if r.get("event") == "acquisition stopped"}
     assert set(seen) == {"cam0", "cam1"} and all(v > 0 for v in seen.values())
@@ -160,23 +163,13 @@ def test_run_with_the_onnxruntime_engine(tmp_path):
     export_onnx(model, tmp_path / "tiny.onnx", self_check=False)
     prof = tmp_path / "station.toml"
     prof.write_text(PROFILE.replace('path = "stub.onnx"', 'path = "tiny.onnx"').replace('"null"', '"onnxruntime"'))
-    proc = Proc(["run", "--profile", str(prof), "--log-format", "json", "--endpoint", "tcp://127.0.0.1:0"], tmp_path)
-    try:
+    with Proc(["run", "--profile", str(prof), "--log-format", "json", "--endpoint", "tcp://127.0.0.1:0"],
+              tmp_path) as proc:
         assert proc.wait_event("engine_open")["backend"] == "onnxruntime"
         proc.wait_event("ready")
         proc.wait_event("acquisition started", camera="cam0")
         proc.wait_event("acquisition started", camera="cam1")
-        proc.p.send_signal(signal.SIGTERM)
-        rc = proc.p.wait(60)
-    finally:
-        if proc.p.poll() is None:
-            proc.p.kill()
-    assert rc == 0, proc.p.stderr.read() if proc.p.stderr else ""
-    while True:
-        try:
-            proc.lines.get(timeout=5)
-        except queue.Empty:
-            break
+        assert proc.sigterm() == 0, proc.stderr_tail()
     stopped = [r for r in proc.all if r.get("event") == "stopped"][-1]
     seen = sum(r["frames_seen"] for r in proc.all if r.get("event") == "acquisition stopped")
     assert seen > 0 and stopped["decisions"] == seen and stopped["engine_errors"] == 0

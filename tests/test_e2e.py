@@ -16,10 +16,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
 zmq = pytest.importorskip("zmq")
 jsonschema = pytest.importorskip("jsonschema", reason="the independent subscriber validates with jsonschema")
@@ -39,13 +39,15 @@ def run_daemon(profile: Path, cwd: Path) -> subprocess.Popen[str]:
 def receive_all(sock, proc: subprocess.Popen[str], quiet_s: float = 2.0, limit_s: float = 240.0):
     """[topic, header dict] of every message until the daemon has exited and the socket is quiet."""
     msgs = []
-    t_end = time.monotonic() + limit_s
-    while time.monotonic() < t_end:
+
+    def exited_and_quiet() -> bool:
         if sock.poll(int(quiet_s * 1000)):
             parts = sock.recv_multipart()
             msgs.append((parts[0].decode(), json.loads(parts[1])))
-        elif proc.poll() is not None:
-            break
+            return False
+        return proc.poll() is not None
+
+    wait_until(exited_and_quiet, limit_s, lambda: f"the daemon to exit ({len(msgs)} messages so far)", interval=0)
     return msgs
 
 

@@ -1,7 +1,8 @@
 """Engines: parity with the PyTorch reference, zero-allocation buffers, validation, factory, CLI.
 
 The model is the tiny ResSENet of `tinymodel.py` (exported with the real `export_onnx`, 64x96 input,
-its scores spread over [0, 1] so that the decisions at 0.7 are a real test, not all-pass).
+its scores spread over [0, 1] so that the decisions at 0.7 are a real test, not all-pass), with its
+frames and PyTorch reference: conftest.py's fixtures `model_dir`, `onnx_path`, `frames`, `reference`.
 GPU backends are marked `gpu` and skip with a reason where CUDA / TensorRT are missing.
 """
 
@@ -15,7 +16,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the PyTorch reference needs torch (linewatch[train])")
 
-from tinymodel import THRESHOLD, H, W, export_tiny, frames_for, run_all  # noqa: E402
+from fake_tensorrt import fake_gpu_modules  # noqa: E402
+from tinymodel import THRESHOLD, H, W, run_all  # noqa: E402
 
 from linewatch.cli import main as cli_main  # noqa: E402
 from linewatch.engines.base import Engine  # noqa: E402
@@ -26,33 +28,6 @@ from linewatch.errors import EngineError  # noqa: E402
 
 FP32_TOL = 1e-3
 FP16_TOL = 1e-2
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_tiny(tmp_path_factory.mktemp("engines")).parent
-
-
-@pytest.fixture(scope="module")
-def onnx_path(model_dir: Path) -> Path:
-    return model_dir / "tiny.onnx"
-
-
-@pytest.fixture(scope="module")
-def frames() -> np.ndarray:
-    return frames_for(16, seed=1)
-
-
-@pytest.fixture(scope="module")
-def reference(onnx_path: Path, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """DeployNet, FP32, CPU, on the same uint8 frames (the PyTorch reference)."""
-    from linewatch.model.export import load_model
-    from linewatch.model.resse import DeployNet
-
-    net = DeployNet(load_model(onnx_path.with_suffix(".pt"))).eval()
-    with torch.no_grad():
-        masks, scores = net(torch.from_numpy(frames))
-    return masks.numpy(), scores.numpy()
 
 
 def assert_parity(got: tuple[np.ndarray, np.ndarray], ref: tuple[np.ndarray, np.ndarray], tol: float) -> None:
@@ -116,8 +91,10 @@ def test_cpu_engines_copy_a_non_contiguous_input_and_score_it_the_same(onnx_path
     flipped = frames[:3, :, ::-1]
     assert not flipped.flags.c_contiguous
     s_view = engine.infer(flipped)[1].copy()  # copy: the next call overwrites the bound buffer
-    engine.infer(frames[3:6])  # something else in between
+    between = engine.infer(frames[3:6])[1].copy()  # something else in between
     s_ref = engine.infer(np.ascontiguousarray(flipped))[1].copy()
+    assert not np.shares_memory(s_view, s_ref), "the comparison below would compare the output buffer with itself"
+    assert not np.array_equal(between, s_ref), "the call in between left the same scores: a stale buffer would pass"
     np.testing.assert_array_equal(s_view, s_ref)
     unflipped = engine.infer(frames[:3])[1].copy()
     assert not np.array_equal(unflipped, s_ref), "flipping changed nothing: the comparison above proves nothing"
@@ -288,39 +265,6 @@ def test_tensorrt_build_and_parity(
         open_engine(onnx, backend="tensorrt", max_batch=9, precision=info.precision)
 
 
-# -- overlay ---------------------------------------------------------------------------------------
-
-
-def test_overlay_draws_contours_of_both_heads() -> None:
-    from linewatch.pipeline.overlay import COLORS_BGR, draw_overlay
-
-    img = np.full((H, W, 3), 128, np.uint8)
-    masks = np.zeros((2, H // 8, W // 8), np.float32)
-    masks[0, 2:5, 2:5] = 0.9  # anomaly region: pixels 16..40
-    out = draw_overlay(img, masks, scores=None)
-    assert out.shape == (H, W, 3) and out.dtype == np.uint8
-    red = np.all(out == COLORS_BGR[0], axis=2)
-    green = np.all(out == COLORS_BGR[1], axis=2)
-    assert red.any() and not green.any()
-    ys, xs = np.nonzero(red)
-    assert 10 <= ys.min() and ys.max() <= 46 and 10 <= xs.min() and xs.max() <= 46
-    assert np.array_equal(out[0, 0], [128, 128, 128]), "pixels away from contours keep the image"
-    masks[1, 5:7, 6:10] = 1.0
-    out = draw_overlay(img, masks, thresholds=(0.95, 0.5), scores=(0.1, 0.9))
-    assert np.all(out == COLORS_BGR[1], axis=2).any(), "adhesive contour drawn"
-    with pytest.raises(ValueError, match="masks must be"):
-        draw_overlay(img, masks[:1])
-
-
-def test_overlay_is_bgr() -> None:
-    from linewatch.pipeline.overlay import draw_overlay
-
-    img = np.zeros((H, W, 3), np.uint8)
-    img[..., 0] = 200  # red in RGB
-    out = draw_overlay(img, np.zeros((2, H // 8, W // 8), np.float32))
-    assert out[0, 0, 2] == 200 and out[0, 0, 0] == 0
-
-
 # -- CLI -------------------------------------------------------------------------------------------
 
 
@@ -387,186 +331,6 @@ def test_physical_cores() -> None:
 # -- the TensorRT runtime's control flow, on fake tensorrt/pycuda modules ---------------------------
 
 
-def fake_gpu_modules(onnx_path: Path) -> tuple[object, object, dict[str, int]]:
-    """Minimal stand-ins for `tensorrt` and `pycuda.driver`: a "plan" that runs ONNX Runtime.
-
-    Device memory is numpy; every call that needs a CUDA context asserts that one is current, so
-    the engine's push/pop discipline (the threading rule) is checked, not assumed.
-    """
-    import types
-
-    import onnxruntime as ort
-
-    state = {"depth": 0, "pushes": 0, "executes": 0, "freed": 0, "detached": 0}
-    memory: dict[int, np.ndarray] = {}
-
-    def need_ctx() -> None:
-        assert state["depth"] > 0, "CUDA call without a current context"
-
-    cuda = types.ModuleType("pycuda.driver")
-
-    class Error(Exception):
-        pass
-
-    class Context:
-        def push(self) -> None:
-            state["depth"] += 1
-            state["pushes"] += 1
-
-        @staticmethod
-        def pop() -> None:
-            assert state["depth"] > 0, "pop without push"
-            state["depth"] -= 1
-
-        def detach(self) -> None:
-            state["detached"] += 1
-
-    class Device:
-        def __init__(self, n: int) -> None:
-            assert n == 0
-
-        @staticmethod
-        def count() -> int:
-            return 1
-
-        def name(self) -> str:
-            return "Fake GPU"
-
-        def retain_primary_context(self) -> Context:
-            return Context()
-
-    class Alloc:
-        def __init__(self, nbytes: int) -> None:
-            need_ctx()
-            self.buf = np.zeros(nbytes, np.uint8)
-            memory[id(self)] = self.buf
-
-        def __int__(self) -> int:
-            return id(self)
-
-        def free(self) -> None:
-            need_ctx()
-            state["freed"] += 1
-
-    class Stream:
-        handle = 1234
-
-        def __init__(self) -> None:
-            need_ctx()
-
-        def synchronize(self) -> None:
-            need_ctx()
-
-    def pagelocked_empty(shape: tuple[int, ...], dtype: object) -> np.ndarray:
-        need_ctx()
-        return np.empty(shape, dtype)
-
-    def memcpy_htod_async(dest: Alloc, src: np.ndarray, stream: Stream) -> None:
-        need_ctx()
-        assert src.flags.c_contiguous
-        raw = src.reshape(-1).view(np.uint8)
-        dest.buf[: raw.size] = raw
-
-    def memcpy_dtoh_async(dest: np.ndarray, src: Alloc, stream: Stream) -> None:
-        need_ctx()
-        dest.reshape(-1).view(np.uint8)[:] = src.buf[: dest.nbytes]
-
-    for name, obj in dict(
-        Error=Error, Context=Context, Device=Device, DeviceAllocation=Alloc, Stream=Stream,
-        init=lambda: None, mem_alloc=Alloc, pagelocked_empty=pagelocked_empty,
-        memcpy_htod_async=memcpy_htod_async, memcpy_dtoh_async=memcpy_dtoh_async,
-    ).items():
-        setattr(cuda, name, obj)
-    pycuda = types.ModuleType("pycuda")
-    pycuda.driver = cuda  # type: ignore[attr-defined]
-
-    trt = types.ModuleType("tensorrt")
-
-    class Mode:
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-    class TensorIOMode:
-        INPUT = Mode("INPUT")
-        OUTPUT = Mode("OUTPUT")
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, level: int) -> None:
-            pass
-
-    mh, mw = H // 8, W // 8
-    specs = {
-        "image": (TensorIOMode.INPUT, np.uint8, (-1, H, W, 3)),
-        "masks": (TensorIOMode.OUTPUT, np.float32, (-1, 2, mh, mw)),
-        "scores": (TensorIOMode.OUTPUT, np.float32, (-1, 2)),
-    }
-
-    class ExecutionContext:
-        def __init__(self) -> None:
-            self.shapes: dict[str, tuple[int, ...]] = {}
-            self.addr: dict[str, int] = {}
-            self.sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-
-        def set_input_shape(self, name: str, dims: tuple[int, ...]) -> bool:
-            need_ctx()
-            self.shapes[name] = tuple(dims)
-            return True
-
-        def set_tensor_address(self, name: str, addr: int) -> bool:
-            need_ctx()
-            self.addr[name] = addr
-            return True
-
-        def execute_async_v3(self, handle: int) -> bool:
-            need_ctx()
-            assert handle == Stream.handle
-            shape = self.shapes["image"]
-            count = int(np.prod(shape))
-            image = memory[self.addr["image"]][:count].reshape(shape)
-            masks, scores = self.sess.run(None, {"image": image})
-            for name, arr in (("masks", masks), ("scores", scores)):
-                raw = arr.reshape(-1).view(np.uint8)
-                memory[self.addr[name]][: raw.size] = raw
-            state["executes"] += 1
-            return True
-
-    class CudaEngine:
-        num_io_tensors = 3
-
-        def get_tensor_name(self, i: int) -> str:
-            return list(specs)[i]
-
-        def get_tensor_mode(self, name: str) -> Mode:
-            return specs[name][0]
-
-        def get_tensor_dtype(self, name: str) -> object:
-            return specs[name][1]
-
-        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-            return specs[name][2]
-
-        def create_execution_context(self) -> ExecutionContext:
-            need_ctx()
-            return ExecutionContext()
-
-    class Runtime:
-        def __init__(self, logger: Logger) -> None:
-            need_ctx()
-
-        def deserialize_cuda_engine(self, blob: bytes) -> CudaEngine | None:
-            need_ctx()
-            return CudaEngine() if blob == b"fake plan" else None
-
-    for name, obj in dict(
-        __version__="10.13.0.35", Logger=Logger, Runtime=Runtime, TensorIOMode=TensorIOMode,
-        nptype=lambda dt: dt, Dims=lambda dims: tuple(dims),
-    ).items():
-        setattr(trt, name, obj)
-    return trt, pycuda, state
-
-
 def test_tensorrt_runtime_on_fake_modules(
     model_dir: Path, frames: np.ndarray, reference: tuple[np.ndarray, np.ndarray], tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -582,7 +346,7 @@ def test_tensorrt_runtime_on_fake_modules(
         (tmp_path / name).write_bytes((model_dir / name).read_bytes())
     onnx = tmp_path / "tiny.onnx"
     man, _ = load_manifest(onnx)
-    trt, pycuda, state = fake_gpu_modules(onnx)
+    trt, pycuda, state = fake_gpu_modules(onnx, (H, W))
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setitem(sys.modules, "pycuda", pycuda)
     monkeypatch.setitem(sys.modules, "pycuda.driver", pycuda.driver)  # type: ignore[attr-defined]

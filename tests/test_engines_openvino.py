@@ -3,7 +3,7 @@ cache, INT8, the factory's `auto`, and the daemon's fallback (its buffer tests a
 CPU-engine tests).
 
 The tiny model and frames are `tinymodel.py`'s (a small ResSENet exported with the real
-`export_onnx`, its scores spread over [0, 1]); the decision test runs the shipped model on
+`export_onnx`, its scores spread over [0, 1]; conftest.py's `onnx_path` and `frames`); the decision test runs the shipped model on
 synthetic cells at 512x1224, as the line sees them.
 """
 
@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("openvino", reason="openvino is a base dependency; this environment lacks it")
 torch = pytest.importorskip("torch", reason="the tiny test model is exported with torch (linewatch[train])")
 
-from tinymodel import THRESHOLD, H, W, export_tiny, frames_for, run_all  # noqa: E402
+from tinymodel import THRESHOLD, H, W, frames_for, run_all  # noqa: E402
 
 from linewatch.engines.base import Engine  # noqa: E402
 from linewatch.engines.factory import list_backends, open_engine, resolve_backend  # noqa: E402
@@ -32,16 +32,6 @@ BF16_TOL = 5e-2
 does not hold for bf16's 8-bit mantissa here (docs/engines.md, "bf16 parity")."""
 SHIPPED = Path(__file__).resolve().parents[1] / "engines" / "resse-default.onnx"
 needs_bf16 = pytest.mark.skipif(not native_bf16(), reason="this CPU has no native bf16 (AVX512_BF16 / AMX)")
-
-
-@pytest.fixture(scope="module")
-def onnx_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_tiny(tmp_path_factory.mktemp("engines"))
-
-
-@pytest.fixture(scope="module")
-def frames() -> np.ndarray:
-    return frames_for(16, seed=1)
 
 
 @pytest.fixture(scope="module")

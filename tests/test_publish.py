@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import zmq
 import zmq.auth
+from waiting import wait_until
 
 from linewatch.pipeline.decide import Decision
 from linewatch.pipeline.publish import CurveServer, Publisher, PublisherError
@@ -184,8 +185,7 @@ def test_heartbeat_merges_status_and_reports_degraded() -> None:
     col = Collector(pub)
     assert col.wait_heartbeat()
     pub.submit(_d(1, True, "late", None))
-    while calls["n"] < 5:
-        time.sleep(0.02)
+    wait_until(lambda: calls["n"] >= 5, what="5 calls of status()")
     pub.stop()
     got = col.drain()
     beats = [m.header for m in got["heartbeat"]]

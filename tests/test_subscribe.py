@@ -9,6 +9,7 @@ import time
 
 import pytest
 import zmq
+from waiting import wait_until
 
 from linewatch.pipeline.decide import Decision
 from linewatch.pipeline.publish import Publisher
@@ -68,11 +69,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _poll_until(sub: Subscriber, cond, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond() and time.monotonic() < deadline:
+def _poll_until(sub: Subscriber, cond, timeout: float = 30.0) -> None:
+    """Poll the subscriber (its callbacks run in `poll`) until `cond()` holds."""
+
+    def polled() -> bool:
+        if cond():
+            return True
         sub.poll(0.05)
-    assert cond()
+        return bool(cond())
+
+    wait_until(polled, timeout, "the subscriber's callbacks", interval=0)
 
 
 def test_gap_detection_and_restart(fake: FakePublisher) -> None:
@@ -120,8 +126,7 @@ def test_watchdog_fires_once_recovers_and_fires_again(fake: FakePublisher) -> No
         _poll_until(sub, lambda: len(events) == 3)  # lost again
         assert events[2].startswith("failsafe: no heartbeat")
         fake.heartbeat()
-        _poll_until(sub, lambda: len(events) == 4)
-        fake.heartbeat("stopping")  # announced stop: fail-safe at once
+        fake.heartbeat("stopping")  # announced stop: fail-safe at once (sent at once: no silence between)
         _poll_until(sub, lambda: len(events) == 5)
         assert events[3:] == ["recover", "failsafe: publisher 'fake' is stopping"]
     finally:
@@ -169,7 +174,7 @@ def test_background_thread_and_iterator(fake: FakePublisher) -> None:
     sub.start()
     for seq in range(3):
         fake.decision(seq, topic="reject")
-    assert done.wait(5.0)
+    assert done.wait(30.0)
     sub.stop()
     assert [m.header["frame_id"] for m in got] == [0, 1, 2]
 
@@ -225,7 +230,7 @@ def test_background_thread_survives_a_raising_callback(fake: FakePublisher) -> N
     sub.start()
     fake.decision(0, topic="reject")
     fake.decision(1, topic="reject")
-    assert done.wait(5.0)
+    assert done.wait(30.0)
     sub.stop()
     assert got == [0, 1]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import subprocess
@@ -116,9 +117,27 @@ def test_exit_on_failsafe_and_timeout_codes(capsys: pytest.CaptureFixture[str]) 
     assert main(["subscribe", endpoint, "--timeout", "0.3"]) == 0
 
 
-def test_exit_on_failsafe_when_publisher_stops(capsys: pytest.CaptureFixture[str]) -> None:
+class Watch(io.TextIOBase):
+    """A text stream that passes everything on to `out` and sets `seen` once `needle` was written."""
+
+    def __init__(self, out, needle: str) -> None:
+        self.out, self.needle, self.seen = out, needle, threading.Event()
+
+    def write(self, s: str) -> int:
+        if self.needle in s:
+            self.seen.set()
+        return self.out.write(s)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def test_exit_on_failsafe_when_publisher_stops(capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     pub = Publisher("tcp://127.0.0.1:0", "st", heartbeat_interval=0.05).start()
-    stopper = threading.Timer(0.5, pub.stop)
+    watch = Watch(sys.stdout, "status=ok")  # the publisher stops once the subscriber has printed a heartbeat
+    monkeypatch.setattr(sys, "stdout", watch)
+    stopper = threading.Thread(target=lambda: (watch.seen.wait(30), pub.stop()))
     stopper.start()
     try:
         rc = main(["subscribe", pub.endpoint, "--topic", "heartbeat", "--exit-on-failsafe", "--timeout", "20"])
