@@ -15,9 +15,18 @@ import pytest
 from fakes import HW, FakeEngine, FakeLog, FakePublisher
 from waiting import wait_until
 
-from linewatch.pipeline.decide import Decider
-from linewatch.pipeline.infer import InferenceWorker, LatencyHistogram, batch_limit
-from linewatch.pipeline.ring import DROP_CORRUPT, DROP_FULL, Ring
+from linewatch.pipeline.decide import FAILSAFE_REASONS, REASON_CORRUPT, REASON_DROPPED, Decider
+from linewatch.pipeline.infer import DROP_REASONS, InferenceWorker, LatencyHistogram, batch_limit, reason_of
+from linewatch.pipeline.ring import DROP_CORRUPT, DROP_FULL, DROP_LOST, DROP_NAMES, Ring
+
+
+def test_every_drop_code_of_the_ring_maps_to_a_failsafe_reason():
+    assert set(DROP_REASONS) == set(DROP_NAMES)
+    assert all(reason in FAILSAFE_REASONS for reason in DROP_REASONS.values())
+    assert (reason_of(DROP_FULL), reason_of(DROP_LOST), reason_of(DROP_CORRUPT)) == (
+        REASON_DROPPED, REASON_DROPPED, REASON_CORRUPT)
+    with pytest.raises(ValueError, match="unknown drop reason code 9"):
+        reason_of(9)
 
 
 def test_worker_one_decision_per_frame_including_drops_corrupt_and_engine_errors():

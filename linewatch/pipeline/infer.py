@@ -8,7 +8,8 @@ Loop (one iteration per `ring.take`):
    `max_take` is the engine's max_batch capped by `batch_limit` (measured at start): a batch the
    engine cannot run within half the deadline would make every frame of it late — on a CPU,
    where batching buys no throughput, that is batch 1.
-2. Drop records (no slot, corrupt, lost): a fail-safe reject each, with the record's reason.
+2. Drop records (no slot, corrupt, lost): a fail-safe reject each, with the decision reason of the
+   record's code (`reason_of`: the ring's DROP_* codes -> `linewatch.pipeline.decide.REASON_*`).
 3. Frames: `engine.infer(batch.images)` on the contiguous view of the ring. If the engine raises,
    every frame of that batch is decided as a fail-safe reject "engine-error" (logged with the
    exception); the worker keeps going with the next batch. When even the newest frame of the batch
@@ -41,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from linewatch.pipeline.decide import (
+    REASON_CORRUPT,
     REASON_DROPPED,
     REASON_ENGINE_ERROR,
     REASON_LATE,
@@ -48,6 +50,7 @@ from linewatch.pipeline.decide import (
     Decider,
     Decision,
 )
+from linewatch.pipeline.ring import DROP_CORRUPT, DROP_ENGINE_ERROR, DROP_FULL, DROP_LATE, DROP_LOST
 
 if TYPE_CHECKING:
     from linewatch.engines.base import Engine
@@ -73,6 +76,24 @@ def fits_deadline(batch_ns: float, deadline_ns: int) -> bool:
     """True when a batch that takes `batch_ns` can be decided in time: 2 x its time (it may wait while the
     batch before it runs) within half the deadline (the rest is the frame's own way through the line)."""
     return 2 * batch_ns <= deadline_ns / 2
+
+
+DROP_REASONS: dict[int, str] = {
+    DROP_FULL: REASON_DROPPED,
+    DROP_CORRUPT: REASON_CORRUPT,
+    DROP_LOST: REASON_DROPPED,
+    DROP_LATE: REASON_LATE,
+    DROP_ENGINE_ERROR: REASON_ENGINE_ERROR,
+}
+"""Drop reason code (`linewatch.pipeline.ring.DROP_*`) -> the fail-safe decision's `REASON_*`."""
+
+
+def reason_of(code: int) -> str:
+    """The `linewatch.pipeline.decide.REASON_*` of a drop record's reason code."""
+    try:
+        return DROP_REASONS[int(code)]
+    except KeyError:
+        raise ValueError(f"unknown drop reason code {code!r}; known: {sorted(DROP_REASONS)}") from None
 
 
 STAGES = ("wait", "infer", "decide", "submit", "end_to_end")
@@ -188,7 +209,6 @@ class InferenceWorker:
         *,
         log: Any = None,
         take_timeout: float = 0.1,
-        reason_of: Callable[[int], str] | None = None,
         max_take: int | None = None,
         model_id: str = "",
     ) -> None:
@@ -199,11 +219,6 @@ class InferenceWorker:
         self.cameras = tuple(cameras)
         self.log = log
         self.take_timeout = float(take_timeout)
-        if reason_of is None:
-            from linewatch.pipeline.ring import reason_of as ring_reason_of
-
-            reason_of = ring_reason_of
-        self._reason_of = reason_of
         self.max_batch = int(engine.max_batch)
         self.max_take = min(int(max_take), self.max_batch) if max_take else self.max_batch
         """Most frames taken per batch (`batch_limit`), at most the engine's max_batch."""
@@ -326,7 +341,7 @@ class InferenceWorker:
         model = self.model_id  # one read: every decision of this batch names the model that ran it
         for cam, fid, t_cap, code, truth in batch.drops():
             try:
-                reason = self._reason_of(code)
+                reason = reason_of(code)
             except ValueError:
                 reason = REASON_DROPPED
             d = self.decider.decide(self._camera_name(cam), fid, t_cap, None, reason, truth)

@@ -35,7 +35,8 @@ after it (producers claim right before they write, so this lasts a copy/resize).
 Full-ring policy: **drop newest.** When every slot is in use, `claim()` returns None and the
 producer reports the incoming frame with `drop(..., DROP_FULL)`; frames already waiting keep
 their place. The drop record still flows to the consumer with the next `take`, so the dropped
-frame gets a decision: a fail-safe reject with reason `linewatch.pipeline.decide.REASON_DROPPED`.
+frame gets a decision: a fail-safe reject (the inference worker maps each DROP_* code to its decision
+reason, `linewatch.pipeline.infer.reason_of`; the ring only numbers and names the codes).
 
 Drop records live in their own preallocated ring (`drop_capacity` records, default
 max(65536, 4 × S): 24 bytes a record, 1.5 MB). `drop` never blocks. The record ring overflows only
@@ -57,13 +58,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from linewatch.pipeline.decide import (
-    REASON_CORRUPT,
-    REASON_DROPPED,
-    REASON_ENGINE_ERROR,
-    REASON_LATE,
-)
-
 # --- reason codes of drop records (small ints; 0 = none) -------------------------------------
 DROP_NONE = 0
 DROP_FULL = 1
@@ -84,24 +78,7 @@ DROP_NAMES: dict[int, str] = {
     DROP_LATE: "late",
     DROP_ENGINE_ERROR: "engine-error",
 }
-"""Short names of the reason codes (logs, counters)."""
-
-DROP_REASONS: dict[int, str] = {
-    DROP_FULL: REASON_DROPPED,
-    DROP_CORRUPT: REASON_CORRUPT,
-    DROP_LOST: REASON_DROPPED,
-    DROP_LATE: REASON_LATE,
-    DROP_ENGINE_ERROR: REASON_ENGINE_ERROR,
-}
-"""Reason code -> the `linewatch.pipeline.decide.REASON_*` string of the fail-safe decision."""
-
-
-def reason_of(code: int) -> str:
-    """The `linewatch.pipeline.decide.REASON_*` string of a drop reason code."""
-    try:
-        return DROP_REASONS[int(code)]
-    except KeyError:
-        raise ValueError(f"unknown drop reason code {code!r}; known: {sorted(DROP_REASONS)}") from None
+"""Short names of the reason codes (logs, counters); its keys are the valid codes."""
 
 
 # --- slot states ------------------------------------------------------------------------------
@@ -169,7 +146,7 @@ class Batch:
     drop_t_capture_ns: np.ndarray
     """int64 [n_drops]"""
     drop_reason: np.ndarray
-    """uint8 [n_drops], DROP_* codes (`reason_of(code)` -> decide.REASON_*)."""
+    """uint8 [n_drops], DROP_* codes (`linewatch.pipeline.infer.reason_of(code)` -> decide.REASON_*)."""
     drop_truth: np.ndarray
     """int8 [n_drops, 2]"""
     _seq: int = 0
@@ -307,8 +284,8 @@ class Ring:
         The record reaches the consumer with the next `take` (the frame is decided as a fail-safe
         reject). Pass `slot=` when the frame had claimed a slot that it now gives up.
         """
-        if reason_code not in DROP_REASONS:
-            raise ValueError(f"unknown drop reason code {reason_code!r}; known: {sorted(DROP_REASONS)}")
+        if reason_code not in DROP_NAMES:
+            raise ValueError(f"unknown drop reason code {reason_code!r}; known: {sorted(DROP_NAMES)}")
         with self._cond:
             if slot is not None:
                 if self.status[slot] != CLAIMED:
