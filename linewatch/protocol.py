@@ -12,7 +12,9 @@ The topic frame is the subscription prefix: `decision` (every frame), `reject` (
 lives in `linewatch/schemas/<topic>.schema.json` (draft 2020-12).
 
 This module is pure data: building headers, encoding and decoding frames. It opens no sockets and
-imports neither zmq nor cv2, so a gateway author can read it as the reference of the format.
+imports neither zmq nor cv2, so a gateway author can read it as the reference of the format. It
+decides nothing: a header reports a `linewatch.pipeline.decide.Decision`'s own fields (its reasons,
+joined with "+" into `reason` by `reason_text`, its `rule` and `failsafe`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from linewatch.errors import LinewatchError
-from linewatch.pipeline.decide import FAILSAFE_REASONS, Decision
+from linewatch.pipeline.decide import Decision
 
 SCHEMA_VERSION = 1
 """Version of the header format. Bumped on every change to a header (see docs/protocol.md)."""
@@ -39,6 +41,8 @@ TOPIC_HEARTBEAT = "heartbeat"
 TOPICS: tuple[str, ...] = (TOPIC_DECISION, TOPIC_REJECT, TOPIC_OVERLAY, TOPIC_HEARTBEAT)
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+REASON_SEPARATOR = "+"
+"""Joins a decision's reasons in the `reason` field (e.g. `anomaly+adhesive-missing`)."""
 OVERLAY_CONTENT_TYPE = "image/jpeg"
 HEARTBEAT_STATUSES: tuple[str, ...] = ("ok", "degraded", "stopping")
 
@@ -94,6 +98,11 @@ def _score_pair(values: tuple[float, float] | None) -> dict[str, float] | None:
     return {"anomaly": anomaly, "adhesive": adhesive}
 
 
+def reason_text(reasons: tuple[str, ...]) -> str:
+    """The `reason` field of a decision's reasons: `("anomaly", "adhesive-missing")` -> `"anomaly+adhesive-missing"`."""
+    return REASON_SEPARATOR.join(reasons)
+
+
 def _truth(truth: tuple[int, int] | None) -> dict[str, int | None] | None:
     if truth is None:
         return None
@@ -122,10 +131,12 @@ def decision_header(
     station: str,
     session: str,
     seq: int,
-    adhesive_rule: str,
     t_sent_ns: int,
 ) -> dict[str, Any]:
-    """Header of a `decision` or `reject` message (the two differ only in `topic` and `seq`)."""
+    """Header of a `decision` or `reject` message (the two differ only in `topic` and `seq`).
+
+    `adhesive_rule`, `reason` and `failsafe` are the decision's own (`rule`, `reasons`, `failsafe`):
+    a decision made before a reload is reported under the settings it was decided with."""
     if topic not in (TOPIC_DECISION, TOPIC_REJECT):
         raise ProtocolError(f"decision_header: topic {topic!r} is not one of 'decision', 'reject'")
     header = _common(topic, station, decision.camera, session, seq, t_sent_ns)
@@ -137,10 +148,10 @@ def decision_header(
         t_decision_iso=iso_utc(decision.t_decision_ns),
         scores=_score_pair(decision.scores),
         thresholds=_score_pair(decision.thresholds),
-        adhesive_rule=adhesive_rule,
+        adhesive_rule=decision.rule,
         decision="reject" if decision.reject else "pass",
-        reason=decision.reason,
-        failsafe=is_failsafe(decision.reason),
+        reason=reason_text(decision.reasons),
+        failsafe=bool(decision.failsafe),
         truth=_truth(decision.truth),
         model=str(decision.model),
     )
@@ -163,7 +174,7 @@ def overlay_header(
         frame_id=int(decision.frame_id),
         t_capture_ns=int(decision.t_capture_ns),
         decision="reject" if decision.reject else "pass",
-        reason=decision.reason,
+        reason=reason_text(decision.reasons),
         content_type=OVERLAY_CONTENT_TYPE,
         width=int(width),
         height=int(height),
@@ -216,11 +227,6 @@ def heartbeat_header(
     if reload is not None:
         header["reload"] = dict(reload)
     return header
-
-
-def is_failsafe(reason: str) -> bool:
-    """True when any part of a ("+"-joined) reason is a fail-safe reason (frame not judged on its scores)."""
-    return any(part in FAILSAFE_REASONS for part in reason.split("+"))
 
 
 def encode(header: dict[str, Any], payload: bytes | None = None) -> list[bytes]:

@@ -9,6 +9,8 @@ from collections import Counter
 import numpy as np
 from waiting import wait_until
 
+from linewatch.protocol import reason_text
+
 HW = (16, 24)
 """The fake engine's input size (height, width)."""
 
@@ -71,7 +73,7 @@ class FakePublisher:
             self.images += image is not None
 
     def reasons(self):
-        return Counter(d.reason for d in self.decisions)
+        return Counter(reason_text(d.reasons) for d in self.decisions)
 
     def wait_for_decision(self, pred, timeout=30.0):
         """Until a published decision satisfies `pred` (the daemon's threads run at their own pace)."""

@@ -126,7 +126,7 @@ def test_reload_swaps_thresholds_and_keeps_them_on_a_bad_profile(tmp_path):
     assert ids == list(range(src.frames_seen))
     seen = {x.thresholds for x in pub.decisions}
     assert (0.9, 0.5) in seen and (0.3, 0.5) in seen
-    assert all(x.reason == "anomaly" for x in pub.decisions if x.thresholds == (0.3, 0.5))
+    assert all(x.reasons == ("anomaly",) for x in pub.decisions if x.thresholds == (0.3, 0.5))
 
 
 def test_sd_notify_ready_status_watchdog_and_stalled_worker(tmp_path):

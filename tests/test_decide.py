@@ -26,30 +26,31 @@ def decide(d: Decider, scores, now=NOW, truth=None):
 
 
 @pytest.mark.parametrize(
-    "rule, scores, reject, reason",
+    "rule, scores, reject, reasons",
     [
         # rule present: the adhesive must be there
-        ("present", (0.1, 0.9), False, REASON_PASS),
-        ("present", (0.7, 0.9), True, REASON_ANOMALY),  # anomaly == t_a rejects (>=)
-        ("present", (0.6999, 0.9), False, REASON_PASS),
-        ("present", (0.1, 0.5), False, REASON_PASS),  # adhesive == t_h counts as present
-        ("present", (0.1, 0.4999), True, REASON_ADHESIVE_MISSING),
-        ("present", (0.95, 0.1), True, "anomaly+adhesive-missing"),
+        ("present", (0.1, 0.9), False, (REASON_PASS,)),
+        ("present", (0.7, 0.9), True, (REASON_ANOMALY,)),  # anomaly == t_a rejects (>=)
+        ("present", (0.6999, 0.9), False, (REASON_PASS,)),
+        ("present", (0.1, 0.5), False, (REASON_PASS,)),  # adhesive == t_h counts as present
+        ("present", (0.1, 0.4999), True, (REASON_ADHESIVE_MISSING,)),
+        ("present", (0.95, 0.1), True, (REASON_ANOMALY, REASON_ADHESIVE_MISSING)),
         # rule absent: the adhesive must not be there
-        ("absent", (0.1, 0.1), False, REASON_PASS),
-        ("absent", (0.1, 0.5), True, REASON_ADHESIVE_PRESENT),  # adhesive == t_h is present
-        ("absent", (0.1, 0.4999), False, REASON_PASS),
-        ("absent", (0.8, 0.9), True, "anomaly+adhesive-present"),
+        ("absent", (0.1, 0.1), False, (REASON_PASS,)),
+        ("absent", (0.1, 0.5), True, (REASON_ADHESIVE_PRESENT,)),  # adhesive == t_h is present
+        ("absent", (0.1, 0.4999), False, (REASON_PASS,)),
+        ("absent", (0.8, 0.9), True, (REASON_ANOMALY, REASON_ADHESIVE_PRESENT)),
         # rule ignore: the adhesive head never decides
-        ("ignore", (0.1, 0.0), False, REASON_PASS),
-        ("ignore", (0.1, 1.0), False, REASON_PASS),
-        ("ignore", (0.7, 0.0), True, REASON_ANOMALY),
+        ("ignore", (0.1, 0.0), False, (REASON_PASS,)),
+        ("ignore", (0.1, 1.0), False, (REASON_PASS,)),
+        ("ignore", (0.7, 0.0), True, (REASON_ANOMALY,)),
     ],
 )
-def test_truth_table(rule, scores, reject, reason):
+def test_truth_table(rule, scores, reject, reasons):
     d = Decider((0.7, 0.5), rule, 200_000_000)
     out = decide(d, scores)
-    assert (out.reject, out.reason) == (reject, reason)
+    assert (out.reject, out.reasons) == (reject, reasons)
+    assert out.rule == rule and out.failsafe is False  # judged on its scores
     assert out.scores == pytest.approx(scores)
     assert out.thresholds == (0.7, 0.5)
     assert (out.camera, out.frame_id, out.t_capture_ns, out.t_decision_ns) == ("cam0", 7, T0, NOW)
@@ -58,17 +59,17 @@ def test_truth_table(rule, scores, reject, reason):
 def test_numpy_row_scores_and_nan_rejects():
     d = Decider({"anomaly": 0.7, "adhesive": 0.7}, "present", 10**9)
     row = np.array([[0.2, 0.8]], np.float32)[0]
-    assert decide(d, row).reason == REASON_PASS
+    assert decide(d, row).reasons == (REASON_PASS,)
     nan = decide(d, np.array([np.nan, np.nan], np.float32))
-    assert nan.reject and nan.reason == "anomaly+adhesive-missing"
+    assert nan.reject and nan.reasons == (REASON_ANOMALY, REASON_ADHESIVE_MISSING)
 
 
 def test_late_rejects_but_keeps_scores():
     d = Decider((0.7, 0.7), "present", 200_000_000)
     on_time = decide(d, (0.1, 0.9), now=T0 + 200_000_000)  # exactly the deadline: not late
-    assert not on_time.reject
+    assert not on_time.reject and not on_time.failsafe
     late = decide(d, (0.1, 0.9), now=T0 + 200_000_001)
-    assert late.reject and late.reason == REASON_LATE
+    assert late.reject and late.reasons == (REASON_LATE,) and late.failsafe
     assert late.scores == pytest.approx((0.1, 0.9))
 
 
@@ -76,7 +77,8 @@ def test_late_rejects_but_keeps_scores():
 def test_failsafe_reasons(reason):
     d = Decider((0.7, 0.7), "ignore", 200_000_000)
     out = d.decide("cam1", 3, T0, None, reason, (1, -1), NOW)
-    assert out.reject and out.reason == reason and out.scores is None
+    assert out.reject and out.reasons == (reason,) and out.scores is None
+    assert out.failsafe and out.rule == "ignore"
     assert out.truth == (1, -1)
 
 
@@ -101,10 +103,19 @@ def test_update_validates_and_swaps():
     with pytest.raises(ValueError, match="unknown head"):
         d.update({"glue": 0.2})
     assert d.params.thresholds == (0.7, 0.7)  # a rejected update keeps the old settings
-    d.update_thresholds((0.2, 0.3), "absent")
+    d.update((0.2, 0.3), "absent")
     out = decide(d, (0.25, 0.1))
-    assert out.reason == REASON_ANOMALY and out.thresholds == (0.2, 0.3)
+    assert out.reasons == (REASON_ANOMALY,) and out.thresholds == (0.2, 0.3) and out.rule == "absent"
     assert d.params.adhesive_rule == "absent" and d.params.deadline_ns == 200_000_000
+
+
+def test_a_decision_keeps_the_rule_it_was_made_under():
+    d = Decider((0.7, 0.7), "present", 200_000_000)
+    before = decide(d, (0.1, 0.1))
+    d.update(adhesive_rule="absent")
+    after = decide(d, (0.1, 0.1))
+    assert (before.rule, before.reject, before.reasons) == ("present", True, (REASON_ADHESIVE_MISSING,))
+    assert (after.rule, after.reject, after.reasons) == ("absent", False, (REASON_PASS,))
 
 
 def test_concurrent_update_never_mixes_settings():

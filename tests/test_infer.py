@@ -62,12 +62,12 @@ def test_worker_one_decision_per_frame_including_drops_corrupt_and_engine_errors
     assert len(pub.decisions) == len(got) == len(expected) == 9  # exactly one decision each
     for key, reason in expected.items():
         if reason is not None:
-            assert got[key].reason == reason, key
+            assert got[key].reasons == (reason,), key
     assert got[("a", 1)].truth == (1, 1) and got[("b", 0)].truth == (0, 1)
     assert got[("b", 0)].scores is None and got[("b", 4)].scores is None
     if engine.calls >= 2:
         assert worker.engine_errors == 1
-        errored = [d for d in pub.decisions if d.reason == "engine-error"]
+        errored = [d for d in pub.decisions if d.reasons == ("engine-error",)]
         assert errored and all(d.scores is None and d.reject for d in errored)
         assert ("error", "engine_error") in [(e[0], e[1]) for e in log.events]
     stats = worker.stats()
@@ -88,7 +88,7 @@ def test_worker_late_frames_skip_the_engine():
     worker.stop()
     worker.run()
     (d,) = pub.decisions
-    assert d.reason == "late" and d.reject and d.scores is None
+    assert d.reasons == ("late",) and d.reject and d.scores is None
     assert engine.calls == 0 and worker.late_skipped == 1
 
 
@@ -116,7 +116,7 @@ def test_worker_frames_late_after_inference_keep_their_scores():
     worker.run()
     (d,) = pub.decisions
     assert engine.calls == 1 and worker.late_skipped == 0  # admitted, inferred ...
-    assert d.reason == "late" and d.reject and d.scores == pytest.approx((1.0, 0.0))  # ... and late after
+    assert d.reasons == ("late",) and d.reject and d.scores == pytest.approx((1.0, 0.0))  # ... and late after
 
 
 def test_frames_that_cannot_be_decided_in_time_are_rejected_late_at_once_without_inference():
@@ -151,8 +151,8 @@ def test_frames_that_cannot_be_decided_in_time_are_rejected_late_at_once_without
     worker.process(batch)
     ring.release(batch)
     assert engine.batch_sizes == [2], "only the two fresh frames were inferred"
-    by_id = {d.frame_id: d.reason for d in pub.decisions}
-    assert by_id == {0: "late", 1: "late", 2: "late", 3: "late", 4: "pass", 5: "pass"}
+    by_id = {d.frame_id: d.reasons for d in pub.decisions}
+    assert by_id == {0: ("late",), 1: ("late",), 2: ("late",), 3: ("late",), 4: ("pass",), 5: ("pass",)}
     assert worker.late_skipped == 4 and worker.frames == 6
     # the engine took >= 50 ms: a frame 1980 ms old cannot finish within 2 s any more, a fresh one can
     now = time.time_ns()
@@ -160,7 +160,7 @@ def test_frames_that_cannot_be_decided_in_time_are_rejected_late_at_once_without
     put(7, 0)
     worker.process(ring.take(8))
     assert engine.batch_sizes == [2, 1]
-    assert {d.frame_id: d.reason for d in pub.decisions[6:]} == {6: "late", 7: "pass"}
+    assert {d.frame_id: d.reasons for d in pub.decisions[6:]} == {6: ("late",), 7: ("pass",)}
 
 
 def test_worker_takes_at_most_max_take_frames_per_batch():

@@ -22,6 +22,7 @@ from linewatch.protocol import (
     load_schema,
     new_session_id,
     overlay_header,
+    reason_text,
     schema_path,
     validate_header,
 )
@@ -30,17 +31,17 @@ SESSION = new_session_id()
 T0 = 1_795_000_000_123_456_789
 
 
-def _decision(reject: bool = False, reason: str = "pass", scores=(0.12, 0.93), truth=None) -> Decision:
-    return Decision("cam0", 42, T0, T0 + 3_500_000, scores, (0.7, 0.7), reject, reason, truth)
+def _decision(reject: bool = False, reasons: tuple[str, ...] = ("pass",), scores=(0.12, 0.93), truth=None,
+              rule: str = "present", failsafe: bool = False) -> Decision:
+    return Decision("cam0", 42, T0, T0 + 3_500_000, scores, (0.7, 0.7), reject, reasons, rule, failsafe, truth)
 
 
 def _headers() -> dict[str, dict]:
-    d = _decision(True, "anomaly+adhesive-missing", (0.91, 0.2), (1, 0))
+    d = _decision(True, ("anomaly", "adhesive-missing"), (0.91, 0.2), (1, 0))
     return {
-        "decision": decision_header(_decision(), station="s1", session=SESSION, seq=0, adhesive_rule="present",
-                                    t_sent_ns=T0 + 4_000_000),
+        "decision": decision_header(_decision(), station="s1", session=SESSION, seq=0, t_sent_ns=T0 + 4_000_000),
         "reject": decision_header(d, topic="reject", station="s1", session=SESSION, seq=7,
-                                  adhesive_rule="absent", t_sent_ns=T0 + 4_000_000),
+                                  t_sent_ns=T0 + 4_000_000),
         "overlay": overlay_header(d, station="s1", session=SESSION, seq=3, width=256, height=128,
                                   t_sent_ns=T0 + 5_000_000),
         "heartbeat": heartbeat_header(station="s1", session=SESSION, seq=9, status="ok", uptime_s=12.5, fps=25.0,
@@ -98,23 +99,32 @@ def test_decision_header_values() -> None:
     assert h["scores"] == {"anomaly": 0.91, "adhesive": 0.2}
     assert h["thresholds"] == {"anomaly": 0.7, "adhesive": 0.7}
     assert h["truth"] == {"anomaly": 1, "adhesive": 0}
-    assert h["failsafe"] is False and h["adhesive_rule"] == "absent"
+    assert h["failsafe"] is False and h["adhesive_rule"] == "present"
     assert h["t_capture_ns"] == T0 and h["t_decision_ns"] == T0 + 3_500_000
     assert h["t_capture_iso"] == "2026-11-18T11:06:40.123456Z"
 
 
 def test_failsafe_decision_has_null_scores_and_validates() -> None:
-    for reason in ("dropped", "corrupt", "late", "engine-error", "anomaly+late"):
-        d = _decision(True, reason, None, (-1, -1))
-        h = decision_header(d, station="s", session=SESSION, seq=1, adhesive_rule="ignore", t_sent_ns=T0)
+    for reasons in (("dropped",), ("corrupt",), ("late",), ("engine-error",), ("anomaly", "late")):
+        d = _decision(True, reasons, None, (-1, -1), rule="ignore", failsafe=True)
+        h = decision_header(d, station="s", session=SESSION, seq=1, t_sent_ns=T0)
         assert h["scores"] is None and h["failsafe"] is True and h["truth"] is None
+        assert h["reason"] == "+".join(reasons) and h["adhesive_rule"] == "ignore"
         validate_header(h)
         validate_header({**h, "topic": "reject"})
 
 
+def test_reason_field_joins_the_decisions_reasons_in_order() -> None:
+    assert reason_text(("pass",)) == "pass"
+    assert reason_text(("anomaly", "adhesive-present")) == "anomaly+adhesive-present"
+    d = _decision(True, ("anomaly", "adhesive-present"), (0.9, 0.9), rule="absent")
+    h = overlay_header(d, station="s", session=SESSION, seq=0, width=2, height=2, t_sent_ns=T0)
+    assert h["reason"] == "anomaly+adhesive-present"
+
+
 def test_partial_truth_and_non_finite_scores() -> None:
     h = decision_header(_decision(scores=(math.nan, 0.5), truth=(1, -1)), station="s", session=SESSION, seq=0,
-                        adhesive_rule="present", t_sent_ns=T0)
+                        t_sent_ns=T0)
     assert h["scores"] is None  # JSON has no NaN: a non-finite score travels as "no score"
     assert h["truth"] == {"anomaly": 1, "adhesive": None}
     validate_header(h)
@@ -203,8 +213,8 @@ def test_every_reason_of_the_decision_stage_is_in_the_schema() -> None:
     reasons = [v for k, v in vars(decide).items() if k.startswith("REASON_")]
     assert len(reasons) >= 8
     for reason in reasons:
-        d = _decision(reason != "pass", reason)
-        h = decision_header(d, station="s", session=SESSION, seq=0, adhesive_rule="present", t_sent_ns=T0)
+        d = _decision(reason != "pass", (reason,), failsafe=reason in decide.FAILSAFE_REASONS)
+        h = decision_header(d, station="s", session=SESSION, seq=0, t_sent_ns=T0)
         validate_header(h)
         assert h["failsafe"] is (reason in decide.FAILSAFE_REASONS)
 

@@ -61,8 +61,8 @@ def test_c_subscriber_reads_a_real_publisher(c_subscriber: Path) -> None:
             reject = i % 4 == 0
             failsafe = i % 8 == 4
             pub.submit(Decision("cam0", i, t, t + 1000, None if failsafe else (0.8 if reject else 0.2, 0.9),
-                                (0.7, 0.7), reject or failsafe, "dropped" if failsafe else
-                                ("anomaly" if reject else "pass")),
+                                (0.7, 0.7), reject or failsafe, ("dropped",) if failsafe else
+                                ("anomaly",) if reject else ("pass",), "present", failsafe),
                        image=None if failsafe else image, masks=masks)
     finally:
         pub.stop()

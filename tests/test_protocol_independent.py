@@ -39,13 +39,14 @@ def _synthetic_decisions(n: int) -> list[tuple[Decision, bool]]:
         t = time.time_ns()
         kind = i % 5
         if kind in (0, 1, 2):
-            out.append((Decision(f"cam{i % 2}", i, t, t + 2_000_000, (0.05, 0.95), (0.7, 0.6), False, "pass"), True))
+            out.append((Decision(f"cam{i % 2}", i, t, t + 2_000_000, (0.05, 0.95), (0.7, 0.6), False, ("pass",),
+                                 "present", False), True))
         elif kind == 3:
             out.append((Decision("cam0", i, t, t + 2_500_000, (0.93, 0.2), (0.7, 0.6), True,
-                                 "anomaly+adhesive-missing", (1, 0)), True))
+                                 ("anomaly", "adhesive-missing"), "present", False, (1, 0)), True))
         else:
             out.append((Decision("cam1", i, t, t + 90_000_000, None, (0.7, 0.6), True,
-                                 ("dropped", "late", "corrupt", "engine-error")[i % 4]), False))
+                                 (("dropped", "late", "corrupt", "engine-error")[i % 4],), "present", True), False))
     return out
 
 
@@ -55,7 +56,6 @@ def test_independent_subscriber_reads_a_real_publisher() -> None:
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
     pub = Publisher("tcp://127.0.0.1:0", "line-7", overlay_pass_every=4, heartbeat_interval=0.05, overlay_pool=64,
-                    adhesive_rule="present",
                     status=lambda: {"cameras": {"cam0": "up", "cam1": "up"}, "counters": {"frames": 1}}).start()
     received: dict[str, list[tuple[dict, bytes | None]]] = {t: [] for t in TOPICS}
     try:

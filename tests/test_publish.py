@@ -13,7 +13,7 @@ import zmq
 import zmq.auth
 from waiting import wait_until
 
-from linewatch.pipeline.decide import Decision
+from linewatch.pipeline.decide import FAILSAFE_REASONS, Decider, Decision
 from linewatch.pipeline.publish import CurveServer, Publisher, PublisherError
 from linewatch.protocol import Message, decode, validate_header
 from linewatch.subscribe import CurveClient, Subscriber
@@ -23,10 +23,11 @@ MASKS = np.zeros((2, 8, 10), np.float32)
 MASKS[0, 2:6, 3:7] = 1.0
 
 
-def _d(i: int, reject: bool = False, reason: str | None = None, scores=(0.1, 0.9)) -> Decision:
+def _d(i: int, reject: bool = False, reason: str | None = None, scores=(0.1, 0.9), rule: str = "present") -> Decision:
     t = time.time_ns()
-    return Decision("cam0", i, t, t + 1_000_000, scores, (0.7, 0.7), reject,
-                    reason or ("anomaly" if reject else "pass"))
+    reason = reason or ("anomaly" if reject else "pass")
+    return Decision("cam0", i, t, t + 1_000_000, scores, (0.7, 0.7), reject, (reason,), rule,
+                    reason in FAILSAFE_REASONS)
 
 
 class Collector:
@@ -181,10 +182,10 @@ def test_heartbeat_merges_status_and_reports_degraded() -> None:
             raise RuntimeError("status broke")
         return {"fps": 24.5, "counters": {"frames": 10, "decisions": 999}, "cameras": {"cam0": "up"}}
 
-    pub = _start(status=status, adhesive_rule="absent")
+    pub = _start(status=status)
     col = Collector(pub)
     assert col.wait_heartbeat()
-    pub.submit(_d(1, True, "late", None))
+    pub.submit(_d(1, True, "late", None, rule="absent"))
     wait_until(lambda: calls["n"] >= 5, what="5 calls of status()")
     pub.stop()
     got = col.drain()
@@ -213,8 +214,24 @@ def test_stop_without_drain_and_bind_errors() -> None:
         Publisher("tcp://127.0.0.1:0", "st", overlay_pass_every=-1)
     with pytest.raises(PublisherError, match="overlay_shape"):
         Publisher("tcp://127.0.0.1:0", "st", overlay_shape=(0, 10))
-    with pytest.raises(PublisherError, match="adhesive_rule"):
-        Publisher("tcp://127.0.0.1:0", "st", adhesive_rule="maybe")
+
+
+def test_a_decision_made_before_a_rule_change_is_published_with_its_own_rule() -> None:
+    """A decision queued before a reload goes out under the rule it was decided with, not the new one."""
+    decider = Decider((0.7, 0.7), "present")
+    pub = _start()
+    col = Collector(pub)
+    assert col.wait_heartbeat()
+    t = time.time_ns()
+    before = decider.decide("cam0", 0, t, (0.1, 0.1), now_ns=t)  # rule present: the adhesive is missing
+    decider.update(adhesive_rule="absent")  # the reload, while `before` waits to be sent
+    after = decider.decide("cam0", 1, t, (0.1, 0.1), now_ns=t)
+    pub.submit(before)
+    pub.submit(after)
+    pub.stop()
+    got = {m.header["frame_id"]: m.header for m in col.drain()["decision"]}
+    assert (got[0]["adhesive_rule"], got[0]["reason"], got[0]["decision"]) == ("present", "adhesive-missing", "reject")
+    assert (got[1]["adhesive_rule"], got[1]["reason"], got[1]["decision"]) == ("absent", "pass", "pass")
 
 
 # ------------------------------------------------------------------ CURVE

@@ -16,7 +16,7 @@ from linewatch.pipeline.publish import Publisher
 from linewatch.protocol import Message, decision_header, encode, heartbeat_header, new_session_id
 from linewatch.subscribe import Gap, Subscriber, SubscriberError
 
-DECISION = Decision("cam0", 0, 1, 2, (0.1, 0.9), (0.7, 0.7), False, "pass")
+DECISION = Decision("cam0", 0, 1, 2, (0.1, 0.9), (0.7, 0.7), False, ("pass",), "present", False)
 
 
 class FakePublisher:
@@ -38,10 +38,10 @@ class FakePublisher:
         self.hb_seq += 1
 
     def decision(self, seq: int, frame_id: int | None = None, topic: str = "decision") -> None:
-        d = Decision("cam0", seq if frame_id is None else frame_id, 1, 2, (0.9, 0.9), (0.7, 0.7), True, "anomaly")
+        d = Decision("cam0", seq if frame_id is None else frame_id, 1, 2, (0.9, 0.9), (0.7, 0.7), True, ("anomaly",),
+                     "present", False)
         self.sock.send_multipart(encode(decision_header(
-            d, topic=topic, station="fake", session=self.session, seq=seq, adhesive_rule="present",
-            t_sent_ns=time.time_ns())))
+            d, topic=topic, station="fake", session=self.session, seq=seq, t_sent_ns=time.time_ns())))
 
     def connect(self, sub: Subscriber) -> None:
         """Beat until the subscriber has seen a heartbeat (slow joiner)."""
@@ -267,7 +267,7 @@ def test_real_publisher_final_heartbeat_counts_what_it_sent() -> None:
                     on_message=lambda m: (beats if m.topic == "heartbeat" else decisions).append(m)) as sub:
         assert sub.wait_ready(5)
         for i in range(7):
-            pub.submit(Decision("cam0", i, 1, 2, (0.9, 0.1), (0.7, 0.7), True, "anomaly"))
+            pub.submit(Decision("cam0", i, 1, 2, (0.9, 0.1), (0.7, 0.7), True, ("anomaly",), "present", False))
         pub.stop(drain=True)
         _poll_until(sub, lambda: any(b.header["final"] for b in beats))
     final = [b.header for b in beats if b.header["final"]]

@@ -26,7 +26,7 @@ def _d(i: int) -> Decision:
     t = time.time_ns()
     reject = i % 2 == 1
     return Decision("cam0", i, t, t + 2_000_000, (0.9 if reject else 0.1, 0.8), (0.7, 0.7), reject,
-                    "anomaly" if reject else "pass")
+                    ("anomaly",) if reject else ("pass",), "present", False)
 
 
 class Feeder:

@@ -189,7 +189,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[..., None] | None = None) -> 
                         overlay_shape=tuple(engine.input_hw) if cfg.overlays else None,
                         heartbeat_interval=min(prof.publish.heartbeat_s, 0.5),
                         status=lambda: daemon_ref[0].status() if daemon_ref else {},
-                        adhesive_rule=prof.decision.adhesive_rule, jpeg_quality=prof.publish.jpeg_quality)
+                        jpeg_quality=prof.publish.jpeg_quality)
         pub.start()
         endpoint = pub.endpoint
         say(f"bench: subscriber connecting to {endpoint}", force=True)

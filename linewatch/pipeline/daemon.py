@@ -308,8 +308,7 @@ class Daemon:
                                 prof.resolve(c.authorized_keys_dir) if c.authorized_keys_dir else None)
         return Publisher(prof.station.endpoint, prof.station.name, curve=curve,
                          overlay_pass_every=prof.publish.overlay_pass_every, heartbeat_interval=prof.publish.heartbeat_s,
-                         status=self.status, adhesive_rule=prof.decision.adhesive_rule,
-                         jpeg_quality=prof.publish.jpeg_quality)
+                         status=self.status, jpeg_quality=prof.publish.jpeg_quality)
 
     def stop(self, reason: str = "requested") -> None:
         """Request a drain and exit. Returns at once; safe from a signal handler. `join()` waits."""
@@ -366,12 +365,10 @@ class Daemon:
         if new.decision != cur.decision:
             d = new.decision
             try:
-                params = self.decider.update(d.thresholds.as_tuple(), d.adhesive_rule, d.deadline_ns)
+                self.decider.update(d.thresholds.as_tuple(), d.adhesive_rule, d.deadline_ns)
             except ValueError as exc:
                 refused.append(f"decision: {exc}")
             else:
-                if self.publisher is not None and hasattr(self.publisher, "adhesive_rule"):
-                    self.publisher.adhesive_rule = params.adhesive_rule
                 applied += changed_keys(cur.decision, new.decision, "decision")
                 cur = cur.model_copy(update={"decision": new.decision})
         if new.model != cur.model or self._model_file_changed(new):

@@ -1,7 +1,10 @@
 """The decision stage (SPEC §6): thresholds, the adhesive rule, fail-safe rejects.
 
 Exactly one `Decision` per frame leaves this stage, including frames that were dropped, corrupt
-or not inferred in time (those are rejects with their reason).
+or not inferred in time (those are rejects with their reason). A `Decision` carries everything the
+later stages report about it — its reasons, the adhesive rule it was decided under and whether it is
+a fail-safe reject — so no later stage re-derives them (the publisher and the wire format only read
+the fields). This module is the one place that compares scores with thresholds.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ REASON_LATE = "late"                      # not inferred within the profile's de
 REASON_ENGINE_ERROR = "engine-error"      # the engine raised (fail-safe)
 FAILSAFE_REASONS = (REASON_DROPPED, REASON_CORRUPT, REASON_LATE, REASON_ENGINE_ERROR)
 
+ADHESIVE_RULES = ("present", "absent", "ignore")
+"""`present`: the adhesive must be there (reject when adhesive < t_h); `absent`: it must not be
+there (reject when adhesive >= t_h); `ignore`: the adhesive head does not decide."""
+
 
 @dataclass(slots=True)
 class Decision:
@@ -36,17 +43,17 @@ class Decision:
     """(anomaly, adhesive) scores; None when the frame was not inferred (fail-safe)."""
     thresholds: tuple[float, float]
     reject: bool
-    reason: str
-    """One of the REASON_* constants; when several apply, reasons joined by "+" (e.g. "anomaly+adhesive-missing")."""
+    reasons: tuple[str, ...]
+    """REASON_* constants: `("pass",)` for a pass, else every reason that rejects, in rule order
+    (e.g. `("anomaly", "adhesive-missing")`). The wire joins them with "+" (`linewatch.protocol`)."""
+    rule: str
+    """The adhesive rule (one of ADHESIVE_RULES) in force when the frame was decided."""
+    failsafe: bool
+    """True when the frame was not judged on its scores: its reason is one of FAILSAFE_REASONS."""
     truth: tuple[int, int] | None = None
     """Ground truth (anomaly, adhesive) when the source knows it (synthetic line), else None."""
     model: str = ""
     """Id of the model that decided (sha256 prefix of its ONNX; the inference worker stamps it); "" = none."""
-
-
-ADHESIVE_RULES = ("present", "absent", "ignore")
-"""`present`: the adhesive must be there (reject when adhesive < t_h); `absent`: it must not be
-there (reject when adhesive >= t_h); `ignore`: the adhesive head does not decide."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,16 @@ class DecisionParams:
     thresholds: tuple[float, float]
     adhesive_rule: str
     deadline_ns: int
+
+
+# The reasons tuples a decision can carry, built once (a decision shares them; none is built per frame).
+_FAILSAFE: dict[str, tuple[str, ...]] = {r: (r,) for r in FAILSAFE_REASONS}
+_SCORED: dict[tuple[bool, str | None], tuple[str, ...]] = {
+    (False, None): (REASON_PASS,),
+    (True, None): (REASON_ANOMALY,),
+    **{(False, r): (r,) for r in (REASON_ADHESIVE_MISSING, REASON_ADHESIVE_PRESENT)},
+    **{(True, r): (REASON_ANOMALY, r) for r in (REASON_ADHESIVE_MISSING, REASON_ADHESIVE_PRESENT)},
+}
 
 
 def _truth_tuple(truth: Any) -> tuple[int, int] | None:
@@ -80,8 +97,11 @@ class Decider:
        a reject. The scores are kept in the decision (and in its message) for diagnosis.
     3. Otherwise: reject "anomaly" when anomaly >= t_a; with rule `present` reject
        "adhesive-missing" when adhesive < t_h; with rule `absent` reject "adhesive-present" when
-       adhesive >= t_h; with `ignore` the adhesive head never rejects. Several reasons are joined
-       with "+" (e.g. "anomaly+adhesive-missing"); no reason -> pass.
+       adhesive >= t_h; with `ignore` the adhesive head never rejects. Every reason that applies is
+       kept, in this order (e.g. ("anomaly", "adhesive-missing")); no reason -> pass.
+
+    Each decision carries the adhesive rule it was decided under (`rule`) and `failsafe` (rules 1
+    and 2), so a decision made before a reload is reported under its own settings.
 
     `update(...)` swaps the settings as one immutable `DecisionParams` (a single attribute store,
     atomic under the GIL): a `decide` running concurrently uses either the old or the new settings,
@@ -131,8 +151,6 @@ class Decider:
         self._params = new
         return new
 
-    update_thresholds = update
-
     def decide(self, camera: str, frame_id: int, t_capture_ns: int, scores: Any | None,
                reason_if_failsafe: str = REASON_DROPPED, truth: Any = None,
                now_ns: int | None = None) -> Decision:
@@ -141,24 +159,23 @@ class Decider:
         now = time.time_ns() if now_ns is None else int(now_ns)
         t_truth = _truth_tuple(truth)
         if scores is None:
-            if reason_if_failsafe not in FAILSAFE_REASONS:
+            reasons = _FAILSAFE.get(reason_if_failsafe)
+            if reasons is None:
                 raise ValueError(f"reason {reason_if_failsafe!r} is not a fail-safe reason; "
                                  f"allowed: {', '.join(FAILSAFE_REASONS)}")
-            return Decision(camera, int(frame_id), int(t_capture_ns), now, None, p.thresholds, True,
-                            reason_if_failsafe, t_truth)
+            return Decision(camera, int(frame_id), int(t_capture_ns), now, None, p.thresholds, True, reasons,
+                            p.adhesive_rule, True, t_truth)
         s = (float(scores[0]), float(scores[1]))
         if now - int(t_capture_ns) > p.deadline_ns:
-            return Decision(camera, int(frame_id), int(t_capture_ns), now, s, p.thresholds, True, REASON_LATE, t_truth)
-        reasons = []
+            return Decision(camera, int(frame_id), int(t_capture_ns), now, s, p.thresholds, True, _FAILSAFE[REASON_LATE],
+                            p.adhesive_rule, True, t_truth)
         t_a, t_h = p.thresholds
         # NaN scores compare False everywhere: treat them as the worst case (fail-safe reject).
-        if not s[0] < t_a:
-            reasons.append(REASON_ANOMALY)
+        anomalous = not s[0] < t_a
+        adhesive = None
         if p.adhesive_rule == "present" and not s[1] >= t_h:
-            reasons.append(REASON_ADHESIVE_MISSING)
+            adhesive = REASON_ADHESIVE_MISSING
         elif p.adhesive_rule == "absent" and not s[1] < t_h:
-            reasons.append(REASON_ADHESIVE_PRESENT)
-        if reasons:
-            return Decision(camera, int(frame_id), int(t_capture_ns), now, s, p.thresholds, True,
-                            "+".join(reasons), t_truth)
-        return Decision(camera, int(frame_id), int(t_capture_ns), now, s, p.thresholds, False, REASON_PASS, t_truth)
+            adhesive = REASON_ADHESIVE_PRESENT
+        return Decision(camera, int(frame_id), int(t_capture_ns), now, s, p.thresholds,
+                        anomalous or adhesive is not None, _SCORED[anomalous, adhesive], p.adhesive_rule, False, t_truth)

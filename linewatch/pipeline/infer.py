@@ -51,6 +51,7 @@ from linewatch.pipeline.decide import (
     Decision,
 )
 from linewatch.pipeline.ring import DROP_CORRUPT, DROP_ENGINE_ERROR, DROP_FULL, DROP_LATE, DROP_LOST
+from linewatch.protocol import reason_text
 
 if TYPE_CHECKING:
     from linewatch.engines.base import Engine
@@ -239,7 +240,8 @@ class InferenceWorker:
         """Drop records decided."""
         self.decisions = 0
         self.rejects = 0
-        self.reasons: dict[str, int] = {}
+        self.reasons: dict[tuple[str, ...], int] = {}
+        """Decisions per `Decision.reasons` (reported by `counters()` under their wire text, `anomaly+...`)."""
         self.engine_errors = 0
         self.late_skipped = 0
         """Frames not inferred because they could not be decided in time (age + expected inference time
@@ -420,7 +422,7 @@ class InferenceWorker:
             self.decisions += 1
             if d.reject:
                 self.rejects += 1
-            self.reasons[d.reason] = self.reasons.get(d.reason, 0) + 1
+            self.reasons[d.reasons] = self.reasons.get(d.reasons, 0) + 1
         self.hist["end_to_end"].record(max(0, d.t_decision_ns - d.t_capture_ns))
         t0 = time.perf_counter_ns()
         try:
@@ -441,13 +443,13 @@ class InferenceWorker:
             return {
                 "decisions": self.decisions,
                 "rejects": self.rejects,
-                "passes": self.reasons.get(REASON_PASS, 0),
+                "passes": self.reasons.get((REASON_PASS,), 0),
                 "frames": self.frames,
                 "drops": self.drops,
                 "engine_errors": self.engine_errors,
                 "late_skipped": self.late_skipped,
                 "submit_errors": self.submit_errors,
-                "reasons": dict(self.reasons),
+                "reasons": {reason_text(k): v for k, v in self.reasons.items()},
             }
 
     def stats(self) -> dict[str, Any]:

@@ -25,7 +25,9 @@ and a `heartbeat` every `heartbeat_interval` seconds with the `status()` callabl
 `status`, `fps`, `counters`, `cameras`, all optional) merged over the publisher's own counters.
 Overlays are drawn (`linewatch.pipeline.overlay.draw_overlay`) and JPEG-encoded by a second thread
 (`linewatch-overlays`, which never touches the socket) and handed back through the same queue, so a
-reject never waits behind an encode; an overlay follows its decision, possibly after later ones.
+reject never waits behind an encode; an overlay follows its decision, possibly after later ones. The headers report each
+decision's own fields (`linewatch.protocol`): a decision queued before a reload goes out under the
+adhesive rule it was decided with.
 A PUB socket never blocks: a subscriber that cannot keep up loses messages at its high-water mark
 (`sndhwm`), which it sees as a gap in `seq`.
 
@@ -58,7 +60,7 @@ import structlog
 
 from linewatch import HEADS, __version__
 from linewatch.errors import LinewatchError
-from linewatch.pipeline.decide import ADHESIVE_RULES, REASON_DROPPED, REASON_LATE, Decision
+from linewatch.pipeline.decide import REASON_DROPPED, REASON_LATE, Decision
 from linewatch.protocol import (
     DEFAULT_ENDPOINT,
     HEARTBEAT_STATUSES,
@@ -68,7 +70,6 @@ from linewatch.protocol import (
     decision_header,
     encode,
     heartbeat_header,
-    is_failsafe,
     new_session_id,
     overlay_header,
 )
@@ -136,7 +137,6 @@ class Publisher:
         endpoint is `self.endpoint` after start()). station: the station name in every header.
     curve: CurveServer or None. overlay_pass_every: overlay every N-th pass (0 = never).
     heartbeat_interval: seconds between heartbeats. status: callable returning the daemon's status dict.
-    adhesive_rule: reported in decision headers (settable later, e.g. on reload).
     queue_size: decisions waiting to be sent. overlay_pool, overlay_shape: overlay buffers (count,
     (H, W)). jpeg_quality: 1..100. sndhwm: ZeroMQ send high-water mark (messages per subscriber).
     linger_ms: how long stop() lets queued messages flush to connected subscribers.
@@ -151,7 +151,6 @@ class Publisher:
         overlay_pass_every: int = 0,
         heartbeat_interval: float = 1.0,
         status: Callable[[], dict[str, Any]] | None = None,
-        adhesive_rule: str = "present",
         queue_size: int = 100_000,
         overlay_pool: int = 8,
         overlay_shape: tuple[int, int] | None = None,
@@ -165,8 +164,6 @@ class Publisher:
             raise PublisherError(f"overlay_pass_every must be >= 0 (0 = never for passes), got {overlay_pass_every}")
         if not (heartbeat_interval > 0 and math.isfinite(heartbeat_interval)):
             raise PublisherError(f"heartbeat_interval must be > 0 seconds, got {heartbeat_interval}")
-        if adhesive_rule not in ADHESIVE_RULES:
-            raise PublisherError(f"adhesive_rule {adhesive_rule!r} is not one of {', '.join(ADHESIVE_RULES)}")
         if queue_size < 1 or overlay_pool < 0 or not 1 <= jpeg_quality <= 100 or sndhwm < 1 or linger_ms < 0:
             raise PublisherError(
                 "queue_size >= 1, overlay_pool >= 0, 1 <= jpeg_quality <= 100, sndhwm >= 1 and linger_ms >= 0 are required"
@@ -179,8 +176,6 @@ class Publisher:
         self.curve = curve
         self.overlay_pass_every = int(overlay_pass_every)
         self.heartbeat_interval = float(heartbeat_interval)
-        self.adhesive_rule = adhesive_rule
-        """Rule reported in decision headers; the daemon may set it on SIGHUP reload."""
         self._status = status
         self._jpeg_quality = int(jpeg_quality)
         self._sndhwm = int(sndhwm)
@@ -248,12 +243,11 @@ class Publisher:
                 c["rejects"] += 1
             else:
                 c["passes"] += 1
-            if is_failsafe(decision.reason):
+            if decision.failsafe:
                 c["failsafe"] += 1
-            parts = decision.reason.split("+")
-            if REASON_DROPPED in parts:
+            if REASON_DROPPED in decision.reasons:
                 c["drops"] += 1
-            if REASON_LATE in parts:
+            if REASON_LATE in decision.reasons:
                 c["late"] += 1
             seq_d = self._seq_decision
             self._seq_decision += 1
@@ -442,11 +436,11 @@ class Publisher:
             t = time.time_ns()
             self._send(sock, encode(decision_header(
                 d, topic=TOPIC_DECISION, station=self.station, session=self.session, seq=entry.seq_decision,
-                adhesive_rule=self.adhesive_rule, t_sent_ns=t)))
+                t_sent_ns=t)))
             if entry.seq_reject >= 0:
                 self._send(sock, encode(decision_header(
                     d, topic=TOPIC_REJECT, station=self.station, session=self.session, seq=entry.seq_reject,
-                    adhesive_rule=self.adhesive_rule, t_sent_ns=t)))
+                    t_sent_ns=t)))
         # final heartbeat: tells subscribers this is a clean stop, not a crash, and how many messages of
         # each topic the session numbered (a subscriber compares with its last seq: tail loss shows)
         with self._lock:
