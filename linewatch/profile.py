@@ -27,11 +27,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from linewatch.engines.factory import Backend
 from linewatch.engines.openvino import Precision
 from linewatch.errors import ProfileError
+from linewatch.pipeline.decide import AdhesiveRule
 from linewatch.pipeline.infer import MAX_BATCH
+from linewatch.protocol import DEFAULT_ENDPOINT
 
 SOURCES = ("genicam", "synthetic", "replay")
-ADHESIVE_RULES = ("present", "absent", "ignore")
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 DEFAULT_MODEL = "resse-default.onnx"
 """File name of the shipped default model in the repository's `engines/` folder."""
 DEFAULT_STORE = "/var/lib/linewatch/engines"
@@ -160,7 +160,7 @@ class Thresholds(_Section):
 
 class DecisionConfig(_Section):
     thresholds: Thresholds = Thresholds()
-    adhesive_rule: Literal["present", "absent", "ignore"] = "present"
+    adhesive_rule: AdhesiveRule = "present"
     deadline_ms: Annotated[float, Field(gt=0, le=60000)] = 200.0
     """A frame not decided within this time after capture is rejected with reason "late"."""
 

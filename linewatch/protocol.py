@@ -41,6 +41,7 @@ TOPIC_HEARTBEAT = "heartbeat"
 TOPICS: tuple[str, ...] = (TOPIC_DECISION, TOPIC_REJECT, TOPIC_OVERLAY, TOPIC_HEARTBEAT)
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+"""Where the daemon's PUB socket binds and `linewatch subscribe` connects unless told otherwise."""
 REASON_SEPARATOR = "+"
 """Joins a decision's reasons in the `reason` field (e.g. `anomaly+adhesive-missing`)."""
 OVERLAY_CONTENT_TYPE = "image/jpeg"

@@ -118,6 +118,16 @@ def test_a_decision_keeps_the_rule_it_was_made_under():
     assert (after.rule, after.reject, after.reasons) == ("absent", False, (REASON_PASS,))
 
 
+def test_adhesive_rules_are_the_literal_the_profile_validates_with():
+    from typing import get_args
+
+    from linewatch.pipeline.decide import ADHESIVE_RULES, AdhesiveRule
+    from linewatch.profile import DecisionConfig
+
+    assert ADHESIVE_RULES == get_args(AdhesiveRule) == ("present", "absent", "ignore")
+    assert DecisionConfig.model_fields["adhesive_rule"].annotation is AdhesiveRule
+
+
 def test_concurrent_update_never_mixes_settings():
     """Each decision's thresholds are one of the published pairs, never a mix of two."""
     d = Decider((0.1, 0.1), "ignore", 10**9)

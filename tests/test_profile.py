@@ -8,7 +8,6 @@ import pytest
 
 from linewatch.errors import ProfileError
 from linewatch.profile import (
-    DEFAULT_ENDPOINT,
     ENGINES_DIR,
     GenicamCamera,
     ReplayCamera,
@@ -17,6 +16,7 @@ from linewatch.profile import (
     load_profile,
     parse_profile,
 )
+from linewatch.protocol import DEFAULT_ENDPOINT
 
 REPO = Path(__file__).resolve().parent.parent
 MINIMAL = '[[camera]]\nid = "cam0"\nsource = "synthetic"\n'

@@ -178,8 +178,9 @@ def test_curve_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.count("heartbeat") == 2
 
 
-def test_cli_topics_match_the_protocol() -> None:
-    from linewatch.cli.subscribe import _TOPICS
-    from linewatch.protocol import TOPICS
+def test_cli_defaults_to_the_protocols_endpoint_and_all_its_topics() -> None:
+    from linewatch.cli import build_parser
+    from linewatch.protocol import DEFAULT_ENDPOINT
 
-    assert _TOPICS == TOPICS
+    args = build_parser().parse_args(["subscribe"])
+    assert args.endpoint == DEFAULT_ENDPOINT and args.topic is None  # None = every protocol topic

@@ -10,6 +10,7 @@ from typing import Any
 
 from linewatch import jsonfile
 from linewatch.errors import UsageError
+from linewatch.protocol import DEFAULT_ENDPOINT, TOPICS
 
 DESCRIPTION = """\
 Print the messages of a running linewatch daemon, one line each (--json: the header as JSON).
@@ -22,7 +23,6 @@ exit status: 0 when --count messages were printed (or --timeout passed without -
 
 EXIT_COUNT_NOT_REACHED = 1
 EXIT_FAILSAFE = 3
-_TOPICS = ("decision", "reject", "overlay", "heartbeat")  # == linewatch.protocol.TOPICS (kept light)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,10 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("endpoint", nargs="?", default="tcp://127.0.0.1:5555",
+    p.add_argument("endpoint", nargs="?", default=DEFAULT_ENDPOINT,
                    help="the daemon's PUB endpoint (default: %(default)s)")
-    p.add_argument("--topic", action="append", choices=_TOPICS, metavar="TOPIC",
-                   help=f"topic to print, repeatable: {', '.join(_TOPICS)} (default: all)")
+    p.add_argument("--topic", action="append", choices=TOPICS, metavar="TOPIC",
+                   help=f"topic to print, repeatable: {', '.join(TOPICS)} (default: all)")
     p.add_argument("--json", action="store_true", help="print each header as one JSON line")
     p.add_argument("--count", type=int, default=None, metavar="N", help="exit 0 after N messages")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         curve = CurveClient(args.curve_server_key, args.curve_client_cert)
     if args.save_overlays is not None:
         args.save_overlays.mkdir(parents=True, exist_ok=True)
-    topics = tuple(args.topic or _TOPICS)
+    topics = tuple(args.topic or TOPICS)
 
     failsafe = {"hit": False}
 

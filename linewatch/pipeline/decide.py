@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from linewatch import HEADS
 
@@ -27,9 +27,11 @@ REASON_LATE = "late"                      # not inferred within the profile's de
 REASON_ENGINE_ERROR = "engine-error"      # the engine raised (fail-safe)
 FAILSAFE_REASONS = (REASON_DROPPED, REASON_CORRUPT, REASON_LATE, REASON_ENGINE_ERROR)
 
-ADHESIVE_RULES = ("present", "absent", "ignore")
+AdhesiveRule = Literal["present", "absent", "ignore"]
 """`present`: the adhesive must be there (reject when adhesive < t_h); `absent`: it must not be
 there (reject when adhesive >= t_h); `ignore`: the adhesive head does not decide."""
+ADHESIVE_RULES: tuple[str, ...] = get_args(AdhesiveRule)
+"""The adhesive rules, in `AdhesiveRule` order (the profile's `[decision] adhesive_rule` is typed by it)."""
 
 
 @dataclass(slots=True)
