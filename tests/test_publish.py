@@ -214,6 +214,8 @@ def test_stop_without_drain_and_bind_errors() -> None:
         Publisher("tcp://127.0.0.1:0", "st", overlay_pass_every=-1)
     with pytest.raises(PublisherError, match="overlay_shape"):
         Publisher("tcp://127.0.0.1:0", "st", overlay_shape=(0, 10))
+    with pytest.raises(PublisherError, match="jpeg_quality = 0"):
+        Publisher("tcp://127.0.0.1:0", "st", jpeg_quality=0)
 
 
 def test_a_decision_made_before_a_rule_change_is_published_with_its_own_rule() -> None:

@@ -13,19 +13,17 @@
   `reject` are assigned at submit time, so in the (counted, `queue_overflow`) event that the queue is
   full and a decision is dropped, subscribers see the gap in `seq` and can fail safe.
 - An overlay is wanted for every reject and every `overlay_pass_every`-th pass (0 = never for passes),
-  when the caller passes the image. The image (uint8 HxWx3 RGB) and masks (float [2, h, w], anomaly
-  then adhesive, values in [0, 1]) are copied into a free slot of a preallocated pool (`overlay_pool`
-  slots; allocated in the constructor when `overlay_shape=(H, W)` is given — the engine's input size,
-  masks then [2, H/8, W/8] — else at the first image, sized by it). When no slot is free, or the
-  image's shape differs from the pool's, the overlay is skipped and counted (`overlays_skipped`);
-  the decision still goes.
+  when the caller passes the image. The image and masks are copied into the preallocated pool of a
+  `linewatch.pipeline.overlay_encoder.OverlayEncoder` (`overlay_pool` slots, `overlay_shape`); when
+  it has no slot for them the overlay is skipped and counted (`overlays_skipped`); the decision still
+  goes.
 
 The publisher thread sends, for each queued decision, `decision` and then `reject` (if it is one),
 and a `heartbeat` every `heartbeat_interval` seconds with the `status()` callable's dict (keys
 `status`, `fps`, `counters`, `cameras`, all optional) merged over the publisher's own counters.
-Overlays are drawn (`linewatch.pipeline.overlay.draw_overlay`) and JPEG-encoded by a second thread
-(`linewatch-overlays`, which never touches the socket) and handed back through the same queue, so a
-reject never waits behind an encode; an overlay follows its decision, possibly after later ones. The headers report each
+Overlays are drawn and JPEG-encoded by the encoder's thread (`linewatch-overlays`, which never
+touches the socket) and handed back through the same queue, so a reject never waits behind an
+encode; an overlay follows its decision, possibly after later ones. The headers report each
 decision's own fields (`linewatch.protocol`): a decision queued before a reload goes out under the
 adhesive rule it was decided with.
 A PUB socket never blocks: a subscriber that cannot keep up loses messages at its high-water mark
@@ -58,9 +56,10 @@ from typing import Any
 import numpy as np
 import structlog
 
-from linewatch import HEADS, __version__
+from linewatch import __version__
 from linewatch.errors import LinewatchError
 from linewatch.pipeline.decide import REASON_DROPPED, REASON_LATE, Decision
+from linewatch.pipeline.overlay_encoder import EncodedOverlay, OverlayEncoder
 from linewatch.protocol import (
     DEFAULT_ENDPOINT,
     HEARTBEAT_STATUSES,
@@ -103,14 +102,6 @@ class _DecisionItem:
     decision: Decision
 
 
-@dataclass(slots=True)
-class _OverlayItem:
-    decision: Decision
-    jpeg: bytes
-    width: int
-    height: int
-
-
 def _load_server_keys(curve: CurveServer) -> tuple[bytes, bytes]:
     import zmq.auth
 
@@ -137,8 +128,8 @@ class Publisher:
         endpoint is `self.endpoint` after start()). station: the station name in every header.
     curve: CurveServer or None. overlay_pass_every: overlay every N-th pass (0 = never).
     heartbeat_interval: seconds between heartbeats. status: callable returning the daemon's status dict.
-    queue_size: decisions waiting to be sent. overlay_pool, overlay_shape: overlay buffers (count,
-    (H, W)). jpeg_quality: 1..100. sndhwm: ZeroMQ send high-water mark (messages per subscriber).
+    queue_size: decisions waiting to be sent. overlay_pool, overlay_shape, jpeg_quality: the
+    `OverlayEncoder`'s (slots, (H, W), 1..100). sndhwm: ZeroMQ send high-water mark (messages per subscriber).
     linger_ms: how long stop() lets queued messages flush to connected subscribers.
     """
 
@@ -164,9 +155,10 @@ class Publisher:
             raise PublisherError(f"overlay_pass_every must be >= 0 (0 = never for passes), got {overlay_pass_every}")
         if not (heartbeat_interval > 0 and math.isfinite(heartbeat_interval)):
             raise PublisherError(f"heartbeat_interval must be > 0 seconds, got {heartbeat_interval}")
-        if queue_size < 1 or overlay_pool < 0 or not 1 <= jpeg_quality <= 100 or sndhwm < 1 or linger_ms < 0:
+        if queue_size < 1 or sndhwm < 1 or linger_ms < 0:
             raise PublisherError(
-                "queue_size >= 1, overlay_pool >= 0, 1 <= jpeg_quality <= 100, sndhwm >= 1 and linger_ms >= 0 are required"
+                f"queue_size = {queue_size}, sndhwm = {sndhwm}, linger_ms = {linger_ms}: "
+                "queue_size >= 1, sndhwm >= 1 and linger_ms >= 0 are required"
             )
         self.requested_endpoint = endpoint
         self.endpoint: str | None = None
@@ -177,33 +169,23 @@ class Publisher:
         self.overlay_pass_every = int(overlay_pass_every)
         self.heartbeat_interval = float(heartbeat_interval)
         self._status = status
-        self._jpeg_quality = int(jpeg_quality)
         self._sndhwm = int(sndhwm)
         self._linger_ms = int(linger_ms)
 
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
-        self._lock = threading.Lock()  # submit(): counters, seq, pool slots, enqueue order
+        self._lock = threading.Lock()  # submit(): counters, seq, overlay slots, enqueue order
         self._seq_decision = 0
         self._seq_reject = 0
         self._passes_seen = 0
         self._counters: dict[str, int] = dict.fromkeys(
             ("decisions", "passes", "rejects", "failsafe", "drops", "late", "overlays", "overlays_skipped",
              "queue_overflow"), 0
-        )
-        self._pool_size = int(overlay_pool)
-        self._pool_images: np.ndarray | None = None
-        self._pool_masks: np.ndarray | None = None
-        self._pool_has_masks = [False] * self._pool_size
-        self._free_slots: list[int] = list(range(self._pool_size))
-        if overlay_shape is not None:
-            h, w = (int(v) for v in overlay_shape)
-            if h < 1 or w < 1:
-                raise PublisherError(f"overlay_shape must be (height, width) > 0, got {overlay_shape}")
-            self._allocate_pool((h, w, 3), (len(HEADS), -(-h // 8), -(-w // 8)))
-
-        self._overlay_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # (decision, slot); <= pool size
+        )  # overlays_skipped: the encoder's count, read by counters()
+        try:
+            self._overlays = OverlayEncoder(overlay_pool, overlay_shape, jpeg_quality, deliver=self._deliver_overlay)
+        except ValueError as exc:
+            raise PublisherError(str(exc)) from exc
         self._thread: threading.Thread | None = None
-        self._encoder: threading.Thread | None = None
         self._started = threading.Event()
         self._start_error: BaseException | None = None
         self._t_start = time.monotonic()
@@ -225,8 +207,7 @@ class Publisher:
         if self._start_error is not None:
             self._thread.join()
             raise PublisherError(f"cannot bind the publisher to {self.requested_endpoint}: {self._start_error}")
-        self._encoder = threading.Thread(target=self._encode_overlays, name="linewatch-overlays", daemon=True)
-        self._encoder.start()
+        self._overlays.start()
         return self
 
     def submit(self, decision: Decision, image: np.ndarray | None = None, masks: np.ndarray | None = None) -> None:
@@ -257,21 +238,23 @@ class Publisher:
                 self._seq_reject += 1
             slot = -1
             if self._wants_overlay(reject) and image is not None:
-                slot = self._copy_into_pool(image, masks)
+                slot = self._overlays.copy_in(image, masks)
             try:
                 self._queue.put_nowait(_DecisionItem(seq_d, seq_r, decision))
             except queue.Full:
                 c["queue_overflow"] += 1
                 if slot >= 0:
-                    self._free_slots.append(slot)
+                    self._overlays.release(slot)
                 return
             if slot >= 0:
-                self._overlay_queue.put((decision, slot))
+                self._overlays.submit(decision, slot)
 
     def counters(self) -> dict[str, int]:
-        """A snapshot of the publisher's own counters."""
+        """A snapshot of the publisher's own counters (with its overlay encoder's `overlays_skipped`)."""
         with self._lock:
-            return dict(self._counters)
+            c = dict(self._counters)
+            c["overlays_skipped"] = self._overlays.skipped
+        return c
 
     def stop(self, drain: bool = True, timeout: float = 5.0) -> None:
         """Stop the thread. drain=True publishes everything queued first. Returns within ~timeout + linger."""
@@ -281,10 +264,8 @@ class Publisher:
         if not drain:
             self._stopping = True
         deadline = time.monotonic() + timeout
-        if self._encoder is not None:  # first the overlays still to encode: they go into the queue
-            self._overlay_queue.put(_STOP)
-            self._encoder.join(max(deadline - time.monotonic(), 0.0))
-            self._encoder = None
+        # first the overlays still to encode (drain=False: none): they go into the queue
+        self._overlays.stop(drain, deadline - time.monotonic())
         self._stopping = True
         timeout = max(deadline - time.monotonic(), 0.0)
         try:
@@ -310,44 +291,6 @@ class Publisher:
         self._passes_seen += 1
         n = self.overlay_pass_every
         return n > 0 and self._passes_seen % n == 0
-
-    def _copy_into_pool(self, image: np.ndarray, masks: np.ndarray | None) -> int:
-        image = np.asarray(image)
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or self._pool_size == 0:
-            self._counters["overlays_skipped"] += 1
-            return -1
-        if self._pool_images is None:
-            self._allocate_pool(image.shape, None if masks is None else np.shape(masks))
-        pool = self._pool_images
-        assert pool is not None
-        if image.shape != pool.shape[1:] or not self._free_slots:
-            self._counters["overlays_skipped"] += 1
-            return -1
-        slot = self._free_slots.pop()
-        np.copyto(pool[slot], image)
-        has_masks = False
-        if masks is not None:
-            if self._pool_masks is None:
-                self._allocate_pool(None, np.shape(masks))
-            assert self._pool_masks is not None
-            if np.shape(masks) == self._pool_masks.shape[1:]:
-                np.copyto(self._pool_masks[slot], masks, casting="unsafe")
-                has_masks = True
-        self._pool_has_masks[slot] = has_masks
-        return slot
-
-    def _allocate_pool(self, image_shape: tuple[int, ...] | None, mask_shape: tuple[int, ...] | None) -> None:
-        # zero-filled, not np.empty: touching the pages now keeps page faults out of submit()
-        if image_shape is not None:
-            self._pool_images = np.zeros((self._pool_size, *image_shape), np.uint8)
-            self._pool_images.fill(0)
-        if mask_shape is not None:
-            self._pool_masks = np.zeros((self._pool_size, *mask_shape), np.float32)
-            self._pool_masks.fill(0)
-
-    def _release_slot(self, slot: int) -> None:
-        with self._lock:
-            self._free_slots.append(slot)
 
     # ------------------------------------------------------------------ publisher thread
 
@@ -424,7 +367,7 @@ class Publisher:
                 continue
             if entry is _STOP:
                 break
-            if isinstance(entry, _OverlayItem):
+            if isinstance(entry, EncodedOverlay):
                 header = overlay_header(entry.decision, station=self.station, session=self.session, seq=seq_overlay,
                                         width=entry.width, height=entry.height, t_sent_ns=time.time_ns())
                 self._send(sock, encode(header, entry.jpeg))
@@ -448,52 +391,13 @@ class Publisher:
         sent[TOPIC_OVERLAY] = seq_overlay
         self._send(sock, self._heartbeat(seq_heartbeat, 0.0, "stopping", sent=sent))
 
-    # ------------------------------------------------------------------ overlay encoder thread
-
-    def _encode_overlays(self) -> None:
-        """Draw + JPEG-encode overlays off the publisher thread, so no reject waits behind an encode."""
-        while True:
-            entry = self._overlay_queue.get()
-            if entry is _STOP:
-                return
-            d, slot = entry
-            if self._stopping:  # stop(drain=False): give the slot back, encode nothing
-                self._release_slot(slot)
-                continue
-            item = self._encode_one(d, slot)
-            if item is None:
-                continue
-            try:
-                self._queue.put_nowait(item)
-            except queue.Full:
-                with self._lock:
-                    self._counters["overlays_skipped"] += 1
-
-    def _encode_one(self, d: Decision, slot: int) -> _OverlayItem | None:
-        import cv2
-
-        from linewatch.pipeline.overlay import draw_overlay
-
+    def _deliver_overlay(self, item: EncodedOverlay) -> bool:
+        """The encoder thread's hand-back: an encoded overlay joins the send queue (False when full)."""
         try:
-            assert self._pool_images is not None
-            image = self._pool_images[slot]
-            masks = self._pool_masks[slot] if self._pool_masks is not None and self._pool_has_masks[slot] else None
-            if masks is None:
-                drawn = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-            else:  # BGR, mask contours at pixel value 0.5, scores written in the corner
-                drawn = draw_overlay(image, masks, scores=d.scores)
-            ok, jpeg = cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, self._jpeg_quality])
-            if not ok:
-                raise RuntimeError("cv2.imencode returned False")
-        except Exception as exc:
-            log.warning("overlay skipped", frame_id=d.frame_id, camera=d.camera, error=str(exc))
-            with self._lock:
-                self._counters["overlays_skipped"] += 1
-            return None
-        finally:
-            self._release_slot(slot)
-        height, width = drawn.shape[:2]
-        return _OverlayItem(d, jpeg.tobytes(), int(width), int(height))
+            self._queue.put_nowait(item)
+        except queue.Full:
+            return False
+        return True
 
     def _heartbeat(self, seq: int, fps: float, force_status: str | None,
                    sent: dict[str, int] | None = None) -> list[bytes]:
