@@ -20,6 +20,7 @@ class FakeEngine:
 
     name = "fake"
     device = "cpu"
+    precision = "f32"
     pinned = False
 
     def __init__(self, max_batch: int = 4, fail_calls: tuple[int, ...] = (), block: threading.Event | None = None):
@@ -55,7 +56,11 @@ class FakeEngine:
 
 
 class FakePublisher:
-    def __init__(self):
+    """Keeps every decision it is handed (`keep=False`: counts them only, for long runs that measure memory)."""
+
+    def __init__(self, keep: bool = True):
+        self.keep = keep
+        self.count = 0
         self.decisions = []
         self.images = 0
         self.started = self.stopped = False
@@ -69,7 +74,9 @@ class FakePublisher:
 
     def submit(self, decision, image=None, masks=None):
         with self.lock:
-            self.decisions.append(decision)
+            self.count += 1
+            if self.keep:
+                self.decisions.append(decision)
             self.images += image is not None
 
     def reasons(self):
