@@ -70,7 +70,9 @@ class StationConfig(_Section):
     curve: CurveConfig | None = None
 
 
-class ModelConfig(_Section):
+class ModelSection(_Section):
+    """The `[model]` section: which model runs where, on which backend."""
+
     path: str = DEFAULT_MODEL
     """ONNX model (its manifest JSON lies beside it); a relative path is looked for in the profile's
     folder, then in `store`, then among the shipped models."""
@@ -182,7 +184,7 @@ class PublishConfig(_Section):
 
 class Profile(_Section):
     station: StationConfig = StationConfig()
-    model: ModelConfig = ModelConfig()
+    model: ModelSection = ModelSection()
     camera: Annotated[list[CameraConfig], Field(min_length=1, max_length=256)]
     decision: DecisionConfig = DecisionConfig()
     ring: RingConfig = RingConfig()

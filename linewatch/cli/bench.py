@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from linewatch.bench import BenchConfig, Progress, exit_status, format_report, run_bench
+    from linewatch.bench import BenchConfig, BenchProgress, exit_status, format_report, run_bench
     from linewatch.logs import configure
     from linewatch.profile import default_profile, load_profile
 
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     )
     progress = None
     if not args.quiet:
-        progress = Progress()
+        progress = BenchProgress()
     report = run_bench(cfg, progress=progress)
     if progress is not None:
         progress.done()

@@ -30,7 +30,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    """Model options shared by train and ablate (defaults: the ModelConfig defaults)."""
+    """Model options shared by train and ablate (defaults: the NetworkConfig defaults)."""
     g = p.add_argument_group("model")
     g.add_argument("--depth", choices=["v1", "v2", "v3", "v4"], help="conv layers per block (default v2)")
     g.add_argument("--resse", choices=["none", "v1", "v2", "v3"], help="ResSE placement (default v1)")
@@ -142,7 +142,7 @@ def input_size_for(args: argparse.Namespace, overrides: dict[str, Any], init_hw:
 
 
 def train_config(args: argparse.Namespace, **extra: Any) -> Any:
-    from linewatch.model.resse import ModelConfig
+    from linewatch.model.resse import NetworkConfig
     from linewatch.model.train import TrainConfig
 
     overrides = model_overrides(args)
@@ -156,10 +156,10 @@ def train_config(args: argparse.Namespace, **extra: Any) -> Any:
         else None
     input_size_for(args, overrides, init_hw)
     if init_cfg is not None:
-        cfg = ModelConfig.from_dict({**init_cfg, **overrides})
+        cfg = NetworkConfig.from_dict({**init_cfg, **overrides})
         extra = {"init": init, **extra}
     else:
-        cfg = ModelConfig(**overrides)
+        cfg = NetworkConfig(**overrides)
     return TrainConfig(
         data=args.data, epochs_seg=args.epochs_seg, epochs_cls=args.epochs_cls, batch=args.batch, lr=args.lr,
         crop=not args.no_crop, delta_min=args.delta_min, device=args.device, amp=args.amp, seed=args.seed,

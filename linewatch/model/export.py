@@ -24,7 +24,7 @@ from linewatch import HEADS, jsonfile
 from linewatch.engines.base import INPUT_NAME, OUTPUT_NAMES
 from linewatch.engines.manifest import Manifest, sha256_file
 from linewatch.errors import EngineError, UsageError
-from linewatch.model.resse import DeployNet, ModelConfig, ResSENet
+from linewatch.model.resse import DeployNet, NetworkConfig, ResSENet
 
 OPSET = 17
 PARITY_TOL = 1e-4
@@ -53,7 +53,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> ResSENet:
     """A ResSENet (eval mode) from a training checkpoint (`RUN/best.pt`) or exported weights (`<stem>.pt`)."""
     ckpt = load_checkpoint(path)
-    cfg = ModelConfig.from_dict(ckpt["config"])
+    cfg = NetworkConfig.from_dict(ckpt["config"])
     model = ResSENet(cfg)
     try:
         model.load_state_dict(ckpt["model"])
@@ -62,7 +62,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> ResSENet
     return model.to(device).eval()
 
 
-def sample_frames(cfg: ModelConfig, n: int, seed: int = 0) -> np.ndarray:
+def sample_frames(cfg: NetworkConfig, n: int, seed: int = 0) -> np.ndarray:
     """Deterministic uint8 test frames [n, H, W, 3]: smooth gradients plus noise and a few blobs."""
     rng = np.random.default_rng(seed)
     h, w = cfg.input_height, cfg.input_width

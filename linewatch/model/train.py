@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from linewatch import jsonfile
 from linewatch.errors import UsageError
 from linewatch.model.data import TensorCache, augment, build_cache, cropped_labels, holdout, strat_key
-from linewatch.model.resse import ModelConfig, ResSENet
+from linewatch.model.resse import NetworkConfig, ResSENet
 
 SEG_LOSSES = ("bce", "mse-sigmoid", "mse-linear")
 
@@ -70,7 +70,7 @@ class TrainConfig:
     it moves that head's scores up, so the fixed threshold catches more positives (docs/model.md §2)."""
     quiet: bool = False
     model: dict[str, Any] = field(default_factory=dict)
-    """ModelConfig as a dict."""
+    """NetworkConfig as a dict."""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -192,7 +192,7 @@ def set_stage(model: ResSENet, stage: int) -> list[torch.nn.Parameter]:
     return list(model.segmentation.parameters())
 
 
-class Progress:
+class TrainingProgress:
     """A one-line progress bar on a TTY (stderr); silent otherwise."""
 
     def __init__(self, total: int, enabled: bool) -> None:
@@ -291,12 +291,12 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
     tc.pos_weight = check_pos_weight(tc.pos_weight)
     init = load_init(tc.init) if tc.init and ckpt is None else None
     if tc.model:
-        cfg = ModelConfig.from_dict(tc.model)
+        cfg = NetworkConfig.from_dict(tc.model)
     else:
-        cfg = ModelConfig.from_dict(init["config"]) if init is not None else ModelConfig()
+        cfg = NetworkConfig.from_dict(init["config"]) if init is not None else NetworkConfig()
     want_act = "linear" if tc.seg_loss == "mse-linear" else "sigmoid"
     if cfg.seg_activation != want_act:
-        cfg = ModelConfig.from_dict({**cfg.to_dict(), "seg_activation": want_act})
+        cfg = NetworkConfig.from_dict({**cfg.to_dict(), "seg_activation": want_act})
     tc.model = cfg.to_dict()
 
     device = pick_device(tc.device)
@@ -354,7 +354,7 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
     steps = max(1, n // bs)
     if tc.limit_steps:
         steps = min(steps, tc.limit_steps)
-    progress = Progress(n_epochs, not tc.quiet)
+    progress = TrainingProgress(n_epochs, not tc.quiet)
     logf = open(out / "log.jsonl", "a")  # noqa: SIM115 - closed in finally
     t_start = time.time()
     summary: dict[str, Any] = {}
