@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from linewatch.errors import UsageError  # noqa: E402
+from linewatch.errors import SettingError  # noqa: E402
 from linewatch.model.resse import (  # noqa: E402
     DEPTHS,
     RESSE_PLACEMENTS,
@@ -113,7 +113,7 @@ def test_resse_math():
     ],
 )
 def test_invalid_config(overrides, match):
-    with pytest.raises(UsageError, match=match):
+    with pytest.raises(SettingError, match=match):
         NetworkConfig(**overrides)
 
 
@@ -121,7 +121,7 @@ def test_config_roundtrip():
     cfg = NetworkConfig(depth="v3", resse="v3", widths=(8, 16, 32), downsample="max", input_height=256, input_width=256)
     d = json.loads(json.dumps(cfg.to_dict()))
     assert NetworkConfig.from_dict(d) == cfg
-    with pytest.raises(UsageError, match="unknown keys"):
+    with pytest.raises(SettingError, match="unknown keys"):
         NetworkConfig.from_dict({**d, "colour": "red"})
 
 

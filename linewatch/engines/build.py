@@ -210,7 +210,7 @@ def build_plan(
     import tensorrt as trt
 
     if max_batch < 1:
-        raise EngineError(f"--max-batch {max_batch}; must be >= 1")
+        raise EngineError(f"`max_batch` {max_batch}: must be >= 1")
     opt = opt_batch or opt_batch_for(max_batch)
     if not 1 <= opt <= max_batch:
         raise EngineError(f"opt batch {opt}; must be within 1..{max_batch}")

@@ -25,7 +25,7 @@ from torch import nn
 
 from linewatch import HEADS
 from linewatch.engines.base import NORM_SCALE, NORM_SHIFT
-from linewatch.errors import UsageError
+from linewatch.errors import SettingError
 
 DEPTHS: dict[str, tuple[int, int, int]] = {
     "v1": (1, 1, 2),
@@ -89,8 +89,8 @@ class NetworkConfig:
 
     # -- validation -------------------------------------------------------------------------
     def validate(self) -> None:
-        def bad(key: str, value: Any, allowed: str) -> UsageError:
-            return UsageError(f"model config: {key}={value!r} is invalid; allowed: {allowed}")
+        def bad(key: str, value: Any, allowed: str) -> SettingError:
+            return SettingError(f"model config: {key}={value!r} is invalid; allowed: {allowed}")
 
         if self.depth not in DEPTHS:
             raise bad("depth", self.depth, ", ".join(DEPTHS))
@@ -100,7 +100,7 @@ class NetworkConfig:
         missing = [p for p in RESSE_PLACEMENTS[self.resse] if p not in layers]
         if missing:
             need = ", ".join(f"Conv{m}" for m in missing)
-            raise UsageError(
+            raise SettingError(
                 f"model config: resse={self.resse!r} places a ResSE module after {need}, which depth="
                 f"{self.depth!r} {DEPTHS[self.depth]} does not have; use depth v2 or deeper"
             )
@@ -144,7 +144,7 @@ class NetworkConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise UsageError(f"model config: unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
+            raise SettingError(f"model config: unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
         kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**kwargs)
 
