@@ -70,6 +70,12 @@ def test_every_command_is_registered_under_its_name_with_its_options():
     assert all(p.get_default("option_names") for p in sub.choices.values())
 
 
+def test_a_command_module_that_fails_to_import_is_an_error(monkeypatch):
+    monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, ("nope", "not_a_command_module")))
+    with pytest.raises(ModuleNotFoundError, match="not_a_command_module"):
+        build_parser()
+
+
 def test_value_parsers_name_the_option():
     assert floats_arg(2, "3,1")("2,0.5") == (2.0, 0.5)
     with pytest.raises(argparse.ArgumentTypeError, match="expected 2 comma-separated numbers, e.g. 3,1"):

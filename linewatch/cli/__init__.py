@@ -41,6 +41,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand of `COMMANDS`; a command module that fails to import raises."""
     parser = argparse.ArgumentParser(
         prog="linewatch",
         description="Real-time camera line inspection for battery-cell production.",
@@ -48,13 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"linewatch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command, module in COMMANDS:
-        try:
-            mod = importlib.import_module(f"linewatch.cli.{module}")
-        except ModuleNotFoundError as exc:  # a command whose module is not written yet
-            if exc.name != f"linewatch.cli.{module}":
-                raise
-            continue
-        mod.register(sub)
+        importlib.import_module(f"linewatch.cli.{module}").register(sub)
         cmd = sub.choices[command]
         cmd.set_defaults(option_names=option_names(cmd))
     return parser

@@ -1,4 +1,4 @@
-"""`linewatch build-engine`: build the TensorRT plan of an ONNX model for this GPU (SPEC §5).
+"""`linewatch build-engine`: build the TensorRT plan of an ONNX model for this GPU.
 
     linewatch build-engine --onnx engines/<model>.onnx [--fp16] [--max-batch 8] [--workspace 2048]
 

@@ -235,7 +235,7 @@ def build_plan(
             raise EngineError(f"{onnx_path}: the TensorRT ONNX parser failed:\n  " + "\n  ".join(errors))
         names = [network.get_input(i).name for i in range(network.num_inputs)]
         if names != [INPUT_NAME]:
-            raise EngineError(f"{onnx_path}: inputs {names}; expected [{INPUT_NAME!r}] (SPEC §5)")
+            raise EngineError(f"{onnx_path}: inputs {names}; expected [{INPUT_NAME!r}] (not a model `linewatch export` wrote)")
 
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
