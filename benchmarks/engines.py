@@ -17,7 +17,7 @@ Variants (run when available): `openvino:f32`, `openvino:bf16` (where the CPU ha
 `tensorrt:fp16` (builds the plan into the
 model's folder when missing), `torch:fp16` and `torch:fp32` (CUDA graphs); `null` on request.
 Without `--model` the one `engines/*.onnx` is used, or, when there is none, a freshly initialised
-ResSENet of the default `ModelConfig` (512x1224, depth v2, ResSE v1) is exported to a temporary
+ResSENet of the default `NetworkConfig` (512x1224, depth v2, ResSE v1) is exported to a temporary
 folder: its speed is the real model's (same graph and sizes), its scores are meaningless.
 """
 
@@ -105,7 +105,7 @@ def default_model(tmp: Path) -> tuple[Path, str]:
     export_onnx(model, out, self_check=False)
     cfg = model.cfg
     return out, (
-        f"representative model: untrained ResSENet, default ModelConfig (depth {cfg.depth}, ResSE {cfg.resse}, "
+        f"representative model: untrained ResSENet, default NetworkConfig (depth {cfg.depth}, ResSE {cfg.resse}, "
         f"widths {list(cfg.widths)}, {cfg.input_height}x{cfg.input_width})"
     )
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 CANDIDATES: list[tuple[str, dict]] = [
-    # name, ModelConfig overrides (depth v2 + ResSE v1 unless given)
+    # name, NetworkConfig overrides (depth v2 + ResSE v1 unless given)
     ("ref-8-16-32-k3", dict(widths=(8, 16, 32), kernels=(3, 3, 3))),
     ("16-32-64-k3", dict(widths=(16, 32, 64), kernels=(3, 3, 3))),
     ("8-32-64-k3", dict(widths=(8, 32, 64), kernels=(3, 3, 3))),

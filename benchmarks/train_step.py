@@ -22,7 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from linewatch.model.resse import ModelConfig, ResSENet
+from linewatch.model.resse import NetworkConfig, ResSENet
 from linewatch.model.train import cpu_bf16_supported
 
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     target = (torch.rand(args.batch, 2, h // 8, w // 8, device=dev) > 0.99).float()
     setups = {}
     for name, (cl, dtype) in variants.items():
-        model = ResSENet(ModelConfig(input_height=h, input_width=w)).to(dev)
+        model = ResSENet(NetworkConfig(input_height=h, input_width=w)).to(dev)
         x = x0
         if cl:
             model = model.to(memory_format=torch.channels_last)

@@ -170,7 +170,7 @@ def _summary(t: _Tally, frames: int, decided: int) -> None:
 def _write_sample_set(out: str) -> None:
     from pathlib import Path
 
-    from linewatch.cli.synth import write_preview
+    from linewatch.data.preview import write_preview
     from linewatch.data.synth import write_dataset
 
     path = Path(out)

@@ -21,3 +21,8 @@ class EngineError(LinewatchError):
 
 class UsageError(LinewatchError):
     """A command-line argument is wrong: printed without a traceback, exit status 2."""
+
+
+class SettingError(LinewatchError, ValueError):
+    """A value given to a library function is wrong: the message names the setting in backquotes
+    (`pos_weight`), the value and what is allowed. The CLI prints the setting's option in its place."""

@@ -11,11 +11,16 @@ whose message names the file, the key path (`decision.adhesive_rule`, `camera[1]
 and what is allowed. Relative paths (model, cti, replay folder, CURVE keys) are resolved against the
 profile's folder. A relative `model.path` is looked for in the profile's folder, then in the station's
 model store (`[model] store`, default `/var/lib/linewatch/engines`), then among the models shipped
-with linewatch (`shipped_dir()`: the wheel's package data, the repository's `engines/` in a checkout).
+with linewatch (`shipped_dir()`: the wheel's package data, the repository's `engines/` in a checkout);
+`default_model()` is the model a command uses when none is named.
+
+`rewrite_thresholds` sets a profile text's `[decision]` thresholds as a textual edit (what
+`linewatch calibrate --write` does): comments and every other line stay.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from importlib import resources
@@ -24,9 +29,10 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from linewatch import HEADS
 from linewatch.engines.factory import Backend
 from linewatch.engines.openvino import Precision
-from linewatch.errors import ProfileError
+from linewatch.errors import ProfileError, SettingError
 from linewatch.pipeline.decide import AdhesiveRule
 from linewatch.pipeline.infer import MAX_BATCH
 from linewatch.protocol import DEFAULT_ENDPOINT
@@ -47,6 +53,17 @@ def shipped_dir() -> Path:
 
 ENGINES_DIR = shipped_dir()
 """The shipped models' folder (see `shipped_dir`)."""
+
+
+def default_model() -> Path:
+    """The one `engines/*.onnx` of the working directory, else the shipped default model; `SettingError`
+    naming the models when the working directory has several."""
+    found = sorted(Path("engines").glob("*.onnx"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        return ENGINES_DIR / DEFAULT_MODEL
+    raise SettingError(f"no `model` given and several models in engines/: {', '.join(map(str, found))}; pick one")
 
 FeatureValue = Union[bool, int, float, str]  # noqa: UP007 - pydantic union order matters (bool first)
 
@@ -70,7 +87,9 @@ class StationConfig(_Section):
     curve: CurveConfig | None = None
 
 
-class ModelConfig(_Section):
+class ModelSection(_Section):
+    """The `[model]` section: which model runs where, on which backend."""
+
     path: str = DEFAULT_MODEL
     """ONNX model (its manifest JSON lies beside it); a relative path is looked for in the profile's
     folder, then in `store`, then among the shipped models."""
@@ -182,7 +201,7 @@ class PublishConfig(_Section):
 
 class Profile(_Section):
     station: StationConfig = StationConfig()
-    model: ModelConfig = ModelConfig()
+    model: ModelSection = ModelSection()
     camera: Annotated[list[CameraConfig], Field(min_length=1, max_length=256)]
     decision: DecisionConfig = DecisionConfig()
     ring: RingConfig = RingConfig()
@@ -292,6 +311,83 @@ def parse_profile(text: str, *, name: str = "<profile>", base_dir: str | Path = 
         return Profile.model_validate(data)
     except ValidationError as exc:
         raise ProfileError(_format_errors(name, exc, raw)) from None
+
+
+# -- thresholds rewrite -------------------------------------------------------------------------
+
+_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_INLINE = re.compile(r"^(\s*thresholds\s*=\s*)\{[^}]*\}(.*)$")
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4f}"
+
+
+def rewrite_thresholds(text: str, thresholds: dict[str, float]) -> str:
+    """The profile text with `[decision]` thresholds set to `thresholds` (every head of HEADS).
+
+    Handles a `[decision.thresholds]` table, `thresholds = { ... }` or `thresholds.<head> = ...` in
+    `[decision]`, and profiles without either (the keys are added); comments and every other line stay.
+    The result is checked by parsing it back; `ProfileError` when the edit could not be made safely.
+    """
+    lines = text.splitlines(keepends=True)
+    section: str | None = None
+    idx_decision = idx_table = None
+    done: set[str] = set()
+    out: list[str] = []
+    inline_done = False
+    for line in lines:
+        m = _HEADER.match(line)
+        if m and not line.lstrip().startswith("#"):
+            section = m.group(1)
+            out.append(line)
+            if section == "decision":
+                idx_decision = len(out)
+            elif section == "decision.thresholds":
+                idx_table = len(out)
+            continue
+        if section == "decision":
+            mi = _INLINE.match(line)
+            if mi:
+                inner = ", ".join(f"{h} = {_fmt(thresholds[h])}" for h in HEADS)
+                out.append(f"{mi.group(1)}{{ {inner} }}{mi.group(2)}\n")
+                inline_done = True
+                done.update(HEADS)
+                continue
+            for h in HEADS:
+                md = re.match(rf"^(\s*thresholds\.{h}\s*=\s*)[^#\n]*?(\s*#.*)?$", line.rstrip("\n"))
+                if md:
+                    line = f"{md.group(1)}{_fmt(thresholds[h])}{md.group(2) or ''}\n"
+                    done.add(h)
+        elif section == "decision.thresholds":
+            for h in HEADS:
+                md = re.match(rf"^(\s*{h}\s*=\s*)[^#\n]*?(\s*#.*)?$", line.rstrip("\n"))
+                if md:
+                    line = f"{md.group(1)}{_fmt(thresholds[h])}{md.group(2) or ''}\n"
+                    done.add(h)
+        out.append(line)
+    missing = [h for h in HEADS if h not in done]
+    if missing:
+        if idx_table is not None:
+            out[idx_table:idx_table] = [f"{h} = {_fmt(thresholds[h])}\n" for h in missing]
+        elif idx_decision is not None and not inline_done and len(missing) == len(HEADS):
+            inner = ", ".join(f"{h} = {_fmt(thresholds[h])}" for h in HEADS)
+            out[idx_decision:idx_decision] = [f"thresholds = {{ {inner} }}\n"]
+        elif idx_decision is not None:
+            out[idx_decision:idx_decision] = [f"thresholds.{h} = {_fmt(thresholds[h])}\n" for h in missing]
+        else:
+            if out and not out[-1].endswith("\n"):
+                out[-1] += "\n"
+            inner = ", ".join(f"{h} = {_fmt(thresholds[h])}" for h in HEADS)
+            out.append(f"\n[decision]\nthresholds = {{ {inner} }}\n")
+    new = "".join(out)
+    try:
+        got = tomllib.loads(new).get("decision", {}).get("thresholds", {})
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"could not rewrite the thresholds safely ({exc}); set them by hand") from exc
+    if any(abs(float(got.get(h, -1)) - round(thresholds[h], 4)) > 1e-9 for h in HEADS):
+        raise ProfileError(f"could not rewrite the thresholds safely (read back {got}); set them by hand")
+    return new
 
 
 # -- error formatting ---------------------------------------------------------------------------

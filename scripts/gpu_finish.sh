@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# What issue 3 still needs from a lent GPU (H100/H200), in one call of under 10 minutes:
-#   1. the shipped model, run 7c's recipe (docs/results.md) with more epochs: stage 1 on the defect-rich mix
-#      (70 % defective, 30 % of anomalies on glue), then on the faint mix (contrast 12-30) at lr 1e-4, stage 2
-#      on the natural mix (synth-train), then stage 2 again at lr 1e-4 (the polish: the stage-2 validation loss
-#      settles instead of jumping), then stage 2 with a positive weight on the anomaly head (run 8's w = 4,
-#      `--pos-weight 4,1` at lr 1e-3: the operating point of the shipped model); every "best" epoch picked on
-#      val5005 (a validation set of its own seed); trained ALONE on the GPU (sharing it doubled the epoch time before); evaluated on the held-out
-#      synthetic set, exported with its metrics;
+# Trains the shipped model and runs the magnetic-tile accuracy runs on one CUDA GPU, in under 10 minutes:
+#   1. the shipped model (docs/model.md), starting from engines/resse-default.pt: stage 1 on the
+#      defect-rich mix (70 % defective, 30 % of anomalies on glue), then on the faint mix (contrast 12-30)
+#      at lr 1e-4; stage 2 on the natural mix (synth-train), then stage 2 again at lr 1e-4 (the stage-2
+#      validation loss settles instead of jumping), then stage 2 with a positive weight on the anomaly head
+#      (`--pos-weight 4,1` at lr 1e-3: the shipped model's operating point). Every "best" epoch is picked
+#      on val5005 (a validation set of its own seed). These runs have the GPU to themselves (a shared GPU
+#      doubles the epoch time). The result is evaluated on the held-out synthetic set and exported with
+#      its metrics;
 #   2. then, sharing the GPU: the width/kernel candidates of docs/model.md on the magnetic-tile split
 #      (full 200 + 80 schedule, `ablate --tables resse-v1 --widths ...`, one process each) for the accuracy
-#      column, and whatever ablation rows are still missing in mt-ablate (finished rows are reused).
+#      column, and the ablation rows mt-ablate does not hold yet (finished rows are reused).
 # Everything comes back as $OUT/results.tgz plus logs.
 #
 #   needs: python3 with torch (CUDA), onnx, onnxruntime, opencv; the repo as working directory;
@@ -36,9 +37,9 @@ EPOCHS_FAINT=${EPOCHS_FAINT:-20} # stage-1 epochs on the faint mix after the mix
 BUDGET_SYN=${BUDGET_SYN:-170}   # seconds for step 1's stage 1 on the mix
 BUDGET_FAINT=${BUDGET_FAINT:-60} # seconds for step 1's stage 1 on the faint mix
 BUDGET_CLS=${BUDGET_CLS:-80}    # seconds for step 1's stage 2
-EPOCHS_POLISH=${EPOCHS_POLISH:-10} # stage-2 epochs at lr 1e-4 after stage 2 (run 7c)
+EPOCHS_POLISH=${EPOCHS_POLISH:-10} # stage-2 epochs at lr 1e-4 after stage 2
 BUDGET_POLISH=${BUDGET_POLISH:-30} # seconds for them
-POS_WEIGHT=${POS_WEIGHT:-4,1}   # stage 2's positive weights after the polish (run 8's w = 4, shipped since run 10)
+POS_WEIGHT=${POS_WEIGHT:-4,1}   # stage 2's positive weights after the polish (anomaly,adhesive)
 EPOCHS_PW=${EPOCHS_PW:-12}      # its stage-2 epochs (lr 1e-3)
 BUDGET_PW=${BUDGET_PW:-30}      # seconds for them
 BUDGET_MT=${BUDGET_MT:-200}     # seconds for step 2

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -171,6 +173,14 @@ def test_replay_dataset_carries_labels_and_split(tmp_path):
     src = ReplaySource(ReplayConfig(root, fps=0, split="test"))
     frames, _, _ = drain(ring, src.start(ring, 0, threading.Event()))
     assert [f[2] for f in frames] == [(0, -1), (-1, 1)]
+
+
+def test_replay_reads_the_dataset_image_extensions_without_importing_torch():
+    code = ("import sys\nfrom linewatch.data.dataset import IMAGE_EXTS\nfrom linewatch.pipeline.acquire import replay\n"
+            "assert replay.IMAGE_EXTS is IMAGE_EXTS\nprint('torch' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
 
 
 def test_replay_video_once(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from linewatch.cli import main as cli_main
-from linewatch.data.dataset import check_dataset, image_size, open_dataset, write_sample
+from linewatch.data.dataset import check_dataset, image_size, open_dataset, read_frame, write_sample
 from linewatch.errors import DatasetError
 
 H, W = 24, 40
@@ -82,6 +82,20 @@ def test_image_size_from_header(tmp_path: Path) -> None:
         p = tmp_path / f"i{ext}"
         cv2.imwrite(str(p), _img())
         assert image_size(p) == (H, W)
+
+
+def test_read_frame_is_rgb_at_the_models_input_size(tmp_path: Path) -> None:
+    p = tmp_path / "g.png"
+    cv2.imwrite(str(p), _img(gray=True))
+    same = read_frame(p, (H, W))
+    assert same.shape == (H, W, 3) and same.flags.c_contiguous
+    assert (same[..., 0] == same[..., 2]).all() and (same[..., 0] == cv2.imread(str(p), 0)).all()
+    assert read_frame(p, (8, 16)).shape == (8, 16, 3) and read_frame(p, (48, 80)).shape == (48, 80, 3)
+    with pytest.raises(DatasetError, match="nope.png: no such image"):
+        read_frame(tmp_path / "nope.png", (H, W))
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match="bad.png: unreadable image"):
+        read_frame(tmp_path / "bad.png", (H, W))
 
 
 @pytest.mark.parametrize(

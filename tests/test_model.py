@@ -10,12 +10,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from linewatch.errors import UsageError  # noqa: E402
+from linewatch.errors import SettingError  # noqa: E402
 from linewatch.model.resse import (  # noqa: E402
     DEPTHS,
     RESSE_PLACEMENTS,
     DeployNet,
-    ModelConfig,
+    NetworkConfig,
     ResSE,
     build_model,
     conv_macs,
@@ -113,16 +113,16 @@ def test_resse_math():
     ],
 )
 def test_invalid_config(overrides, match):
-    with pytest.raises(UsageError, match=match):
-        ModelConfig(**overrides)
+    with pytest.raises(SettingError, match=match):
+        NetworkConfig(**overrides)
 
 
 def test_config_roundtrip():
-    cfg = ModelConfig(depth="v3", resse="v3", widths=(8, 16, 32), downsample="max", input_height=256, input_width=256)
+    cfg = NetworkConfig(depth="v3", resse="v3", widths=(8, 16, 32), downsample="max", input_height=256, input_width=256)
     d = json.loads(json.dumps(cfg.to_dict()))
-    assert ModelConfig.from_dict(d) == cfg
-    with pytest.raises(UsageError, match="unknown keys"):
-        ModelConfig.from_dict({**d, "colour": "red"})
+    assert NetworkConfig.from_dict(d) == cfg
+    with pytest.raises(SettingError, match="unknown keys"):
+        NetworkConfig.from_dict({**d, "colour": "red"})
 
 
 def test_deploy_net_matches_float_path():
@@ -133,6 +133,14 @@ def test_deploy_net_matches_float_path():
         masks, scores = DeployNet(model)(u8)
         ref = model(normalize(u8.permute(0, 3, 1, 2)))
     assert torch.allclose(masks, ref.masks) and torch.allclose(scores, ref.scores)
+
+
+def test_normalize_is_the_input_normalisation_the_engines_declare():
+    from linewatch.engines.base import NORM_SCALE, NORM_SHIFT
+
+    u8 = torch.tensor([0, 64, 128, 255], dtype=torch.uint8)
+    assert torch.allclose(normalize(u8), (u8.float() / 255 - 0.5) / 0.25)
+    assert torch.allclose(normalize(u8), u8.float() * NORM_SCALE + NORM_SHIFT)
 
 
 def test_conv_macs_analytic():

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from linewatch.errors import UsageError  # noqa: E402
+from linewatch.errors import SettingError  # noqa: E402
 from linewatch.model.data import (  # noqa: E402
     augment,
     cropped_labels,
@@ -84,8 +84,8 @@ def test_cls_loss_pos_weight_scales_positive_terms_per_head():
 
 
 @pytest.mark.parametrize("bad", [(0.0, 1.0), (1.0,), (1.0, float("nan")), (-2.0, 1.0), ("x", 1)])
-def test_check_pos_weight_names_the_option(bad):
-    with pytest.raises(UsageError, match="--pos-weight"):
+def test_check_pos_weight_names_the_setting(bad):
+    with pytest.raises(SettingError, match="`pos_weight`"):
         check_pos_weight(bad)
     assert check_pos_weight([2, 1]) == (2.0, 1.0)
 
@@ -328,12 +328,12 @@ def test_init_fine_tunes_from_weights_and_takes_their_config(toy, tmp_path):
     assert not all(torch.equal(other[k], src["model"][k]) for k in params)
     assert torch.load(ft / "best.pt", weights_only=True)["training"]["init"] == str(base / "best.pt")
     # weights that do not fit the configured model, a missing file, a file that is no checkpoint
-    with pytest.raises(UsageError, match="--init .*do not fit"):
+    with pytest.raises(SettingError, match="`init` .*do not fit"):
         train(cfg(toy, tmp_path / "bad1", init=str(base / "best.pt"), model={**TINY_MODEL, "widths": [8, 8, 8]}))
-    with pytest.raises(UsageError, match="no such file"):
+    with pytest.raises(SettingError, match="no such file"):
         train(cfg(toy, tmp_path / "bad2", init=str(tmp_path / "nope.pt")))
     torch.save({"weights": 1}, tmp_path / "odd.pt")
-    with pytest.raises(UsageError, match="'model' and 'config'"):
+    with pytest.raises(SettingError, match="'model' and 'config'"):
         train(cfg(toy, tmp_path / "bad3", init=str(tmp_path / "odd.pt")))
 
 
@@ -361,14 +361,14 @@ def test_amp_choices_per_device():
 
     cpu = torch.device("cpu")
     assert amp_dtype("auto", cpu) is None and amp_dtype("off", cpu) is None  # FP32 reference by default
-    with pytest.raises(UsageError, match="fp16 needs CUDA"):
+    with pytest.raises(SettingError, match="fp16 needs CUDA"):
         amp_dtype("fp16", cpu)
-    with pytest.raises(UsageError, match="allowed: auto, bf16, fp16, off"):
+    with pytest.raises(SettingError, match="allowed: auto, bf16, fp16, off"):
         amp_dtype("int8", cpu)
     if cpu_bf16_supported():
         assert amp_dtype("bf16", cpu) is torch.bfloat16
     else:
-        with pytest.raises(UsageError, match="no native bf16"):
+        with pytest.raises(SettingError, match="no native bf16"):
             amp_dtype("bf16", cpu)
 
 

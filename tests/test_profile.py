@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from linewatch.errors import ProfileError
+from linewatch.errors import ProfileError, SettingError
 from linewatch.profile import (
+    DEFAULT_MODEL,
     ENGINES_DIR,
     GenicamCamera,
     ReplayCamera,
     SyntheticCamera,
+    default_model,
     default_profile,
     load_profile,
     parse_profile,
@@ -60,6 +62,17 @@ def test_shipped_station_profiles_load(name):
 def test_calib_demo_matches_embedded_demo():
     a, b = load_profile(REPO / "calib" / "demo.toml"), default_profile()
     assert a.model_dump() == b.model_dump()
+
+
+def test_default_model_is_the_working_directorys_one_model_else_the_shipped_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert default_model() == ENGINES_DIR / DEFAULT_MODEL
+    (tmp_path / "engines").mkdir()
+    (tmp_path / "engines" / "a.onnx").write_bytes(b"")
+    assert default_model() == Path("engines/a.onnx")
+    (tmp_path / "engines" / "b.onnx").write_bytes(b"")
+    with pytest.raises(SettingError, match=r"no `model` given and several models in engines/: engines/a.onnx, engines/b"):
+        default_model()
 
 
 def test_all_sources_and_paths(tmp_path):

@@ -8,10 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from linewatch.calibrate import (
+    calibrate,
+    check_target_tnr,
+    choose_threshold,
+    rates,
+    save_thresholds,
+    written_threshold,
+)
 from linewatch.cli import main
-from linewatch.cli.calibrate import choose_threshold, rates, rewrite_thresholds
-from linewatch.errors import ProfileError
-from linewatch.profile import load_profile, parse_profile
+from linewatch.errors import ProfileError, SettingError
+from linewatch.profile import load_profile, parse_profile, rewrite_thresholds
 
 REPO = Path(__file__).resolve().parent.parent
 CAM = '[[camera]]\nid = "c"\nsource = "synthetic"\n'
@@ -44,6 +51,35 @@ def test_target_tnr_and_missing_classes():
     assert rates(labels, scores, float(np.nextafter(t, 0) - 0.01))[1] < 0.95  # the lowest such t
     assert choose_threshold(np.array([1, 1]), np.array([0.2, 0.9])) is None
     assert choose_threshold(np.array([-1, -1]), np.array([0.2, 0.9])) is None
+
+
+def test_calibrate_rounds_proposals_up_and_keeps_a_head_without_both_classes():
+    labels = np.array([[0, -1], [0, 1], [1, 1], [1, -1]])
+    scores = np.array([[0.1, 0.9], [0.20003, 0.8], [0.9, 0.7], [0.8, 0.6]])
+    anomaly, adhesive = calibrate(scores, labels, (0.7, 0.5))
+    assert (anomaly.positives, anomaly.negatives) == (2, 2) and anomaly.current_rates == (1.0, 1.0)
+    assert anomaly.proposed == 0.5001 and anomaly.proposed_rates == (1.0, 1.0)  # the midpoint 0.500015, rounded up
+    assert adhesive.proposed is None and adhesive.proposed_rates is None and adhesive.threshold == 0.5
+    tight = calibrate(scores, labels, (0.7, 0.5), target_tnr=1.0)[0]
+    assert tight.proposed == 0.2001 and tight.proposed_rates == (1.0, 1.0)  # 0.20003 rounded up, TNR kept
+    assert written_threshold(0.12341) == 0.1235 and written_threshold(0.1234) == 0.1234
+    assert written_threshold(0.99999) == 1.0
+    check_target_tnr(None)
+    with pytest.raises(SettingError, match=r"`target_tnr` 0.0: must be in \(0, 1\]"):
+        calibrate(scores, labels, (0.7, 0.5), target_tnr=0.0)
+
+
+def test_save_thresholds_edits_the_profile_in_place_and_keeps_it_valid(tmp_path):
+    prof = tmp_path / "s.toml"
+    prof.write_text("# line 3\n" + CAM + "[decision]\nthresholds = { anomaly = 0.7, adhesive = 0.7 }  # old\n")
+    save_thresholds(prof, NEW)
+    assert load_profile(prof).decision.thresholds.as_tuple() == (0.4321, 0.55)
+    assert prof.read_text().startswith("# line 3\n") and "# old" in prof.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["s.toml"]  # no temporary file left
+    prof.write_text(CAM + "[decision]\nadhesive_rule = \"sometimes\"\n")  # invalid before the edit
+    with pytest.raises(ProfileError, match="adhesive_rule"):
+        save_thresholds(prof, NEW)
+    assert "sometimes" in prof.read_text()
 
 
 @pytest.mark.parametrize(

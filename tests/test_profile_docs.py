@@ -11,7 +11,7 @@ from linewatch.profile import (
     CurveConfig,
     DecisionConfig,
     GenicamCamera,
-    ModelConfig,
+    ModelSection,
     Profile,
     PublishConfig,
     ReplayCamera,
@@ -33,7 +33,7 @@ def test_every_profile_key_is_in_the_reference():
     reference = text[text.index("## Station profile reference"):]
     documented = set(re.findall(r"^\| `([a-z_.]+)` \|", reference, flags=re.M))
     expected = (
-        keys(StationConfig) + keys(CurveConfig, "curve.") + keys(ModelConfig) + keys(GenicamCamera)
+        keys(StationConfig) + keys(CurveConfig, "curve.") + keys(ModelSection) + keys(GenicamCamera)
         + keys(SyntheticCamera) + keys(ReplayCamera) + keys(Thresholds, "thresholds.")
         + [k for k in keys(DecisionConfig) if k != "thresholds"] + keys(RingConfig) + keys(PublishConfig)
     )

@@ -11,8 +11,9 @@ import pytest
 
 from linewatch.cli import main as cli_main
 from linewatch.data.dataset import check_dataset, open_dataset
-from linewatch.data.preview import contact_sheet
+from linewatch.data.preview import contact_sheet, write_preview
 from linewatch.data.synth import ANOMALY_KINDS, SynthConfig, render, render_into, write_dataset
+from linewatch.errors import SettingError
 
 SMALL = SynthConfig(height=128, width=304)
 
@@ -193,6 +194,17 @@ def test_contact_sheet_outlines() -> None:
     assert red.any() and green.any()
     plain = contact_sheet([x.image for x in s], None, cols=2, tile_width=152)
     assert not ((plain[..., 0] > 200) & (plain[..., 1] < 80) & (plain[..., 2] < 80)).any()
+
+
+def test_write_preview_sheets_the_first_samples_of_a_dataset(tmp_path: Path) -> None:
+    ds = write_dataset(tmp_path / "ds", 4, 2, SMALL)
+    write_preview(ds, tmp_path / "a.png", count=2, cols=2)
+    write_preview(ds, tmp_path / "b.png", count=2, cols=2)
+    sheet = cv2.imread(str(tmp_path / "a.png"))
+    assert sheet is not None and sheet.shape[1] == 2 * 408 + 3 * 4  # two tiles of the default width
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()  # deterministic
+    with pytest.raises(SettingError, match="could not write the PNG"):
+        write_preview(ds, tmp_path / "missing" / "c.png")
 
 
 def test_parallel_jobs_write_the_same_files(tmp_path: Path) -> None:

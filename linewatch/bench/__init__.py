@@ -50,12 +50,12 @@ normalise, `model(x)`, threshold; timed the same way. torch is imported for this
 
 from linewatch.bench.config import BASELINES, PACES, PIXELS, REPORT_KEYS, SOURCES, BenchConfig
 from linewatch.bench.report import config_dict, format_report
-from linewatch.bench.run import Progress, build_report, make_sources, open_bench_engine, run_bench
+from linewatch.bench.run import BenchProgress, build_report, make_sources, open_bench_engine, run_bench
 from linewatch.bench.source import BenchSource, render_pool
 from linewatch.bench.stats import exit_status, frame_accounting, percentiles_ms, verdict, window_counts
 
 __all__ = [
-    "BASELINES", "PACES", "PIXELS", "REPORT_KEYS", "SOURCES", "BenchConfig", "Progress", "BenchSource", "build_report",
+    "BASELINES", "PACES", "PIXELS", "REPORT_KEYS", "SOURCES", "BenchConfig", "BenchProgress", "BenchSource", "build_report",
     "config_dict", "exit_status", "format_report", "frame_accounting", "make_sources", "open_bench_engine",
     "percentiles_ms", "render_pool", "run_bench", "verdict", "window_counts",
 ]

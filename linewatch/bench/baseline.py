@@ -74,7 +74,7 @@ def torch_baseline(model_path: Path | None, engine: Any, cfg: BenchConfig, pool:
 
     from linewatch.engines.manifest import load_manifest
     from linewatch.model.export import load_model
-    from linewatch.model.resse import NORM_SCALE, NORM_SHIFT
+    from linewatch.model.resse import normalize
 
     if model_path is None:
         raise UsageError("--baseline torch needs a model (its weights .pt beside the ONNX)")
@@ -87,7 +87,7 @@ def torch_baseline(model_path: Path | None, engine: Any, cfg: BenchConfig, pool:
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def one(frame: np.ndarray) -> list[float]:
-        x = torch.from_numpy(frame).to(device).permute(2, 0, 1).unsqueeze(0).float() * NORM_SCALE + NORM_SHIFT
+        x = normalize(torch.from_numpy(frame).to(device).permute(2, 0, 1).unsqueeze(0))
         return model(x).scores[0].cpu().tolist()
 
     with torch.no_grad():

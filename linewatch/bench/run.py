@@ -37,7 +37,7 @@ from linewatch.errors import UsageError
 
 
 @dataclass
-class Progress:
+class BenchProgress:
     out: Any = field(default_factory=lambda: sys.stderr)
     tty: bool = False
     last: float = 0.0

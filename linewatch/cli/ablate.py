@@ -5,18 +5,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from linewatch.cli.args import add_command, add_data, add_model_args, add_train_args
+
 
 def register(subparsers: Any) -> None:
-    from linewatch.cli.train import add_model_args, add_train_args
-
-    p = subparsers.add_parser(
-        "ablate",
+    p = add_command(
+        subparsers, "ablate", run,
         help="reproduce the paper's ablations: depth (Table 2), ResSE placement (4), seg loss (5)",
         description="Train and evaluate every row of the paper's ablation tables with the same split and seed. "
         "Without --folds: trained on the train split, measured on the test split. With --folds K: stratified "
         "K-fold cross-validation over all samples (mean ± std). Finished rows are reused when rerun.",
     )
-    p.add_argument("--data", required=True, help="dataset folder")
+    add_data(p)
     p.add_argument("--out", required=True, help="output folder (runs, results.json, ablation.md)")
     p.add_argument("--tables", default="2,4,5", help="tables (2, 4, 5) and/or single rows (e.g. resse-v1), comma-separated (default 2,4,5)")
     p.add_argument("--folds", type=int, default=0, help="K-fold cross-validation (0 = use the test split)")
@@ -24,7 +24,6 @@ def register(subparsers: Any) -> None:
                    help="(row, fold) runs trained at once in separate processes (default 1); same results")
     add_train_args(p)
     add_model_args(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

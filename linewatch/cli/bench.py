@@ -7,13 +7,21 @@ from typing import Any
 
 from linewatch import jsonfile
 from linewatch.bench.config import BASELINES, PACES, PIXELS, SOURCES
-from linewatch.engines.factory import CHOICES as BACKENDS
-from linewatch.engines.openvino import PRECISIONS
+from linewatch.cli.args import (
+    BACKENDS,
+    add_backend,
+    add_command,
+    add_log_level,
+    add_max_batch,
+    add_model,
+    add_precision,
+    add_profile,
+)
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "bench",
+    p = add_command(
+        subparsers, "bench", run,
         help="measure the whole pipeline: sustained frames/s and capture -> subscriber latency",
         description=(
             "Run the real pipeline in this process (acquisition, ring, engine, inference worker, decisions, "
@@ -25,16 +33,14 @@ def register(subparsers: Any) -> None:
             "--min-fps or a frame got no decision; 2 on a usage error."
         ),
     )
-    p.add_argument("--profile", metavar="TOML", default=None,
-                   help="station profile (default: the embedded demo profile)")
+    add_profile(p)
     p.add_argument("--source", choices=SOURCES, default="synthetic",
                    help="synthetic: the bench's paced simulated camera over a prerendered pool (one per profile "
                         "camera); genicam/replay: the profile's own cameras (default synthetic)")
-    p.add_argument("--backend", choices=BACKENDS, default=None, help="override the profile's model.backend")
+    add_backend(p)
     p.add_argument("--engine", dest="backend", choices=BACKENDS, default=None,
                    help="alias of --backend (`--engine null`: the instant engine, the pipeline's own ceiling)")
-    p.add_argument("--model", metavar="ONNX", default=None,
-                   help="override the profile's model (default: the profile's, engines/resse-default.onnx)")
+    add_model(p, help="override the profile's model (default: the profile's, engines/resse-default.onnx)")
     p.add_argument("--duration", type=float, metavar="S", default=30.0, help="measured seconds (default 30)")
     p.add_argument("--warmup", type=float, metavar="S", default=3.0,
                    help="seconds of traffic before the measurement (default 3)")
@@ -46,9 +52,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--inflight", type=int, metavar="N", default=None,
                    help="backpressure: at most N frames in the ring (default auto: the largest batch size n "
                         "whose engine time t(n) has 2 t(n) <= half the profile's deadline)")
-    p.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="override the profile's model.precision (openvino: auto = bf16 where the CPU has it, else f32)")
-    p.add_argument("--max-batch", type=int, metavar="N", default=None, help="override the profile's model.max_batch")
+    add_precision(p)
+    add_max_batch(p)
     p.add_argument("--min-fps", type=float, metavar="F", default=25.0,
                    help="fail (exit 1) when the minimum 1-s window of inferred decisions is below F (default 25)")
     p.add_argument("--pool", type=int, metavar="N", default=32,
@@ -67,16 +72,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
     p.add_argument("--save", metavar="PATH", default=None, help="also write the JSON report to PATH")
     p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="warning",
-                   help="log level of the pipeline's logs on stderr (default warning)")
-    p.set_defaults(func=run)
+    add_log_level(p, default="warning", help="log level of the pipeline's logs on stderr (default warning)")
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from linewatch.bench import BenchConfig, Progress, exit_status, format_report, run_bench
+    from linewatch.bench import BenchConfig, BenchProgress, exit_status, format_report, run_bench
     from linewatch.logs import configure
     from linewatch.profile import default_profile, load_profile
 
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         source=args.source,
         backend=args.backend,
         precision=args.precision,
-        model=Path(args.model) if args.model else None,
+        model=args.model,
         duration_s=args.duration,
         warmup_s=args.warmup,
         pace=pace,
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     )
     progress = None
     if not args.quiet:
-        progress = Progress()
+        progress = BenchProgress()
     report = run_bench(cfg, progress=progress)
     if progress is not None:
         progress.done()

@@ -1,4 +1,4 @@
-"""`linewatch build-engine`: build the TensorRT plan of an ONNX model for this GPU (SPEC §5).
+"""`linewatch build-engine`: build the TensorRT plan of an ONNX model for this GPU.
 
     linewatch build-engine --onnx engines/<model>.onnx [--fp16] [--max-batch 8] [--workspace 2048]
 
@@ -14,34 +14,29 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from linewatch.errors import EngineError, UsageError
+from linewatch.cli.args import add_command, add_max_batch, check_min
+from linewatch.errors import EngineError
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "build-engine",
-        help="build the TensorRT plan of an ONNX model for this GPU (needs linewatch[gpu])",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(subparsers, "build-engine", run,
+                    help="build the TensorRT plan of an ONNX model for this GPU (needs linewatch[gpu])",
+                    description=__doc__, raw=True)
     p.add_argument("--onnx", type=Path, required=True, help="the ONNX model (its manifest JSON beside it)")
     p.add_argument("--fp16", action="store_true", help="allow FP16 kernels (recommended; default FP32)")
-    p.add_argument("--max-batch", type=int, default=8, help="largest batch the plan accepts (default: 8)")
+    add_max_batch(p, default=8, help="largest batch the plan accepts (default: 8)")
     p.add_argument("--opt-batch", type=int, default=None, help="batch size to tune for (default: largest power of two <= max)")
     p.add_argument("--workspace", type=int, default=2048, metavar="MiB", help="builder workspace in MiB (default: 2048)")
     p.add_argument("--device", type=int, default=0, help="CUDA device index (default: 0)")
     p.add_argument("--verbose", action="store_true", help="TensorRT's verbose build log")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from linewatch.engines.factory import GPU_EXTRA, missing_modules
     from linewatch.engines.manifest import load_manifest
 
-    if args.max_batch < 1:
-        raise UsageError(f"--max-batch {args.max_batch}; must be >= 1")
-    if args.workspace < 64:
-        raise UsageError(f"--workspace {args.workspace} MiB; must be >= 64")
+    check_min("--max-batch", args.max_batch, 1)
+    check_min("--workspace", args.workspace, 64, " MiB")
     manifest, onnx_path = load_manifest(args.onnx, verify=True)
     missing = missing_modules("tensorrt", "pycuda")
     if missing:

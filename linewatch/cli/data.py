@@ -8,6 +8,7 @@ import argparse
 from typing import Any
 
 from linewatch import jsonfile
+from linewatch.cli.args import add_command
 from linewatch.data.dataset import LAYOUTS
 
 
@@ -16,8 +17,8 @@ def register(subparsers: Any) -> None:
                               "class folders)")
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     sub.required = True
-    c = sub.add_parser(
-        "check",
+    c = add_command(
+        sub, "check", run,
         help="check a dataset: every problem at once, counts per class/label (exit 1 on errors)",
         description="Check a dataset folder (labels.csv + images/ + masks/<head>/), a magnetic-tile tree, an "
         "MVTec AD category (train/good, test/<defect>, ground_truth/) or class folders (good|ok/, bad|ng/). "
@@ -27,9 +28,8 @@ def register(subparsers: Any) -> None:
     c.add_argument("--layout", choices=LAYOUTS, default=None, help="the layout (default: detected)")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.add_argument("--max-problems", type=int, default=50, help="problems listed per severity (default 50)")
-    c.set_defaults(func=run)
-    m = sub.add_parser(
-        "merge",
+    m = add_command(
+        sub, "merge", run_merge,
         help="one dataset folder from several (links or copies): training mixes, a separate validation set",
         description="Write a folder-format dataset at --out from the samples of several datasets. Each "
         "SRC is DIR, DIR:SPLITS (comma list of the splits to take) or DIR:SPLITS:AS (file them under "
@@ -37,16 +37,11 @@ def register(subparsers: Any) -> None:
         "e.g. `mix:train synth-train:train val5005:val`. Images and masks are symbolic links to the "
         "originals unless --copy. Names must be unique across the sources.",
     )
-    m.add_argument(
-        "--out", required=True, metavar="DIR", help="new dataset folder (must not hold a labels.csv)"
-    )
-    m.add_argument(
-        "sources", nargs="+", metavar="SRC[:SPLITS[:AS]]", help="dataset folders to take samples from"
-    )
+    m.add_argument("--out", required=True, metavar="DIR", help="new dataset folder (must not hold a labels.csv)")
+    m.add_argument("sources", nargs="+", metavar="SRC[:SPLITS[:AS]]", help="dataset folders to take samples from")
     m.add_argument("--copy", action="store_true", help="copy the files instead of linking them")
-    m.set_defaults(func=run_merge)
-    v = sub.add_parser(
-        "convert",
+    v = add_command(
+        sub, "convert", run_convert,
         help="write a dataset of any layout linewatch reads as the folder format (labels.csv to edit)",
         description="Read SRC (folder format, magnetic-tile, MVTec AD category, class folders; --layout or "
         "detected) and write it at --out as the folder format: images/, masks/anomaly/ (and adhesive), "
@@ -57,11 +52,9 @@ def register(subparsers: Any) -> None:
     v.add_argument("--out", required=True, metavar="DIR", help="new dataset folder (must not hold a labels.csv)")
     v.add_argument("--layout", choices=LAYOUTS, default=None, help="the layout of SRC (default: detected)")
     v.add_argument("--link", action="store_true", help="symbolic links to the originals instead of copies")
-    v.set_defaults(func=run_convert)
 
 
 def run(args: argparse.Namespace) -> int:
-
     from linewatch.data.dataset import check_dataset
 
     report = check_dataset(args.path, layout=args.layout)

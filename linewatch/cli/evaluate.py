@@ -5,29 +5,27 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from linewatch.engines.openvino import PRECISIONS
+from linewatch.cli.args import add_backend, add_command, add_data, add_precision
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "evaluate",
+    p = add_command(
+        subparsers, "evaluate", run,
         help="the paper's metrics (AP_pos, AP_neg, TPR/TNR at t) of a model on a dataset split",
         description="Evaluate a checkpoint (.pt) or an ONNX model (.onnx with its manifest .json; run with "
         "onnxruntime, or --backend openvino --precision P) on a dataset split. Prints a Markdown table; with --out also writes metrics.json, "
         "metrics.md, scores.csv and PR curves pr_<head>.png.",
     )
-    p.add_argument("--model", required=True, help="RUN/best.pt, engines/<name>.pt, or engines/<name>.onnx")
-    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--model", dest="model_path", required=True, help="RUN/best.pt, engines/<name>.pt, or engines/<name>.onnx")
+    add_data(p)
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split (default test)")
     p.add_argument("--out", help="folder for metrics.json, metrics.md, scores.csv, pr_<head>.png")
     p.add_argument("--threshold", type=float, help="t of TPR_t/TNR_t (default: the manifest's, else 0.7)")
     p.add_argument("--batch", type=int, default=8, help="frames per inference call (default 8)")
     p.add_argument("--device", default="cpu", help="device for a .pt checkpoint: cpu | cuda (default cpu)")
-    p.add_argument("--backend", choices=("onnxruntime", "openvino"), default="onnxruntime",
-                   help="for an ONNX model: onnxruntime (the FP32 reference, default) or openvino")
-    p.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="with --backend openvino: auto, f32, bf16, int8 (score what the station runs)")
-    p.set_defaults(func=run)
+    add_backend(p, default="onnxruntime", choices=("onnxruntime", "openvino"),
+                help="for an ONNX model: onnxruntime (the FP32 reference, default) or openvino")
+    add_precision(p, help="with --backend openvino: auto, f32, bf16, int8 (score what the station runs)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from linewatch.model.metrics import markdown_table
     from linewatch.model.train import pick_device
 
-    device = str(pick_device(args.device)) if args.model.endswith((".pt", ".pth")) else "cpu"
-    res = evaluate(args.model, args.data, args.split, args.out, args.threshold, args.batch, device=device,
+    device = str(pick_device(args.device)) if args.model_path.endswith((".pt", ".pth")) else "cpu"
+    res = evaluate(args.model_path, args.data, args.split, args.out, args.threshold, args.batch, device=device,
                    backend=args.backend, precision=args.precision)
-    print(markdown_table(res["metrics"], f"{args.model} on {args.data} / {args.split} ({res['n']} images)"), end="")
+    print(markdown_table(res["metrics"], f"{args.model_path} on {args.data} / {args.split} ({res['n']} images)"), end="")
     return 0

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from linewatch.cli.args import add_command
+
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "export",
+    p = add_command(
+        subparsers, "export", run,
         help="export a checkpoint to ONNX (uint8 NHWC in; masks, scores out) with its manifest",
         description="Export RUN/best.pt to engines/<name>.onnx, write engines/<name>.json (manifest) and "
         "engines/<name>.pt (weights), then check onnxruntime against PyTorch at batch 1 and 3 "
@@ -33,7 +35,6 @@ def register(subparsers: Any) -> None:
                    "e.g. --metrics test=runs/x/heldout/metrics.json (repeatable)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17, default 17)")
     p.add_argument("--no-check", action="store_true", help="skip the ORT-vs-PyTorch self-check")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

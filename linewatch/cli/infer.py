@@ -16,22 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from linewatch import HEADS, jsonfile
-from linewatch.engines.factory import CHOICES as BACKEND_CHOICES
-from linewatch.engines.openvino import PRECISIONS
+from linewatch.cli.args import add_backend, add_command, add_max_batch, add_model, add_precision, check_min
 from linewatch.errors import UsageError
-
-
-def default_model() -> Path:
-    """The one `engines/*.onnx` of the working directory, else the shipped default model (an error names
-    the models when the working directory has several)."""
-    from linewatch.profile import DEFAULT_MODEL, ENGINES_DIR
-
-    found = sorted(Path("engines").glob("*.onnx"))
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        return ENGINES_DIR / DEFAULT_MODEL
-    raise UsageError(f"no --model given and several models in engines/: {', '.join(map(str, found))}; pick one")
 
 
 def parse_thresholds(values: list[str] | None, defaults: dict[str, float]) -> dict[str, float]:
@@ -56,19 +42,14 @@ def parse_thresholds(values: list[str] | None, defaults: dict[str, float]) -> di
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "infer",
-        help="score image files with the model (table or JSON) and write mask overlays",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(subparsers, "infer", run, help="score image files with the model (table or JSON) and write mask overlays",
+                    description=__doc__, raw=True)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (.png, .jpg, .bmp, .tif), any size")
-    p.add_argument("--model", type=Path, default=None, help="ONNX model or its manifest JSON (default: the one engines/*.onnx)")
-    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help="inference backend (default: auto)")
-    p.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="openvino: auto (bf16 where the CPU has it, else f32), f32, bf16, int8")
+    add_model(p, help="ONNX model or its manifest JSON (default: the one engines/*.onnx)")
+    add_backend(p, default="auto", help="inference backend (default: auto)")
+    add_precision(p, help="openvino: auto (bf16 where the CPU has it, else f32), f32, bf16, int8")
     p.add_argument("--device", type=int, default=0, help="CUDA device index for GPU backends (default: 0)")
-    p.add_argument("--max-batch", type=int, default=8, help="frames per engine call (default: 8)")
+    add_max_batch(p, default=8, help="frames per engine call (default: 8)")
     p.add_argument("--out", type=Path, default=None, help="write <name>.overlay.jpg per image into DIR")
     p.add_argument(
         "--threshold",
@@ -77,42 +58,24 @@ def register(subparsers: Any) -> None:
         help="decision threshold, both heads or one head (repeatable); default: the manifest's",
     )
     p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
-    p.set_defaults(func=run)
-
-
-def load_image(path: Path, hw: tuple[int, int]) -> Any:
-    """RGB uint8 [H, W, 3] resized to `hw` (OpenCV; INTER_AREA when shrinking)."""
-    import cv2
-    import numpy as np
-
-    if not path.is_file():
-        raise UsageError(f"{path}: no such image")
-    raw = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if raw is None:
-        raise UsageError(f"{path}: not a readable image (allowed: .png, .jpg, .jpeg, .bmp, .tif)")
-    rgb = cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
-    h, w = hw
-    if rgb.shape[:2] != (h, w):
-        shrink = rgb.shape[0] > h or rgb.shape[1] > w
-        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return np.ascontiguousarray(rgb)
 
 
 def run(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
+    from linewatch.data.dataset import read_frame
     from linewatch.engines.factory import open_engine, precision_opts, resolve_backend
     from linewatch.engines.manifest import load_manifest
     from linewatch.pipeline.overlay import draw_overlay
+    from linewatch.profile import default_model
 
-    if args.max_batch < 1:
-        raise UsageError(f"--max-batch {args.max_batch}; must be >= 1")
+    check_min("--max-batch", args.max_batch, 1)
     model = args.model or default_model()
     manifest, _ = load_manifest(model, verify=False)  # open_engine verifies the sha256
     thresholds = parse_thresholds(args.threshold, manifest.thresholds)
     paths = [Path(p) for p in args.images]
-    frames = np.stack([load_image(p, manifest.input_hw) for p in paths])
+    frames = np.stack([read_frame(p, manifest.input_hw) for p in paths])
     backend = resolve_backend(args.backend)
     engine = open_engine(model, backend=backend, max_batch=args.max_batch, device=args.device,
                          **precision_opts(backend, args.precision))

@@ -20,24 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from linewatch import jsonfile
+from linewatch.cli.args import add_command, add_curve, add_profile
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("reload", help="send the running daemon SIGHUP and report what it applied and refused",
-                              description=__doc__.split("\n\n", 2)[2] if __doc__ else None,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", required=True, metavar="TOML", help="the station profile the daemon runs")
+    p = add_command(subparsers, "reload", run,
+                    help="send the running daemon SIGHUP and report what it applied and refused",
+                    description=__doc__.split("\n\n", 2)[2] if __doc__ else None, raw=True)
+    add_profile(p, required=True, help="the station profile the daemon runs")
     p.add_argument("--endpoint", default=None, metavar="URL",
                    help="where the daemon publishes (default: the profile's station.endpoint)")
     p.add_argument("--pid", type=int, default=None, help="the daemon's process id (default: from its heartbeat)")
     p.add_argument("--timeout", type=float, default=60.0, metavar="S",
                    help="seconds to wait for the result (a model swap opens and checks the model; default 60)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--curve-server-key", type=Path, default=None, metavar="FILE",
-                   help="CURVE: the daemon's public key file (server.key)")
-    p.add_argument("--curve-client-cert", type=Path, default=None, metavar="FILE",
-                   help="CURVE: this client's secret certificate (<name>.key_secret)")
-    p.set_defaults(func=run)
+    add_curve(p)
 
 
 def run(args: argparse.Namespace) -> int:

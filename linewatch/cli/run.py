@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from linewatch.engines.factory import CHOICES as BACKEND_CHOICES
-from linewatch.engines.openvino import PRECISIONS
+from linewatch.cli.args import add_backend, add_command, add_log_level, add_precision, add_profile, check_min
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "run",
+    p = add_command(
+        subparsers, "run", run,
         help="run the inspection daemon of one station (camera -> model -> decisions -> ZeroMQ)",
         description=(
             "Run the inspection daemon with a station profile. Logs go to stdout (JSON on a pipe, "
@@ -20,21 +19,17 @@ def register(subparsers: Any) -> None:
             "WATCHDOG=1. See docs/operations.md."
         ),
     )
-    p.add_argument("--profile", metavar="TOML", default=None,
-                   help="station profile (default: the embedded demo profile: synthetic line, shipped model)")
+    add_profile(p)
     p.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
                    help="log rendering (default auto: console on a terminal, JSON otherwise)")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    add_log_level(p, default="info")
     p.add_argument("--duration", type=float, metavar="S", default=None,
                    help="drain and exit after S seconds (default: run until SIGTERM)")
     p.add_argument("--max-frames", type=int, metavar="N", default=None,
                    help="drain and exit once N frames are decided (frames already in flight are decided too)")
-    p.add_argument("--backend", choices=BACKEND_CHOICES, default=None,
-                   help="override the profile's model.backend")
-    p.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="override the profile's model.precision (openvino: auto = bf16 where the CPU has it, else f32)")
+    add_backend(p)
+    add_precision(p)
     p.add_argument("--endpoint", metavar="URL", default=None, help="override the profile's station.endpoint")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,8 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.duration is not None and args.duration <= 0:
         raise UsageError(f"--duration {args.duration}: must be > 0 seconds")
-    if args.max_frames is not None and args.max_frames < 1:
-        raise UsageError(f"--max-frames {args.max_frames}: must be >= 1")
+    check_min("--max-frames", args.max_frames, 1)
     configure(args.log_format, args.log_level)
     profile = load_profile(args.profile) if args.profile else default_profile()
     if args.endpoint:

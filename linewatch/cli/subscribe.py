@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from linewatch import jsonfile
+from linewatch.cli.args import add_command, add_curve
 from linewatch.errors import UsageError
 from linewatch.protocol import DEFAULT_ENDPOINT, TOPICS
 
@@ -26,11 +27,10 @@ EXIT_FAILSAFE = 3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "subscribe",
+    p = add_command(
+        subparsers, "subscribe", run,
         help="print a daemon's messages (decisions, rejects, overlays, heartbeats); watch gaps and heartbeats",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION, raw=True,
     )
     p.add_argument("endpoint", nargs="?", default=DEFAULT_ENDPOINT,
                    help="the daemon's PUB endpoint (default: %(default)s)")
@@ -46,11 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"exit {EXIT_FAILSAFE} on heartbeat loss or when the daemon stops")
     p.add_argument("--save-overlays", type=Path, default=None, metavar="DIR",
                    help="write overlay JPEGs to DIR/<camera>_<frame_id>.jpg")
-    p.add_argument("--curve-server-key", type=Path, default=None, metavar="FILE",
-                   help="CURVE: the daemon's public key file (server.key)")
-    p.add_argument("--curve-client-cert", type=Path, default=None, metavar="FILE",
-                   help="CURVE: this client's secret certificate (<name>.key_secret)")
-    p.set_defaults(func=run)
+    add_curve(p)
 
 
 def _pair(scores: dict[str, float] | None, thresholds: dict[str, float]) -> str:

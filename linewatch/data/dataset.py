@@ -191,6 +191,21 @@ def read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def read_frame(path: Path, hw: tuple[int, int]) -> np.ndarray:
+    """An image file as a model input: RGB uint8 [H, W, 3] resized to ``hw`` (INTER_AREA when an axis
+    shrinks, else INTER_LINEAR); DatasetError when the file is missing or unreadable."""
+    import cv2
+
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such image")
+    rgb = read_image(path)
+    h, w = hw
+    if rgb.shape[:2] != (h, w):
+        shrink = rgb.shape[0] > h or rgb.shape[1] > w
+        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return np.ascontiguousarray(rgb)
+
+
 def read_mask(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Read a mask file as H x W uint8 in {0, 1} (any channel > 0 is foreground).
 

@@ -1,10 +1,17 @@
-"""Contact sheets: images downscaled in a grid, masks outlined, a caption per tile."""
+"""Contact sheets: images downscaled in a grid, masks outlined, a caption per tile.
+
+`contact_sheet` draws one from arrays, `write_png` writes it, `write_preview` does both for the first
+samples of a dataset folder (what `linewatch synth --preview` and `linewatch demo --out` write).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+
+from linewatch import HEADS
 
 ANOMALY_COLOUR = (255, 40, 40)  # RGB red
 ADHESIVE_COLOUR = (40, 230, 40)  # RGB green
@@ -86,7 +93,22 @@ def write_png(path: str, image: np.ndarray) -> None:
     """Write an RGB uint8 image as PNG (deterministic bytes)."""
     import cv2
 
-    from linewatch.errors import UsageError
+    from linewatch.errors import SettingError
 
     if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9]):
-        raise UsageError(f"{path}: could not write the PNG (does its folder exist, is the suffix .png?)")
+        raise SettingError(f"{path}: could not write the PNG (does its folder exist, is the suffix .png?)")
+
+
+def write_preview(dataset_dir: str | Path, png: str | Path, count: int = 12, cols: int = 3) -> None:
+    """Contact sheet of the first ``count`` samples of a folder dataset, masks outlined, written to ``png``."""
+    from linewatch.data.dataset import open_dataset
+
+    ds = open_dataset(dataset_dir)
+    images, masks, captions = [], [], []
+    for s in ds.samples[:count]:
+        img, m, _known = ds.load(s)
+        images.append(img)
+        masks.append(m)
+        lab = "/".join("?" if s.labels[h] is None else str(s.labels[h]) for h in HEADS)
+        captions.append(f"{s.name}  {'/'.join(HEADS)}={lab}")
+    write_png(str(png), contact_sheet(images, masks, cols=cols, captions=captions))

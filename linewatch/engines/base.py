@@ -18,6 +18,10 @@ INPUT_NAME = "image"
 """The model's one input: uint8 frames [N, H, W, 3] (SPEC §5)."""
 OUTPUT_NAMES = ("masks", "scores")
 """The model's outputs: float32 masks [N, 2, H/8, W/8] and scores [N, 2]."""
+NORM_SCALE = 1.0 / (255.0 * 0.25)
+NORM_SHIFT = -0.5 / 0.25
+"""The network's input normalisation, x = u8 * NORM_SCALE + NORM_SHIFT = (u8 / 255 - 0.5) / 0.25: inside the
+exported graph, and in every PyTorch path (`linewatch.model.resse.normalize`, the torch engine)."""
 
 
 @runtime_checkable

@@ -210,7 +210,7 @@ def build_plan(
     import tensorrt as trt
 
     if max_batch < 1:
-        raise EngineError(f"--max-batch {max_batch}; must be >= 1")
+        raise EngineError(f"`max_batch` {max_batch}: must be >= 1")
     opt = opt_batch or opt_batch_for(max_batch)
     if not 1 <= opt <= max_batch:
         raise EngineError(f"opt batch {opt}; must be within 1..{max_batch}")
@@ -235,7 +235,7 @@ def build_plan(
             raise EngineError(f"{onnx_path}: the TensorRT ONNX parser failed:\n  " + "\n  ".join(errors))
         names = [network.get_input(i).name for i in range(network.num_inputs)]
         if names != [INPUT_NAME]:
-            raise EngineError(f"{onnx_path}: inputs {names}; expected [{INPUT_NAME!r}] (SPEC §5)")
+            raise EngineError(f"{onnx_path}: inputs {names}; expected [{INPUT_NAME!r}] (not a model `linewatch export` wrote)")
 
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)

@@ -95,7 +95,7 @@ class OrtEngine(PlainHostMemory):
         if set(ins) != {INPUT_NAME} or set(outs) != set(OUTPUT_NAMES):
             raise EngineError(
                 f"{where}: inputs {sorted(ins)} / outputs {sorted(outs)}; expected input "
-                f"{INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)} (SPEC §5)"
+                f"{INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)} (not a model `linewatch export` wrote)"
             )
         want = {
             INPUT_NAME: ("tensor(uint8)", [h, w, 3]),

@@ -74,7 +74,7 @@ def quantize_int8(model_path: str | Path, calib: str | Path, *, calib_split: str
         import nncf
         import openvino as ov
     except ImportError as exc:
-        raise EngineError(f"--int8 needs nncf and openvino: {INT8_EXTRA}") from exc
+        raise EngineError(f"INT8 quantization needs nncf and openvino: {INT8_EXTRA}") from exc
     if not 0 < max_ap_drop < 1:
         raise EngineError(f"max_ap_drop = {max_ap_drop}: must be in (0, 1)")
     man, onnx = load_manifest(model_path)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from linewatch.engines.base import check_frames, output_hw, warm_every_batch
+from linewatch.engines.base import NORM_SCALE, NORM_SHIFT, check_frames, output_hw, warm_every_batch
 from linewatch.engines.manifest import Manifest
 from linewatch.errors import EngineError
 
@@ -53,8 +53,6 @@ class _Deploy(nn.Module):
 
     def __init__(self, net: nn.Module, dtype: torch.dtype) -> None:
         super().__init__()
-        from linewatch.model.resse import NORM_SCALE, NORM_SHIFT
-
         self.net = net
         self.dtype = dtype
         self.scale = NORM_SCALE

@@ -75,7 +75,7 @@ class TrtEngine:
         }
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         if sorted(names) != sorted(want):
-            raise EngineError(f"{self.plan}: tensors {names}; expected {sorted(want)} (SPEC §5)")
+            raise EngineError(f"{self.plan}: tensors {names}; expected {sorted(want)} (not a plan `linewatch build-engine` built)")
         self._context = engine.create_execution_context()
         self._stream = cuda.Stream()
         self._host: dict[str, np.ndarray] = {}

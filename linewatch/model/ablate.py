@@ -5,11 +5,11 @@
     table 5  seg loss linear+MSE, sigmoid+MSE, sigmoid+CE on ResSE v1 (paper Table 5)
 
 A row that appears in two tables (baseline v2 = Table 4's baseline; ResSE v1 = sigmoid+CE) is trained
-once. Without `--folds`, each row trains on the dataset's train split (validation: its val split or a
-held-out share) and is measured on its test split. With `--folds K`, all samples are dealt into K
+once. Without folds (`folds` 0), each row trains on the dataset's train split (validation: its val split
+or a held-out share) and is measured on its test split. With `folds` K, all samples are dealt into K
 folds stratified by class (`Sample.group` and labels, seed fixed); each row is trained K times, fold
 k held out as test, and the table shows the mean (± std) over folds. Rows already finished in
-`--out` (their `eval.json` exists) are not trained again, so an interrupted ablation continues.
+`out` (their `eval.json` exists) are not trained again, so an interrupted ablation continues.
 
 Output: `OUT/<row>/[fold<k>/]` run folders with `eval.json`, `OUT/results.json`, `OUT/ablation.md`.
 """
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from linewatch import HEADS, jsonfile
-from linewatch.errors import UsageError
+from linewatch.errors import SettingError
 from linewatch.model.data import holdout, strat_key, stratified_folds
 from linewatch.model.metrics import DEFAULT_THRESHOLD
 from linewatch.model.train import TrainConfig, pick_device, train
@@ -69,8 +69,8 @@ def plan(tables: list[str]) -> list[str]:
                 keys.append(t)
             continue
         if t not in TABLES:
-            raise UsageError(
-                f"--tables: unknown table or row {t!r}; allowed: tables {', '.join(TABLES)}, rows {', '.join(ROWS)}"
+            raise SettingError(
+                f"`tables`: unknown table or row {t!r}; allowed: tables {', '.join(TABLES)}, rows {', '.join(ROWS)}"
             )
         for _, key in TABLES[t][1]:
             if key not in keys:
@@ -124,7 +124,7 @@ def run_ablation(base: TrainConfig, out: str | Path, tables: list[str], folds: i
 
         test = ds.split("test")
         if not test:
-            raise UsageError(f"{base.data}: no 'test' split to measure the ablation on (or use --folds K)")
+            raise SettingError(f"{base.data}: no 'test' split to measure the ablation on (or use `folds` K >= 2)")
         jobs.append(("", resolve_splits(base.data, base.val_split, base.seed), test))
 
     runs = [(key, sub, splits, test) for key in keys for sub, splits, test in jobs]

@@ -4,7 +4,7 @@ The model is a PyTorch checkpoint (`RUN/best.pt`, exported `<stem>.pt`) or an ON
 manifest (`engines/x.onnx` or `engines/x.json`), run through `open_engine` on a CPU backend
 (`onnxruntime`, the FP32 reference, by default; `openvino` with a precision to score what a station
 runs, e.g. its INT8 model). Images are
-resized to the model's input size (as in training). Writes, in `--out`:
+resized to the model's input size (as in training). Writes, in the folder `out`:
 
     metrics.json        per head: AP_pos, AP_neg, TPR_t, TNR_t, counts; plus model/data/split
     metrics.md          the same as a Markdown table
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from linewatch import HEADS, jsonfile
-from linewatch.errors import UsageError
+from linewatch.errors import SettingError
 from linewatch.model.metrics import DEFAULT_THRESHOLD, all_metrics, markdown_table, pr_curve
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -41,7 +41,7 @@ def open_predictor(
         from linewatch.engines.manifest import load_manifest
 
         if backend not in ("onnxruntime", "openvino"):
-            raise UsageError(f"--backend {backend!r}: evaluate runs an ONNX model on onnxruntime or openvino")
+            raise SettingError(f"`backend` {backend!r}: evaluate runs an ONNX model on onnxruntime or openvino")
         man, _ = load_manifest(path)
         opts = {"threads": threads} if threads else {}
         engine = open_engine(path, backend=backend, max_batch=batch, **opts, **precision_opts(backend, precision))
@@ -65,7 +65,8 @@ def open_predictor(
                 return deploy(x)[1].float().cpu().numpy()
 
         return predict_torch, (model.cfg.input_height, model.cfg.input_width), {h: DEFAULT_THRESHOLD for h in HEADS}
-    raise UsageError(f"--model {path}: expected a checkpoint (.pt) or an ONNX model (.onnx / its .json manifest)")
+    raise SettingError(f"`model_path` {path}: expected a checkpoint (.pt) or an ONNX model (.onnx / its .json "
+                       "manifest)")
 
 
 def predict_samples(predict: Predict, dataset: Any, samples: list[Any], hw: tuple[int, int], batch: int = 8) -> np.ndarray:
@@ -116,7 +117,7 @@ def draw_pr_curves(curves: list[tuple[str, np.ndarray, np.ndarray, tuple[int, in
             cv2.polylines(img, [np.array(pts, np.int32)], False, color, 2, cv2.LINE_AA)
         cv2.putText(img, label, (ml + 10, mt + ph - 12 - 18 * j), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1)
     if not cv2.imwrite(str(path), img):
-        raise UsageError(f"{path}: could not write the PR curve image")
+        raise SettingError(f"{path}: could not write the PR curve image")
 
 
 def evaluate(model_path: str | Path, data: str | Path, split: str = "test", out: str | Path | None = None,
@@ -133,7 +134,7 @@ def evaluate(model_path: str | Path, data: str | Path, split: str = "test", out:
     if samples is None:
         samples = ds.split(split)
     if not samples:
-        raise UsageError(f"{data}: split {split!r} has no samples")
+        raise SettingError(f"{data}: split {split!r} has no samples")
     scores = predict_samples(predict, ds, samples, hw, batch)
     labels = labels_of(samples)
     metrics = all_metrics(labels, scores, thresholds)

@@ -23,8 +23,8 @@ import torch
 from linewatch import HEADS, jsonfile
 from linewatch.engines.base import INPUT_NAME, OUTPUT_NAMES
 from linewatch.engines.manifest import Manifest, sha256_file
-from linewatch.errors import EngineError, UsageError
-from linewatch.model.resse import DeployNet, ModelConfig, ResSENet
+from linewatch.errors import EngineError, SettingError
+from linewatch.model.resse import DeployNet, NetworkConfig, ResSENet
 
 OPSET = 17
 PARITY_TOL = 1e-4
@@ -34,35 +34,35 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint/weights file as a dict with at least "model" (state dict) and "config"."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"{path}: no such checkpoint")
+        raise SettingError(f"{path}: no such checkpoint")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds; name the file
-        raise UsageError(f"{path}: not a loadable PyTorch checkpoint ({exc})") from exc
+        raise SettingError(f"{path}: not a loadable PyTorch checkpoint ({exc})") from exc
     if isinstance(ckpt, dict) and "model" in ckpt and "config" in ckpt:
         return ckpt
     if isinstance(ckpt, dict) and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
         # a bare state dict: the config comes from the manifest beside it
         man = path.with_suffix(".json")
         if not man.is_file():
-            raise UsageError(f"{path}: a bare state dict needs its manifest {man} for the model config")
+            raise SettingError(f"{path}: a bare state dict needs its manifest {man} for the model config")
         return {"model": ckpt, "config": json.loads(man.read_text())["model"]}
-    raise UsageError(f"{path}: expected a linewatch checkpoint with keys 'model' and 'config'")
+    raise SettingError(f"{path}: expected a linewatch checkpoint with keys 'model' and 'config'")
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> ResSENet:
     """A ResSENet (eval mode) from a training checkpoint (`RUN/best.pt`) or exported weights (`<stem>.pt`)."""
     ckpt = load_checkpoint(path)
-    cfg = ModelConfig.from_dict(ckpt["config"])
+    cfg = NetworkConfig.from_dict(ckpt["config"])
     model = ResSENet(cfg)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
-        raise UsageError(f"{path}: weights do not match its config: {exc}") from exc
+        raise SettingError(f"{path}: weights do not match its config: {exc}") from exc
     return model.to(device).eval()
 
 
-def sample_frames(cfg: ModelConfig, n: int, seed: int = 0) -> np.ndarray:
+def sample_frames(cfg: NetworkConfig, n: int, seed: int = 0) -> np.ndarray:
     """Deterministic uint8 test frames [n, H, W, 3]: smooth gradients plus noise and a few blobs."""
     rng = np.random.default_rng(seed)
     h, w = cfg.input_height, cfg.input_width
@@ -146,7 +146,7 @@ def export_onnx(
     """Export `model` to `out_path` (.onnx) with its manifest `<stem>.json` and weights `<stem>.pt`."""
     out_path = Path(out_path)
     if out_path.suffix != ".onnx":
-        raise UsageError(f"{out_path}: the export target must end in .onnx")
+        raise SettingError(f"{out_path}: the export target must end in .onnx")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     model = model.to("cpu").eval()
     cfg = model.cfg

@@ -1,6 +1,6 @@
 """The ResSE network of Song, Yuan & Liu (MVA 2019), SPEC §2.
 
-Small composable blocks, one explicit `ModelConfig`:
+Small composable blocks, one explicit `NetworkConfig`:
 
     ConvBNAct            conv k×k (+ BatchNorm) + ReLU                      Conv{b}_{l}
     ResSE                F_out = (1 + E) ⊙ F_in,  E = σ(k2 · ReLU(k1 · GAP(F_in)))   eq. 1–3, r = 8
@@ -23,7 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linewatch.errors import UsageError
+from linewatch import HEADS
+from linewatch.engines.base import NORM_SCALE, NORM_SHIFT
+from linewatch.errors import SettingError
 
 DEPTHS: dict[str, tuple[int, int, int]] = {
     "v1": (1, 1, 2),
@@ -48,14 +50,9 @@ SEG_ACTIVATIONS = ("sigmoid", "linear")
 SE_REDUCTION = 8
 """Bottleneck reduction ratio r of the ResSE excitation (paper: 8)."""
 
-# Input normalisation, shared by training (`normalize`) and the exported graph (`DeployNet`):
-# x = (u8 / 255 - 0.5) / 0.25.
-NORM_SCALE = 1.0 / (255.0 * 0.25)
-NORM_SHIFT = -0.5 / 0.25
-
 
 @dataclass
-class ModelConfig:
+class NetworkConfig:
     """Everything that defines a ResSENet. Saved in checkpoints and in the ONNX manifest."""
 
     depth: str = "v2"
@@ -79,7 +76,7 @@ class ModelConfig:
     seg_activation: str = "sigmoid"
     """Activation of Conv_S: "sigmoid" (the paper) or "linear" (the linear+MSE ablation)."""
     in_channels: int = 3
-    heads: tuple[str, str] = field(default=("anomaly", "adhesive"))
+    heads: tuple[str, str] = field(default=HEADS)
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)  # type: ignore[assignment]
@@ -92,8 +89,8 @@ class ModelConfig:
 
     # -- validation -------------------------------------------------------------------------
     def validate(self) -> None:
-        def bad(key: str, value: Any, allowed: str) -> UsageError:
-            return UsageError(f"model config: {key}={value!r} is invalid; allowed: {allowed}")
+        def bad(key: str, value: Any, allowed: str) -> SettingError:
+            return SettingError(f"model config: {key}={value!r} is invalid; allowed: {allowed}")
 
         if self.depth not in DEPTHS:
             raise bad("depth", self.depth, ", ".join(DEPTHS))
@@ -103,7 +100,7 @@ class ModelConfig:
         missing = [p for p in RESSE_PLACEMENTS[self.resse] if p not in layers]
         if missing:
             need = ", ".join(f"Conv{m}" for m in missing)
-            raise UsageError(
+            raise SettingError(
                 f"model config: resse={self.resse!r} places a ResSE module after {need}, which depth="
                 f"{self.depth!r} {DEPTHS[self.depth]} does not have; use depth v2 or deeper"
             )
@@ -143,11 +140,11 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+    def from_dict(cls, d: dict[str, Any]) -> NetworkConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise UsageError(f"model config: unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
+            raise SettingError(f"model config: unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
         kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**kwargs)
 
@@ -231,7 +228,7 @@ class SegBlock(nn.Module):
 class SegmentationStage(nn.Module):
     """Three SegBlocks and Conv_S. Returns (top features [N,c3,H/8,W/8], seg logits [N,2,H/8,W/8])."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: NetworkConfig) -> None:
         super().__init__()
         placement = RESSE_PLACEMENTS[cfg.resse]
         blocks = []
@@ -261,7 +258,7 @@ class SegmentationStage(nn.Module):
 class ClassificationStage(nn.Module):
     """Racki et al. (2018) style decision head over the top features and the segmentation maps."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: NetworkConfig) -> None:
         super().__init__()
         c3 = cfg.widths[2]
         k = cfg.class_kernel
@@ -296,7 +293,7 @@ class ResSEOutput(NamedTuple):
 class ResSENet(nn.Module):
     """The whole network. `forward(x)` takes float NCHW input normalised with `normalize`."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: NetworkConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.segmentation = SegmentationStage(cfg)
@@ -312,7 +309,8 @@ class ResSENet(nn.Module):
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
-    """uint8-valued tensor (any float or integer dtype) -> the network's normalised float input."""
+    """uint8-valued tensor (any float or integer dtype) -> the network's normalised float input
+    (`linewatch.engines.base.NORM_SCALE`, `NORM_SHIFT`: what the exported graph does inside)."""
     return x.float() * NORM_SCALE + NORM_SHIFT
 
 
@@ -324,17 +322,16 @@ class DeployNet(nn.Module):
         self.net = net
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = image.permute(0, 3, 1, 2).float() * NORM_SCALE + NORM_SHIFT
-        out = self.net(x)
+        out = self.net(normalize(image.permute(0, 3, 1, 2)))
         return out.masks, out.scores
 
 
-def build_model(cfg: ModelConfig | None = None, **overrides: Any) -> ResSENet:
+def build_model(cfg: NetworkConfig | None = None, **overrides: Any) -> ResSENet:
     """`build_model(depth="v3", resse="none")`: a ResSENet from a config and/or keyword overrides."""
     if cfg is None:
-        cfg = ModelConfig(**overrides)
+        cfg = NetworkConfig(**overrides)
     elif overrides:
-        cfg = ModelConfig.from_dict({**cfg.to_dict(), **overrides})
+        cfg = NetworkConfig.from_dict({**cfg.to_dict(), **overrides})
     return ResSENet(cfg)
 
 

@@ -15,7 +15,9 @@ Outputs in RUN/: `last.pt` (every epoch: model, optimizer, epoch, stage, RNG, be
 `best.pt` (lowest validation loss of the current stage; at the switch to stage 2 the best stage-1
 weights are restored first), `log.jsonl` (one JSON line per epoch), `metrics.json` (validation
 metrics of best.pt). Checkpoints hold only tensors and plain Python values:
-`torch.load(path, weights_only=True)` reads them. `--resume` continues from `last.pt`.
+`torch.load(path, weights_only=True)` reads them. `train(tc, resume=True)` continues from `last.pt`.
+
+A wrong setting raises `SettingError` naming the `TrainConfig` field (or `resume`) in backquotes.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ import torch
 import torch.nn.functional as F
 
 from linewatch import jsonfile
-from linewatch.errors import UsageError
+from linewatch.errors import SettingError
 from linewatch.model.data import TensorCache, augment, build_cache, cropped_labels, holdout, strat_key
-from linewatch.model.resse import ModelConfig, ResSENet
+from linewatch.model.resse import NetworkConfig, ResSENet
 
 SEG_LOSSES = ("bce", "mse-sigmoid", "mse-linear")
 
@@ -62,7 +64,7 @@ class TrainConfig:
     limit_steps: int = 0
     """Cap on steps per epoch (0 = one pass over the training set); for tests and smoke runs."""
     stop_after_epochs: int = 0
-    """Stop this invocation after that many epochs (0 = never); `--resume` continues."""
+    """Stop this invocation after that many epochs (0 = never); `train(..., resume=True)` continues."""
     eval_every: int = 1
     pos_weight: tuple[float, float] = (1.0, 1.0)
     """Stage 2: weight of a positive label's loss term per head (anomaly, adhesive); (1, 1) is eq. 5.
@@ -70,7 +72,7 @@ class TrainConfig:
     it moves that head's scores up, so the fixed threshold catches more positives (docs/model.md §2)."""
     quiet: bool = False
     model: dict[str, Any] = field(default_factory=dict)
-    """ModelConfig as a dict."""
+    """NetworkConfig as a dict."""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -91,7 +93,7 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor, ki
     elif kind == "mse-linear":
         per_pixel = (logits - target) ** 2
     else:
-        raise UsageError(f"--seg-loss {kind!r} is invalid; allowed: {', '.join(SEG_LOSSES)}")
+        raise SettingError(f"`seg_loss` {kind!r} is invalid; allowed: {', '.join(SEG_LOSSES)}")
     per_head = per_pixel.mean(dim=(2, 3))  # [B, 2]
     w = known.float()
     return (per_head * w).sum() / w.sum().clamp_min(1.0)
@@ -112,14 +114,14 @@ def cls_loss(logits: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tenso
 
 
 def check_pos_weight(values: Any) -> tuple[float, float]:
-    """The stage-2 positive weights as a pair of finite floats > 0 (one per head), else a UsageError."""
+    """The stage-2 positive weights as a pair of finite floats > 0 (one per head), else a SettingError."""
     try:
         pair = tuple(float(v) for v in values)
     except (TypeError, ValueError):
         pair = ()
     if len(pair) != 2 or not all(math.isfinite(v) and v > 0 for v in pair):
-        raise UsageError(f"--pos-weight {values!r} is invalid; expected two numbers > 0 (anomaly,adhesive), "
-                         "e.g. 3,1 (1,1 = eq. 5)")
+        raise SettingError(f"`pos_weight` {values!r} is invalid; expected two numbers > 0 (anomaly,adhesive), "
+                           "e.g. 3,1 (1,1 = eq. 5)")
     anomaly, adhesive = pair
     return anomaly, adhesive
 
@@ -128,9 +130,9 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available here (torch {torch.__version__})")
+        raise SettingError(f"`device` {name}: CUDA is not available here (torch {torch.__version__})")
     if name != "cpu" and not name.startswith("cuda"):
-        raise UsageError(f"--device {name!r} is invalid; allowed: auto, cpu, cuda, cuda:N")
+        raise SettingError(f"`device` {name!r} is invalid; allowed: auto, cpu, cuda, cuda:N")
     return torch.device(name)
 
 
@@ -149,14 +151,14 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype: CUDA `auto` = bf16 where supported, else fp16; CPU `auto` = off (FP32, the
     reference), CPU `bf16` = bf16 autocast (about 2x faster on CPUs with native bf16); fp16 is CUDA only."""
     if amp not in AMP_CHOICES:
-        raise UsageError(f"--amp {amp!r} is invalid; allowed: {', '.join(AMP_CHOICES)}")
+        raise SettingError(f"`amp` {amp!r} is invalid; allowed: {', '.join(AMP_CHOICES)}")
     if amp == "off":
         return None
     if device.type != "cuda":
         if amp == "fp16":
-            raise UsageError(f"--amp fp16 needs CUDA (device {device}); allowed on CPU: auto, bf16, off")
+            raise SettingError(f"`amp` fp16 needs CUDA (device {device}); allowed on CPU: auto, bf16, off")
         if amp == "bf16" and not cpu_bf16_supported():
-            raise UsageError("--amp bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); allowed here: auto, off")
+            raise SettingError("`amp` bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); allowed here: auto, off")
         return torch.bfloat16 if amp == "bf16" else None
     if amp == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -164,17 +166,17 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 
 def load_init(path: str) -> dict[str, Any]:
-    """The checkpoint `--init` names (weights_only): must hold `model` (a state dict) and `config`."""
+    """The checkpoint `init` names (weights_only): must hold `model` (a state dict) and `config`."""
     p = Path(path)
     if not p.is_file():
-        raise UsageError(f"--init {path}: no such file")
+        raise SettingError(f"`init` {path}: no such file")
     try:
         ck = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is a usage error naming it
-        raise UsageError(f"--init {path}: not a readable checkpoint ({e.__class__.__name__}: {e})") from None
+        raise SettingError(f"`init` {path}: not a readable checkpoint ({e.__class__.__name__}: {e})") from None
     if not isinstance(ck, dict) or "model" not in ck or "config" not in ck:
-        raise UsageError(f"--init {path}: expected a linewatch checkpoint with 'model' and 'config' "
-                         "(RUN/best.pt, RUN/last.pt or engines/<name>.pt)")
+        raise SettingError(f"`init` {path}: expected a linewatch checkpoint with 'model' and 'config' "
+                           "(RUN/best.pt, RUN/last.pt or engines/<name>.pt)")
     return ck
 
 
@@ -192,7 +194,7 @@ def set_stage(model: ResSENet, stage: int) -> list[torch.nn.Parameter]:
     return list(model.segmentation.parameters())
 
 
-class Progress:
+class TrainingProgress:
     """A one-line progress bar on a TTY (stderr); silent otherwise."""
 
     def __init__(self, total: int, enabled: bool) -> None:
@@ -222,7 +224,7 @@ def resolve_splits(data: str, val_split: float, seed: int) -> tuple[Any, list[An
     train = ds.split("train")
     val = ds.split("val")
     if not train:
-        raise UsageError(f"{data}: no samples in split 'train'")
+        raise SettingError(f"{data}: no samples in split 'train'")
     if not val and val_split > 0:
         tr, va = holdout([strat_key(s) for s in train], val_split, seed)
         train, val = [train[i] for i in tr], [train[i] for i in va]
@@ -260,7 +262,7 @@ def rng_state(gen: torch.Generator) -> dict[str, torch.Tensor]:
 
 def save_atomic(obj: Any, path: Path) -> None:
     """torch.save to a temporary file beside `path`, then rename it over `path`: a run killed
-    mid-write leaves the previous checkpoint intact, so `--resume` always finds a whole one."""
+    mid-write leaves the previous checkpoint intact, so a resumed run always finds a whole one."""
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     tmp.replace(path)
@@ -277,26 +279,26 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
     ckpt: dict[str, Any] | None = None
     if resume:
         if not ckpt_last.is_file():
-            raise UsageError(f"--resume: {ckpt_last} does not exist (nothing to resume)")
+            raise SettingError(f"`resume`: {ckpt_last} does not exist (nothing to resume)")
         ckpt = torch.load(ckpt_last, map_location="cpu", weights_only=True)
         keep = {"stop_after_epochs": tc.stop_after_epochs, "quiet": tc.quiet, "device": tc.device,
                 "workers": tc.workers, "out": tc.out, "data": tc.data or ckpt["train"]["data"]}
         tc = TrainConfig.from_dict({**ckpt["train"], **keep})
     elif ckpt_last.is_file():
-        raise UsageError(f"{out} already holds a run ({ckpt_last}); use --resume to continue it, or a new --out")
+        raise SettingError(f"{out} already holds a run ({ckpt_last}); use `resume` to continue it, or a new `out`")
     if tc.seg_loss not in SEG_LOSSES:
-        raise UsageError(f"--seg-loss {tc.seg_loss!r} is invalid; allowed: {', '.join(SEG_LOSSES)}")
+        raise SettingError(f"`seg_loss` {tc.seg_loss!r} is invalid; allowed: {', '.join(SEG_LOSSES)}")
     if tc.batch < 1 or tc.epochs_seg < 0 or tc.epochs_cls < 0:
-        raise UsageError("--batch must be >= 1 and the epoch counts >= 0")
+        raise SettingError("`batch` must be >= 1 and the epoch counts (`epochs_seg`, `epochs_cls`) >= 0")
     tc.pos_weight = check_pos_weight(tc.pos_weight)
     init = load_init(tc.init) if tc.init and ckpt is None else None
     if tc.model:
-        cfg = ModelConfig.from_dict(tc.model)
+        cfg = NetworkConfig.from_dict(tc.model)
     else:
-        cfg = ModelConfig.from_dict(init["config"]) if init is not None else ModelConfig()
+        cfg = NetworkConfig.from_dict(init["config"]) if init is not None else NetworkConfig()
     want_act = "linear" if tc.seg_loss == "mse-linear" else "sigmoid"
     if cfg.seg_activation != want_act:
-        cfg = ModelConfig.from_dict({**cfg.to_dict(), "seg_activation": want_act})
+        cfg = NetworkConfig.from_dict({**cfg.to_dict(), "seg_activation": want_act})
     tc.model = cfg.to_dict()
 
     device = pick_device(tc.device)
@@ -326,9 +328,9 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
             model.load_state_dict(init["model"])
         except RuntimeError as e:
             first = str(e).strip().splitlines()
-            raise UsageError(f"--init {tc.init}: its weights do not fit the model configured here "
-                             f"({first[1].strip() if len(first) > 1 else first[0]}); leave the model options "
-                             "out to take the checkpoint's own") from None
+            raise SettingError(f"`init` {tc.init}: its weights do not fit the model configured here "
+                               f"({first[1].strip() if len(first) > 1 else first[0]}); leave the model settings "
+                               "out to take the checkpoint's own") from None
         log(f"weights from {tc.init} (fine-tuning)")
     # NHWC: faster on CUDA and on CPU (oneDNN), needed for bf16 (torch's stubs lack the memory_format overload)
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -354,7 +356,7 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
     steps = max(1, n // bs)
     if tc.limit_steps:
         steps = min(steps, tc.limit_steps)
-    progress = Progress(n_epochs, not tc.quiet)
+    progress = TrainingProgress(n_epochs, not tc.quiet)
     logf = open(out / "log.jsonl", "a")  # noqa: SIM115 - closed in finally
     t_start = time.time()
     summary: dict[str, Any] = {}
@@ -430,7 +432,7 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
                 log(jsonfile.dumps(summary))
             ran += 1
             if tc.stop_after_epochs and ran >= tc.stop_after_epochs and epoch + 1 < n_epochs:
-                log(f"stopping after {ran} epoch(s) as asked; continue with --resume")
+                log(f"stopping after {ran} epoch(s) as asked; resume the run to continue")
                 return {**summary, "stopped": True}
     finally:
         progress.close()

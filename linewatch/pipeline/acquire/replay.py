@@ -22,9 +22,8 @@ import cv2
 import numpy as np
 
 from linewatch import HEADS
+from linewatch.data.dataset import IMAGE_EXTS
 from linewatch.pipeline.acquire.base import ROI, BaseSource, CorruptFrame, Grab, SourceError, Truth
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 @dataclass
@@ -82,7 +81,7 @@ class ReplaySource(BaseSource):
         if path.is_dir():
             if (path / "labels.csv").is_file() and (path / "images").is_dir():
                 labels = read_dataset_truth(path, config.split)
-                files = sorted(p for p in (path / "images").iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+                files = sorted(p for p in (path / "images").iterdir() if p.suffix.lower() in IMAGE_EXTS)
                 if config.split is not None:
                     files = [p for p in files if p.stem in labels]
                 self.files = files
@@ -90,11 +89,11 @@ class ReplaySource(BaseSource):
             else:
                 if config.split is not None:
                     raise SourceError(f"replay split={config.split!r} needs a dataset folder (labels.csv + images/): {path}")
-                self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+                self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
                 self.truth = [(-1, -1)] * len(self.files)
             if not self.files:
                 raise SourceError(
-                    f"replay folder {path} holds no images ({', '.join(IMAGE_EXTENSIONS)})"
+                    f"replay folder {path} holds no images ({', '.join(IMAGE_EXTS)})"
                     + (f" of split {config.split!r}" if config.split is not None else "")
                 )
         else:

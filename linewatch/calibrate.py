@@ -1,0 +1,169 @@
+"""Per-head decision thresholds of one station from labelled frames (behind `linewatch calibrate`).
+
+`score_split` runs a model (any backend, through `open_engine`) over a split of a dataset folder:
+scores float [N, 2] and labels int [N, 2] (1, 0, -1 = unknown; columns in `linewatch.HEADS` order).
+Frames are fitted to the model's input the way the acquisition fits them (`fit_into`: INTER_AREA
+when shrinking). `calibrate` then proposes per head the threshold that maximises balanced accuracy
+((TPR + TNR) / 2, the midpoint of the best gap between scores) or, with a target TNR, the lowest
+threshold whose TNR (share of negatives with score < t) reaches it; a head without labelled
+positives and negatives keeps its current threshold. Proposals are written with 4 decimals,
+rounded up (a TNR target still holds, and the rates reported are those of the value written).
+`save_thresholds` puts them into a profile file's `[decision]` thresholds: a textual edit
+(`profile.rewrite_thresholds`: comments and every other line stay), checked to be a valid profile
+and replaced atomically.
+
+Errors: `SettingError` naming the setting (`target_tnr`, `split`) and what is allowed; the profile's
+and the engine's own errors (`ProfileError`, `EngineError`, `DatasetError`) as they come.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from linewatch import HEADS
+from linewatch.errors import SettingError
+
+DECIMALS = 4
+"""Thresholds are written with this many decimals."""
+
+
+@dataclass(frozen=True)
+class HeadCalibration:
+    """One head's current and proposed threshold with the (TPR, TNR) of each on the labelled frames."""
+
+    head: str
+    positives: int
+    negatives: int
+    current: float
+    current_rates: tuple[float, float]
+    proposed: float | None
+    """None: kept (the head needs labelled positives and negatives)."""
+    proposed_rates: tuple[float, float] | None
+
+    @property
+    def threshold(self) -> float:
+        """What the profile gets: the proposal, else the current threshold."""
+        return self.current if self.proposed is None else self.proposed
+
+
+def check_target_tnr(target_tnr: float | None) -> None:
+    """`SettingError` unless `target_tnr` is None or in (0, 1]."""
+    if target_tnr is not None and not 0.0 < target_tnr <= 1.0:
+        raise SettingError(f"`target_tnr` {target_tnr}: must be in (0, 1]")
+
+
+# -- threshold choice ----------------------------------------------------------------------------
+
+def rates(labels: np.ndarray, scores: np.ndarray, t: float) -> tuple[float, float]:
+    """(TPR, TNR) at threshold t: positives with score >= t, negatives with score < t."""
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    tpr = float(np.mean(pos >= t)) if pos.size else math.nan
+    tnr = float(np.mean(neg < t)) if neg.size else math.nan
+    return tpr, tnr
+
+
+def choose_threshold(labels: np.ndarray, scores: np.ndarray, target_tnr: float | None = None) -> float | None:
+    """The proposed threshold of one head (labels 1/0, -1 = unknown, ignored); None without both classes."""
+    labels = np.asarray(labels)
+    scores = np.asarray(scores, np.float64)
+    keep = (labels == 0) | (labels == 1)
+    y, s = labels[keep], scores[keep]
+    pos, neg = s[y == 1], s[y == 0]
+    if target_tnr is not None:
+        if neg.size == 0:
+            return None
+        k = max(1, math.ceil(target_tnr * neg.size))
+        t = float(np.nextafter(np.sort(neg)[k - 1], np.inf))  # the k lowest negatives fall below t
+        return float(min(max(t, 0.0), 1.0))
+    if pos.size == 0 or neg.size == 0:
+        return None
+    u = np.unique(s)
+    cands = np.concatenate(([0.0], (u[:-1] + u[1:]) / 2.0, [float(np.nextafter(u[-1], np.inf))]))
+    cands = np.clip(cands, 0.0, 1.0)
+    tpr = (pos[None, :] >= cands[:, None]).mean(axis=1)
+    tnr = (neg[None, :] < cands[:, None]).mean(axis=1)
+    return float(cands[int(np.argmax(tpr + tnr))])
+
+
+def written_threshold(t: float) -> float:
+    """`t` with `DECIMALS` decimals, rounded up (at most 1): what the profile holds."""
+    w = round(t, DECIMALS)
+    return min(1.0, round(w + 10.0**-DECIMALS, DECIMALS) if w < t else w)
+
+
+def calibrate(scores: np.ndarray, labels: np.ndarray, current: tuple[float, ...],
+              target_tnr: float | None = None) -> list[HeadCalibration]:
+    """Per head (`HEADS` order): the current threshold, the proposal (module doc) and their rates."""
+    check_target_tnr(target_tnr)
+    out = []
+    for j, head in enumerate(HEADS):
+        y, s = labels[:, j], scores[:, j]
+        t = choose_threshold(y, s, target_tnr)
+        proposed = None if t is None else written_threshold(t)
+        out.append(HeadCalibration(
+            head=head, positives=int((y == 1).sum()), negatives=int((y == 0).sum()), current=current[j],
+            current_rates=rates(y, s, current[j]), proposed=proposed,
+            proposed_rates=None if proposed is None else rates(y, s, proposed),
+        ))
+    return out
+
+
+# -- scoring -------------------------------------------------------------------------------------
+
+def collect_scores(engine: Any, dataset: Any, samples: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Scores float [N, 2] of `samples` through `engine`, and labels int [N, 2] (-1 = unknown)."""
+    from linewatch.pipeline.acquire.base import fit_into
+
+    h, w = engine.input_hw
+    batch = np.empty((engine.max_batch, h, w, 3), np.uint8)
+    scores = np.zeros((len(samples), 2), np.float32)
+    labels = np.full((len(samples), 2), -1, np.int64)
+    for start in range(0, len(samples), engine.max_batch):
+        chunk = samples[start : start + engine.max_batch]
+        for i, s in enumerate(chunk):
+            fit_into(dataset.load_image(s), None, batch[i])
+            for j, head in enumerate(HEADS):
+                v = s.labels.get(head)
+                labels[start + i, j] = -1 if v is None else int(v)
+        _, sc = engine.infer(batch[: len(chunk)])
+        scores[start : start + len(chunk)] = sc[: len(chunk)]
+    return scores, labels
+
+
+def score_split(model: Path, data: str | Path, split: str, *, backend: str, precision: str | None = None,
+                max_batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """`collect_scores` of `split` of the dataset folder `data` through `model` on `backend`."""
+    from linewatch.data.dataset import open_dataset
+    from linewatch.engines.factory import open_engine, precision_opts, resolve_backend
+
+    ds = open_dataset(data)
+    samples = ds.split(split)
+    if not samples:
+        raise SettingError(f"{data}: split {split!r} has no samples (choose another `split`)")
+    engine = open_engine(model, backend=backend, max_batch=max_batch,
+                         **precision_opts(resolve_backend(backend), precision))
+    try:
+        return collect_scores(engine, ds, samples)
+    finally:
+        engine.close()
+
+
+# -- writing -------------------------------------------------------------------------------------
+
+def save_thresholds(path: str | Path, thresholds: dict[str, float]) -> None:
+    """Write `thresholds` (every head) into the profile file `path`: `rewrite_thresholds`, checked to
+    parse as a valid profile, then an atomic replace (a running daemon applies it on SIGHUP)."""
+    from linewatch.profile import parse_profile, rewrite_thresholds
+
+    path = Path(path)
+    new = rewrite_thresholds(path.read_text(encoding="utf-8"), thresholds)
+    parse_profile(new, name=str(path), base_dir=path.resolve().parent)  # still a valid profile
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(new, encoding="utf-8")
+    os.replace(tmp, path)
