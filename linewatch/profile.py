@@ -199,6 +199,26 @@ class PublishConfig(_Section):
     jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 80
 
 
+class ArchiveConfig(_Section):
+    """The station record (`linewatch.record`): the journal of every decision, the images of every reject
+    and of every `pass_every`-th pass, the audit trail. Absent = no record."""
+
+    dir: Annotated[str, Field(min_length=1)]
+    """The archive folder (journal.sqlite, images/); relative to the profile's folder."""
+    max_gb: Annotated[float, Field(gt=0, le=100_000)] = 20.0
+    """Most gigabytes of images; over it, the oldest pass images go first, then the oldest rejects'."""
+    keep_days: Annotated[float, Field(ge=0, le=36_500)] = 90.0
+    """Rows and images older than this are deleted; 0 = kept until max_gb needs the room."""
+    pass_every: Annotated[int, Field(ge=0)] = 100
+    """Keep the image of every Nth pass (every reject's is kept); 0 = no pass images."""
+    format: Literal["png", "jpg"] = "png"
+    """The frames' file format (masks are always PNG)."""
+    quality: Annotated[int, Field(ge=1, le=100)] = 95
+    """JPEG quality (format "jpg")."""
+    masks: bool = True
+    """Keep both masks beside each kept frame."""
+
+
 class Profile(_Section):
     station: StationConfig = StationConfig()
     model: ModelSection = ModelSection()
@@ -206,6 +226,7 @@ class Profile(_Section):
     decision: DecisionConfig = DecisionConfig()
     ring: RingConfig = RingConfig()
     publish: PublishConfig = PublishConfig()
+    archive: ArchiveConfig | None = None
     base_dir: str = Field(default=".", exclude=True)
     """Folder relative paths are resolved against (the profile's folder). Not a TOML key."""
     source_path: str | None = Field(default=None, exclude=True)

@@ -46,6 +46,12 @@ REASON_SEPARATOR = "+"
 """Joins a decision's reasons in the `reason` field (e.g. `anomaly+adhesive-missing`)."""
 OVERLAY_CONTENT_TYPE = "image/jpeg"
 HEARTBEAT_STATUSES: tuple[str, ...] = ("ok", "degraded", "stopping")
+ARCHIVE_STATES: tuple[str, ...] = ("ok", "degraded")
+ARCHIVE_COUNTERS: tuple[str, ...] = ("rows", "images", "rows_lost", "queue_full", "images_skipped", "images_failed",
+                                     "write_errors", "events", "rotated_images", "rotated_rows", "queued")
+"""The heartbeat's `archive` (the station record, `linewatch.record.recorder.Recorder.status`): `state`, these
+counters, and `last_error` when there was one."""
+ARCHIVE_FIELDS: tuple[str, ...] = ("state", *ARCHIVE_COUNTERS, "last_error")
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 
@@ -201,6 +207,7 @@ def heartbeat_header(
     pid: int | None = None,
     model: dict[str, str] | None = None,
     reload: dict[str, Any] | None = None,
+    archive: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Header of a `heartbeat` message (no payload). `camera` is null: a heartbeat is per daemon.
 
@@ -227,6 +234,8 @@ def heartbeat_header(
         header["model"] = {k: str(model.get(k, "")) for k in ("id", "path", "backend", "device")}
     if reload is not None:
         header["reload"] = dict(reload)
+    if archive is not None:
+        header["archive"] = {str(k): v for k, v in archive.items() if k in ARCHIVE_FIELDS}
     return header
 
 

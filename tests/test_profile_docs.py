@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from linewatch.profile import (
+    ArchiveConfig,
     CurveConfig,
     DecisionConfig,
     GenicamCamera,
@@ -36,6 +37,7 @@ def test_every_profile_key_is_in_the_reference():
         keys(StationConfig) + keys(CurveConfig, "curve.") + keys(ModelSection) + keys(GenicamCamera)
         + keys(SyntheticCamera) + keys(ReplayCamera) + keys(Thresholds, "thresholds.")
         + [k for k in keys(DecisionConfig) if k != "thresholds"] + keys(RingConfig) + keys(PublishConfig)
+        + keys(ArchiveConfig)
     )
     missing = sorted(set(expected) - documented)
     assert not missing, f"undocumented profile keys: {missing}"

@@ -70,8 +70,9 @@ def test_round_trip_and_schema(topic: str) -> None:
 def test_builders_emit_exactly_the_schema_fields(topic: str) -> None:
     schema = load_schema(topic)
     header = _headers()[topic]
-    # `sent`: on the final heartbeat only; `pid`, `model`, `reload`: a daemon's (reload: after the first)
-    optional = {"heartbeat": {"sent", "pid", "model", "reload"}}.get(topic, set())
+    # `sent`: on the final heartbeat only; `pid`, `model`, `reload`: a daemon's (reload: after the first);
+    # `archive`: a daemon's with [archive] on
+    optional = {"heartbeat": {"sent", "pid", "model", "reload", "archive"}}.get(topic, set())
     assert set(header) == set(schema["required"]) == set(schema["properties"]) - optional
     assert schema["additionalProperties"] is False
     jsonschema.Draft202012Validator.check_schema(schema)
@@ -91,6 +92,25 @@ def test_a_daemon_heartbeat_carries_its_pid_model_and_last_reload() -> None:
     assert h["pid"] == 4242 and h["model"] == model and h["reload"] == reload
     with pytest.raises(ProtocolError):
         validate_header({**h, "model": {**model, "id": "not-hex"}})
+
+
+def test_the_heartbeat_archive_carries_exactly_what_the_recorder_reports(tmp_path) -> None:
+    from linewatch.profile import ArchiveConfig
+    from linewatch.protocol import ARCHIVE_FIELDS
+    from linewatch.record.recorder import Recorder
+
+    rec = Recorder(ArchiveConfig(dir=str(tmp_path)), "s1")
+    rec.last_error = "OSError: disk full"
+    status = rec.status()
+    assert set(status) == set(ARCHIVE_FIELDS)  # a new recorder counter needs its schema field
+    h = heartbeat_header(station="s1", session=SESSION, seq=1, status="ok", uptime_s=1.0, fps=0.0,
+                         counters={"decisions": 0, "passes": 0, "rejects": 0, "failsafe": 0, "drops": 0, "late": 0,
+                                   "overlays": 0, "overlays_skipped": 0, "queue_overflow": 0},
+                         cameras={}, interval_s=1.0, version="0.1.0", t_sent_ns=T0, archive=status)
+    validate_header(h)
+    assert h["archive"] == status
+    with pytest.raises(ProtocolError):
+        validate_header({**h, "archive": {**status, "state": "broken"}})
 
 
 def test_decision_header_values() -> None:

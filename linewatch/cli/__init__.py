@@ -27,6 +27,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("run", "run"),
     ("subscribe", "subscribe"),
     ("reload", "reload"),
+    ("archive", "archive"),
     ("bench", "bench"),
     ("infer", "infer"),
     ("synth", "synth"),

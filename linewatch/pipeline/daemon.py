@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from linewatch import __version__
 from linewatch.engines.base import Engine
 from linewatch.errors import LinewatchError, ProfileError
 from linewatch.logs import get_logger
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from linewatch.pipeline.acquire.base import Source
     from linewatch.pipeline.publish import Publisher
     from linewatch.pipeline.ring import Ring
+    from linewatch.record.recorder import Recorder
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -201,6 +203,10 @@ class Daemon:
         p = profile.decision
         self.decider = Decider(p.thresholds.as_tuple(), p.adhesive_rule, p.deadline_ns)
         self.ring: Ring | None = None
+        self.recorder: Recorder | None = None
+        """The station record (`[archive]`), hooked into the publisher the daemon makes; None = off."""
+        self._camera_states: dict[str, str] = {}
+        self._previous_decision: dict[str, Any] = {}
         self.endpoint: str | None = None
         """Where the publisher the daemon made is bound, after `start()` (None with a `publisher=` given)."""
         self.worker: InferenceWorker | None = None
@@ -268,11 +274,21 @@ class Daemon:
             self.ring = Ring(slots, h, w, alloc=alloc)
 
             if self.publisher is None:
+                self.recorder = self._make_recorder()
                 pub = self._make_publisher()
                 self.publisher = pub
+                if self.recorder is not None:
+                    self.recorder.start(pub.session)
                 pub.start()
                 self.endpoint = pub.endpoint
                 self.log.info("publisher_bound", endpoint=pub.endpoint)
+                self._audit("start", version=__version__, profile=str(self.profile_path or "embedded"),
+                            profile_sha256=self._profile_sha, model=self.model["id"], model_path=self.model["path"],
+                            engine=self.engine.name, precision=self.engine.precision, device=self.engine.device,
+                            endpoint=pub.endpoint, cameras=list(prof.camera_ids))
+                self._audit("curve", state="on" if prof.station.curve is not None else "off",
+                            clients=("listed" if prof.station.curve and prof.station.curve.authorized_keys_dir
+                                     else "any") if prof.station.curve else None)
             else:
                 self.publisher.start()
 
@@ -297,6 +313,35 @@ class Daemon:
                       watchdog_s=self.notifier.watchdog_interval_s)
         return self
 
+    def _make_recorder(self) -> Recorder | None:
+        """The station record of the profile's `[archive]` (None when absent). Its own faults never stop
+        the daemon: it degrades (`linewatch.record.recorder`)."""
+        cfg = self.profile.archive
+        if cfg is None:
+            return None
+        from linewatch.record.recorder import Recorder
+
+        cfg = cfg.model_copy(update={"dir": str(self.profile.resolve(cfg.dir))})
+        self.log.info("archive_on", dir=cfg.dir, max_gb=cfg.max_gb, keep_days=cfg.keep_days, pass_every=cfg.pass_every)
+        return Recorder(cfg, self.profile.station.name, profile_sha256=self._profile_sha, log=self.log)
+
+    def _audit(self, kind: str, **detail: Any) -> None:
+        """An event in the station record's audit trail (nothing without `[archive]`)."""
+        if self.recorder is not None:
+            self.recorder.event(kind, **detail)
+
+    @property
+    def _profile_sha(self) -> str:
+        """Sha256 of the profile file deciding now (of its canonical JSON for the embedded profile)."""
+        import hashlib
+
+        if self.profile_path is not None:
+            try:
+                return hashlib.sha256(self.profile_path.read_bytes()).hexdigest()
+            except OSError:
+                pass
+        return hashlib.sha256(self.profile.model_dump_json().encode()).hexdigest()
+
     def _make_publisher(self) -> Publisher:
         from linewatch.pipeline.publish import CurveServer, Publisher
 
@@ -308,7 +353,8 @@ class Daemon:
                                 prof.resolve(c.authorized_keys_dir) if c.authorized_keys_dir else None)
         return Publisher(prof.station.endpoint, prof.station.name, curve=curve,
                          overlay_pass_every=prof.publish.overlay_pass_every, heartbeat_interval=prof.publish.heartbeat_s,
-                         status=self.status, jpeg_quality=prof.publish.jpeg_quality)
+                         status=self.status, jpeg_quality=prof.publish.jpeg_quality,
+                         record=self.recorder.record if self.recorder is not None else None)
 
     def stop(self, reason: str = "requested") -> None:
         """Request a drain and exit. Returns at once; safe from a signal handler. `join()` waits."""
@@ -353,6 +399,8 @@ class Daemon:
             self.log.warning("reload_skipped", reason="the daemon runs the embedded profile: nothing to reload")
             return self._reloaded([], ["profile: the daemon runs the embedded profile: nothing to reload"], [])
         self.notifier.reloading()
+        self._previous_decision = {"thresholds": list(self.decider.thresholds),
+                                   "adhesive_rule": self.decider.params.adhesive_rule}
         applied: list[str] = []
         refused: list[str] = []
         restart: list[str] = []
@@ -391,6 +439,12 @@ class Daemon:
             self.reload_errors += 1
         else:
             self.reloads += 1
+        if self.recorder is not None:
+            self.recorder.profile_sha256 = self._profile_sha
+        self._audit("reload", ok=not refused, applied=applied, refused=refused, restart_needed=restart,
+                    thresholds=list(self.decider.thresholds), adhesive_rule=self.decider.params.adhesive_rule,
+                    previous=self._previous_decision, model=self.model.get("id", ""),
+                    profile_sha256=self._profile_sha)
         self.last_reload = {"n": self.reloads + self.reload_errors, "t_iso": datetime.datetime.now(datetime.UTC).isoformat(
             timespec="milliseconds").replace("+00:00", "Z"), "ok": not refused, "applied": applied,
             "refused": refused, "restart_needed": restart}
@@ -445,6 +499,8 @@ class Daemon:
             self.log.error("engine_close_failed", error=str(exc))
         self.log.info("model_swapped", old=previous.get("id", ""), new=info["id"], path=info["path"],
                       backend=info["backend"], device=info["device"], max_take=limit)
+        self._audit("model", old=previous.get("id", ""), new=info["id"], path=info["path"], backend=info["backend"],
+                    precision=engine.precision, device=info["device"])
         return None
 
     # -- supervisor -------------------------------------------------------------------------------
@@ -474,6 +530,7 @@ class Daemon:
                         self.log.error("watchdog_withheld", worker_running=worker.running,
                                        worker_stalled_s=round(worker.alive_age_s(), 3))
                     next_pet = now + wd
+                self._camera_edges()
                 if now >= next_status:
                     self.notifier.status(self._status_line())
                     next_status = now + self.status_interval
@@ -493,6 +550,14 @@ class Daemon:
             self.exit_code = 1
             self.log.exception("supervisor_failed", error=str(exc))
         self._shutdown()
+
+    def _camera_edges(self) -> None:
+        """An audit event for every camera whose state changed since the last tick (down, up, done)."""
+        for cam, state in self.camera_states().items():
+            if self._camera_states.get(cam) != state:
+                if cam in self._camera_states or state != "starting":
+                    self._audit("camera", camera=cam, state=state, previous=self._camera_states.get(cam))
+                self._camera_states[cam] = state
 
     def _shutdown(self) -> None:
         self._stopping = True
@@ -531,6 +596,12 @@ class Daemon:
                 self.publisher.stop(drain=drain)
             except Exception as exc:
                 self.log.error("publisher_stop_failed", error=str(exc))
+        if self.recorder is not None:  # after the publisher: every decision it took is queued
+            w = self.worker.counters() if self.worker is not None else {}
+            self._audit("stop", reason=self._stop_reason or "start failed", exit_code=self.exit_code,
+                        decisions=w.get("decisions", 0), rejects=w.get("rejects", 0))
+            self.recorder.stop()
+            self.log.info("archive_closed", **self.recorder.status())
         if self.engine is not None and self._own_engine:
             try:
                 self.engine.close()
@@ -561,6 +632,8 @@ class Daemon:
             out["model"] = dict(self.model)
         if self.last_reload is not None:
             out["reload"] = self.last_reload
+        if self.recorder is not None:
+            out["archive"] = self.recorder.status()
         return out
 
     def _model_path(self) -> Path | None:

@@ -121,6 +121,10 @@ def _load_server_keys(curve: CurveServer) -> tuple[bytes, bytes]:
     return public, secret
 
 
+RecordHook = Callable[[Decision, int, int, "np.ndarray | None", "np.ndarray | None"], None]
+"""(decision, decision seq, reject seq or -1, image, masks) -> None: see `Publisher(record=)`."""
+
+
 class Publisher:
     """The publisher thread; see the module docstring.
 
@@ -131,6 +135,9 @@ class Publisher:
     queue_size: decisions waiting to be sent. overlay_pool, overlay_shape, jpeg_quality: the
     `OverlayEncoder`'s (slots, (H, W), 1..100). sndhwm: ZeroMQ send high-water mark (messages per subscriber).
     linger_ms: how long stop() lets queued messages flush to connected subscribers.
+    record: the station record's hook (`linewatch.record.recorder.Recorder.record`), called in `submit`
+        with (decision, its decision seq, its reject seq or -1, image, masks); it must not block. What
+        it raises is counted (`record_errors`), never passed on.
     """
 
     def __init__(
@@ -148,6 +155,7 @@ class Publisher:
         jpeg_quality: int = 85,
         sndhwm: int = 10_000,
         linger_ms: int = 1000,
+        record: RecordHook | None = None,
     ) -> None:
         if not station:
             raise PublisherError("station must be a non-empty string")
@@ -169,6 +177,8 @@ class Publisher:
         self.overlay_pass_every = int(overlay_pass_every)
         self.heartbeat_interval = float(heartbeat_interval)
         self._status = status
+        self._record = record
+        self.record_errors = 0
         self._sndhwm = int(sndhwm)
         self._linger_ms = int(linger_ms)
 
@@ -236,6 +246,11 @@ class Publisher:
             if reject:
                 seq_r = self._seq_reject
                 self._seq_reject += 1
+            if self._record is not None:  # in seq order, before the queue can refuse the decision
+                try:
+                    self._record(decision, seq_d, seq_r, image, masks)
+                except Exception:
+                    self.record_errors += 1
             slot = -1
             if self._wants_overlay(reject) and image is not None:
                 slot = self._overlays.copy_in(image, masks)
@@ -436,7 +451,7 @@ class Publisher:
             uptime_s=time.monotonic() - self._t_start, fps=fps_value, counters=merged,
             cameras=dict(extra.get("cameras") or {}), interval_s=self.heartbeat_interval,
             version=__version__, t_sent_ns=time.time_ns(), final=sent is not None, sent=sent,
-            pid=os.getpid(), model=extra.get("model"), reload=extra.get("reload"),
+            pid=os.getpid(), model=extra.get("model"), reload=extra.get("reload"), archive=extra.get("archive"),
         ))
 
     @staticmethod
