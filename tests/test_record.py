@@ -287,3 +287,57 @@ def test_a_reader_cannot_open_a_folder_without_a_journal(tmp_path):
 
     with pytest.raises(JournalError, match="no journal here"):
         read.query(tmp_path)
+
+
+def test_the_archive_verbs_print_and_fail_with_a_usage_error(tmp_path, capsys):
+    import json
+
+    from linewatch.cli import main
+
+    rec = Recorder(ArchiveConfig(dir=str(tmp_path / "a"), pass_every=2), "st").start("session-x")
+    record_all(rec, make_decisions(20))
+    rec.event("start", version="test")
+    rec.stop()
+    assert main(["archive", "stats", str(tmp_path / "a"), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["inspected"] == 20 and s["by_reason"]["anomaly"] == 5
+    assert main(["archive", "stats", str(tmp_path / "a"), "--since", "1h"]) == 0
+    assert "inspected 20" in capsys.readouterr().out
+    assert main(["archive", "query", str(tmp_path / "a"), "--reason", "late", "--json"]) == 0
+    assert [r["frame_id"] for r in json.loads(capsys.readouterr().out)] == [7]
+    assert main(["archive", "events", str(tmp_path / "a")]) == 0
+    assert "start" in capsys.readouterr().out
+    assert main(["archive", "query", str(tmp_path / "nothing")]) == 2
+    assert "no journal here" in capsys.readouterr().err
+    assert main(["archive", "query", str(tmp_path / "a"), "--anomaly", "0.9"]) == 2
+    assert "LO:HI" in capsys.readouterr().err
+    assert main(["archive", "stats", str(tmp_path / "a"), "--since", "yesterday-ish"]) == 2
+    assert "--since" in capsys.readouterr().err
+
+
+def test_export_feeds_data_check_and_a_short_train_from_a_checkpoint(tmp_path, model_dir):
+    """The retraining loop: the archive's frames -> a dataset folder -> data check -> train --init."""
+    import subprocess
+    import sys
+
+    from tests.tinymodel import H, W
+
+    rec = Recorder(ArchiveConfig(dir=str(tmp_path / "a"), pass_every=1), "st").start("s")
+    dec = Decider((0.5, 0.5), "present", deadline_ns=10**12)
+    t0 = time.time_ns()
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        d = dec.decide("cam0", i, t0 + i, (0.9, 0.8) if i % 3 == 0 else (0.1, 0.8), now_ns=t0 + i + 1)
+        img = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+        rec.record(d, i, -1, img, np.zeros((2, H // 8, W // 8), np.float32))
+    rec.stop()
+    ds = tmp_path / "ds"
+    assert read.export(tmp_path / "a", ds, labels="decision")["samples"] == 24
+    run = [sys.executable, "-m", "linewatch"]
+    r = subprocess.run([*run, "data", "check", str(ds)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run([*run, "train", "--data", str(ds), "--out", str(tmp_path / "run"), "--init",
+                        str(model_dir / "tiny.pt"), "--epochs-seg", "1", "--epochs-cls", "1", "--limit-steps", "1",
+                        "--batch", "4", "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert (tmp_path / "run" / "last.pt").is_file()
