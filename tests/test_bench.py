@@ -161,16 +161,16 @@ def run_source(pace: str, inflight: int = 8) -> tuple[BenchSource, Ring]:
 def test_bench_source_free_pace_drops_newest_and_backpressure_never_drops():
     src, ring = run_source("free")
     c = ring.counters
-    assert src.committed == c.committed == 4  # the ring filled up ...
-    assert src.dropped_full == c.dropped_full == src.frames_seen - 4 > 0  # ... and the rest was dropped
+    assert src.counters.committed == c.committed == 4  # the ring filled up ...
+    assert src.counters.dropped_full == c.dropped_full == src.frames_seen - 4 > 0  # ... and the rest was dropped
     batch = ring.take(4, 0.0)
     assert batch.frame_id.tolist() == [0, 1, 2, 3]
     assert batch.truth.tolist() == [[0, 1], [1, 0], [1, 1], [0, 1]]
     assert np.array_equal(batch.images[1], src.pool[1])
 
     src, ring = run_source("backpressure", inflight=3)
-    assert src.dropped_full == ring.counters.dropped_full == 0
-    assert src.committed == ring.counters.committed == 3  # waits for room: never more than `inflight`
+    assert src.counters.dropped_full == ring.counters.dropped_full == 0
+    assert src.counters.committed == ring.counters.committed == 3  # waits for room: never more than `inflight`
     assert src.blocked_ns > 0
 
 

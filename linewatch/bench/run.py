@@ -133,13 +133,11 @@ def make_sources(cfg: BenchConfig, engine: Any, go: threading.Event, inflight: i
                 + (f", inflight {inflight}" if cfg.pace == "backpressure" else "")
                 + f", pixels {cfg.pixels}")
         return srcs, desc
-    from linewatch.pipeline.daemon import make_source
-
     wrong = [c.id for c in prof.camera if c.source != cfg.source]
     if wrong:
         raise UsageError(f"--source {cfg.source}: the profile's camera(s) {', '.join(wrong)} are not {cfg.source} "
                          f"cameras; pass a profile whose [[camera]] tables have source = \"{cfg.source}\"")
-    srcs = [make_source(cam, prof) for cam in prof.camera]
+    srcs = [cam.make_source(prof) for cam in prof.camera]
     return srcs, f"profile's {cfg.source} camera(s) {', '.join(prof.camera_ids)} (their own pacing)"
 
 
@@ -304,14 +302,10 @@ def _delta(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
 
 
 def _source_counters(s: Any) -> dict[str, Any]:
-    keys = ("frames_seen", "committed", "dropped_full", "late_ticks")
-    out: dict[str, Any] = {"camera": getattr(s, "camera", "?")}
-    counters = getattr(s, "counters", None)
-    for k in keys:
-        v = getattr(counters, k, None) if counters is not None else getattr(s, k, None)
-        if v is not None:
-            out[k] = int(v)
-    if hasattr(s, "blocked_ns"):
+    c = s.counters
+    out: dict[str, Any] = {"camera": s.camera, "frames_seen": c.frames_seen, "committed": c.committed,
+                           "dropped_full": c.dropped_full, "late_ticks": c.late_ticks}
+    if isinstance(s, BenchSource):
         out["blocked_s"] = round(s.blocked_ns / 1e9, 3)
     return out
 
