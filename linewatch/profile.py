@@ -25,7 +25,7 @@ import tomllib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -108,15 +108,33 @@ class ModelSection(_Section):
 Roi = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=4, max_length=4)]
 CameraId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
+if TYPE_CHECKING:
+    from linewatch.pipeline.acquire.base import BaseSource
+    from linewatch.pipeline.acquire.genicam import GenicamSource
+    from linewatch.pipeline.acquire.replay import ReplaySource
+    from linewatch.pipeline.acquire.synthetic import SyntheticSource
+
 
 class _CameraBase(_Section):
+    """A `[[camera]]` table: the whole configuration of one camera's acquisition source.
+
+    A camera option is one field of its model here (with its docstring) plus its row in
+    docs/operations.md; the source reads it from its `config` (docs/acquisition.md, "Adding a
+    camera option")."""
+
     id: CameraId
     roi: Roi | None = None
     """[x, y, w, h] in the source's pixels, cropped and resized to the model's input; unset = whole frame."""
 
+    def make_source(self, profile: Profile) -> BaseSource:  # pragma: no cover - each camera model has its own
+        """This camera's acquisition source, not started (`profile` resolves its relative paths).
+
+        Imports only the source module it needs (harvesters only when a GenICam camera opens)."""
+        raise NotImplementedError
+
 
 class GenicamCamera(_CameraBase):
-    source: Literal["genicam"]
+    source: Literal["genicam"] = "genicam"
     cti: str
     """GenTL producer (.cti) file."""
     device: str | Annotated[int, Field(ge=0)] | None = None
@@ -136,9 +154,14 @@ class GenicamCamera(_CameraBase):
     lost_frames: bool = True
     """Report gaps in the camera's frame ids as dropped frames (fail-safe rejects)."""
 
+    def make_source(self, profile: Profile) -> GenicamSource:
+        from linewatch.pipeline.acquire.genicam import GenicamSource
+
+        return GenicamSource(self, cti=profile.cti_path(self))
+
 
 class SyntheticCamera(_CameraBase):
-    source: Literal["synthetic"]
+    source: Literal["synthetic"] = "synthetic"
     fps: Annotated[float, Field(ge=0, le=10000)] = 25.0
     """Frames per second of the simulated line; 0 = as fast as the pipeline takes them."""
     defect_rate: Annotated[float, Field(ge=0, le=1)] = 0.2
@@ -152,9 +175,14 @@ class SyntheticCamera(_CameraBase):
     corrupt_every: Annotated[int, Field(ge=2)] | None = None
     """Every Nth frame arrives corrupt (to exercise the fail-safe path); unset = never."""
 
+    def make_source(self, profile: Profile) -> SyntheticSource:
+        from linewatch.pipeline.acquire.synthetic import SyntheticSource
+
+        return SyntheticSource(self)
+
 
 class ReplayCamera(_CameraBase):
-    source: Literal["replay"]
+    source: Literal["replay"] = "replay"
     path: str
     """Folder of images (sorted by name) or a video file."""
     loop: bool = False
@@ -162,6 +190,11 @@ class ReplayCamera(_CameraBase):
     """Pace of the replay; unset or 0 = as fast as the frames decode."""
     split: str | None = None
     """For a linewatch dataset folder (labels.csv + images/): replay only this split (e.g. "test")."""
+
+    def make_source(self, profile: Profile) -> ReplaySource:
+        from linewatch.pipeline.acquire.replay import ReplaySource
+
+        return ReplaySource(self, path=profile.resolve(self.path))
 
 
 CameraConfig = Annotated[Union[GenicamCamera, SyntheticCamera, ReplayCamera], Field(discriminator="source")]  # noqa: UP007
@@ -464,7 +497,8 @@ def _section_model(loc: tuple[Any, ...], raw: dict[str, Any]) -> type[BaseModel]
 
 
 _CAMERA_LIST = object()
-_CAMERA_BY_SOURCE: dict[Any, type[BaseModel]] = {"genicam": GenicamCamera, "synthetic": SyntheticCamera, "replay": ReplayCamera}
+_CAMERA_BY_SOURCE: dict[Any, type[BaseModel]] = {m.model_fields["source"].default: m for m in get_args(get_args(CameraConfig)[0])}
+"""The camera model of each source kind (SOURCES), from the `CameraConfig` union."""
 
 
 def _unwrap(ann: Any) -> Any:

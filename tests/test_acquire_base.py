@@ -1,4 +1,5 @@
-"""acquire.base: ROI crop + resize into a slot, pixel formats to RGB, the thread loop's error paths."""
+"""acquire.frames: ROI crop + resize into a slot, pixel formats to RGB; acquire.base: the thread loop's error
+paths and the Source protocol; acquire.pacer: the frame-rate schedule."""
 
 from __future__ import annotations
 
@@ -9,19 +10,16 @@ import numpy as np
 import pytest
 import structlog
 
-from linewatch.pipeline.acquire import make_source
-from linewatch.pipeline.acquire.base import (
-    BaseSource,
+from linewatch.pipeline.acquire.base import BaseSource, Grab, Source, SourceDown, SourceError
+from linewatch.pipeline.acquire.frames import (
     CorruptFrame,
     FrameWriter,
-    Grab,
-    SourceDown,
-    SourceError,
     as_image,
     fit_into,
     interpolation_for,
     to_rgb,
 )
+from linewatch.pipeline.acquire.pacer import Pacer
 from linewatch.pipeline.ring import DROP_CORRUPT, DROP_FULL, DROP_LOST, Ring
 
 
@@ -238,24 +236,20 @@ def test_stop_event_ends_a_paced_source_and_start_twice_is_an_error():
     assert src.frames_seen < 10  # paced: it did not run through the script
 
 
-def test_make_source_and_the_source_protocol():
-    from linewatch.pipeline.acquire.base import Source
-    from linewatch.pipeline.acquire.synthetic import SyntheticConfig, SyntheticSource
-
-    src = make_source("synthetic", SyntheticConfig(height=256, width=256), camera="line2")
-    assert isinstance(src, SyntheticSource) and isinstance(src, Source)
-    assert (src.camera, src.state, src.frames_seen) == ("line2", "starting", 0)
-    with pytest.raises(TypeError, match="takes a ReplayConfig, got SyntheticConfig"):
-        make_source("replay", SyntheticConfig(), camera="x")
-    with pytest.raises(SourceError, match="unknown source 'usb'; allowed: synthetic, replay, genicam"):
-        make_source("usb", None, camera="cam0")
+def test_base_source_checks_its_settings_naming_the_camera():
+    with pytest.raises(SourceError, match=r"camera 'scripted': fps=-1 must be >= 0"):
+        ScriptedSource([], fps=-1)
+    with pytest.raises(SourceError, match=r"camera 'scripted': roi=\(0, 0, 0, 5\) must be"):
+        ScriptedSource([], roi=[0, 0, 0, 5])
+    with pytest.raises(SourceError, match="reconnect_min_s=5, reconnect_max_s=1: need 0 < min <= max"):
+        ScriptedSource([], reconnect_min_s=5, reconnect_max_s=1)
+    src = ScriptedSource([], roi=[1, 2, 3, 4])
+    assert src.roi == (1, 2, 3, 4) and src.writer.roi == (1, 2, 3, 4)
+    assert isinstance(src, Source) and (src.state, src.frames_seen) == ("starting", 0)
 
 
 def test_pacer_schedule_stop_and_late_ticks():
-    import threading
     import time
-
-    from linewatch.pipeline.acquire.base import Pacer
 
     stop = threading.Event()
     assert Pacer(0).wait(stop) and Pacer(0).period_ns == 0  # no pacing: never waits

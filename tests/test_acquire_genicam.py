@@ -12,11 +12,13 @@ import cv2
 import numpy as np
 import pytest
 import structlog
+from pydantic import ValidationError
 from waiting import wait_until
 
 from linewatch.pipeline.acquire.base import SourceDown, SourceError
-from linewatch.pipeline.acquire.genicam import GenicamConfig, GenicamSource, find_bundled_cti, select_device
+from linewatch.pipeline.acquire.genicam import GenicamSource, find_bundled_cti, select_device
 from linewatch.pipeline.ring import Ring
+from linewatch.profile import GenicamCamera
 
 HAVE_HARVESTERS = importlib.util.find_spec("harvesters") is not None
 CTI = find_bundled_cti()
@@ -64,14 +66,14 @@ def test_two_viky_cameras_mono8_and_rgba8_into_one_ring():
     stop = threading.Event()
     ring = Ring(16, 120, 160)
     images = ring.images
-    red = GenicamSource(
-        GenicamConfig(cti=CTI, device="VikyTL_DEV_red", features={"PixelFormat": "RGBa8", "Width": 320, "Height": 240, "AcquisitionFrameRate": 100.0}),
-        camera="red",
-    )
-    green = GenicamSource(
-        GenicamConfig(cti=CTI, device=1, features={"PixelFormat": "Mono8", "Width": 640, "Height": 480}, roi=(80, 60, 480, 360)),
-        camera="green",
-    )
+    red = GenicamSource(GenicamCamera(
+        id="red", cti=str(CTI), device="VikyTL_DEV_red",
+        features={"PixelFormat": "RGBa8", "Width": 320, "Height": 240, "AcquisitionFrameRate": 100.0},
+    ))
+    green = GenicamSource(GenicamCamera(
+        id="green", cti=str(CTI), device=1, features={"PixelFormat": "Mono8", "Width": 640, "Height": 480},
+        roi=[80, 60, 480, 360],
+    ))
     red_w, green_w = record_writes(red), record_writes(green)
     t0 = time.time_ns()
     threads = [red.start(ring, 0, stop), green.start(ring, 1, stop)]
@@ -111,11 +113,11 @@ def test_two_viky_cameras_mono8_and_rgba8_into_one_ring():
 @camera
 @needs_viky
 def test_unknown_read_only_and_refused_features_are_named():
-    cfg = GenicamConfig(
-        cti=CTI, device=2,
+    cfg = GenicamCamera(
+        id="blue", cti=str(CTI), device=2,
         features={"NoSuchFeature": 1, "PayloadSize": 5, "PixelFormat": "YUV422_8", "Width": 640.0, "Height": 480.5},
     )
-    src = GenicamSource(cfg, camera="blue")
+    src = GenicamSource(cfg)
     with pytest.raises(SourceError) as err:
         src.start(Ring(4, 8, 8), 0, threading.Event())
     msg = str(err.value)
@@ -126,8 +128,8 @@ def test_unknown_read_only_and_refused_features_are_named():
     assert "Width" not in msg and "strict = false" in msg  # 640.0 is coerced to the integer 640
     assert src._ia is None
 
-    # strict=False: warnings, and the camera runs with what it accepted (keyword form of the config).
-    src = GenicamSource(CTI, camera="blue", device=2, features=cfg.features, strict=False)
+    # strict=False: warnings, and the camera runs with what it accepted.
+    src = GenicamSource(cfg.model_copy(update={"strict": False}))
     assert src.config.strict is False and src.config.device == 2
     ring = Ring(8, 32, 32)
     stop = threading.Event()
@@ -146,10 +148,8 @@ def test_unknown_read_only_and_refused_features_are_named():
 @camera
 @needs_viky
 def test_reconnects_after_a_fetch_that_raises():
-    src = GenicamSource(
-        GenicamConfig(cti=CTI, device=0, features={"AcquisitionFrameRate": 200.0}, reconnect_min_s=0.05, reconnect_max_s=0.1),
-        camera="red",
-    )
+    src = GenicamSource(GenicamCamera(id="red", cti=str(CTI), device=0, features={"AcquisitionFrameRate": 200.0}),
+                        reconnect_min_s=0.05, reconnect_max_s=0.1)
     orig = src._fetch
     calls = {"n": 0}
 
@@ -178,10 +178,8 @@ def test_reconnects_after_a_fetch_that_raises():
 @camera
 @needs_viky
 def test_device_stopped_under_it_goes_down_and_comes_back():
-    src = GenicamSource(
-        GenicamConfig(cti=CTI, device=0, features={"AcquisitionFrameRate": 200.0}, timeout_s=0.05, down_after_s=0.3, reconnect_min_s=0.05),
-        camera="red",
-    )
+    src = GenicamSource(GenicamCamera(id="red", cti=str(CTI), device=0, features={"AcquisitionFrameRate": 200.0},
+                                      timeout_s=0.05, down_after_s=0.3), reconnect_min_s=0.05)
     ring = Ring(16, 32, 32)
     stop = threading.Event()
     with structlog.testing.capture_logs() as logs:
@@ -216,27 +214,27 @@ def test_select_device_by_index_serial_id_and_errors():
 
 def test_missing_harvesters_names_the_camera_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "harvesters.core", None)  # import fails
-    src = GenicamSource(GenicamConfig(cti=tmp_path / "x.cti"))
+    src = GenicamSource(GenicamCamera(id="cam0", cti=str(tmp_path / "x.cti")))
     with pytest.raises(SourceError, match=r"camera.* extra"):
         src.start(Ring(2, 8, 8), 0, threading.Event())
 
 
 @pytest.mark.skipif(not HAVE_HARVESTERS, reason="needs harvesters")
 def test_missing_cti_is_named(tmp_path):
-    src = GenicamSource(GenicamConfig(cti=tmp_path / "vendor.cti"))
+    src = GenicamSource(GenicamCamera(id="cam0", cti="vendor.cti"), cti=tmp_path / "vendor.cti")
     with pytest.raises(SourceError, match=r"vendor\.cti does not exist"):
         src.start(Ring(2, 8, 8), 0, threading.Event())
 
 
-def test_config_is_checked():
-    with pytest.raises(SourceError, match="timestamps='gps'"):
-        GenicamConfig(cti="x.cti", timestamps="gps")
-    with pytest.raises(SourceError, match="need 0 < min <= max"):
-        GenicamConfig(cti="x.cti", reconnect_min_s=5, reconnect_max_s=1)
+def test_settings_are_checked():
+    with pytest.raises(ValidationError, match="timestamps"):
+        GenicamCamera(id="cam0", cti="x.cti", timestamps="gps")
+    with pytest.raises(SourceError, match="camera 'cam0': reconnect_min_s=5, reconnect_max_s=1: need 0 < min <= max"):
+        GenicamSource(GenicamCamera(id="cam0", cti="x.cti"), reconnect_min_s=5, reconnect_max_s=1)
 
 
 def test_device_timestamps_map_to_the_host_clock_and_frame_id_gaps_count_as_lost():
-    src = GenicamSource(GenicamConfig(cti="x.cti", timestamps="device"))
+    src = GenicamSource(GenicamCamera(id="cam0", cti="x.cti", timestamps="device"))
     # The device clock runs 1e12 ns behind the host; arrival latency varies (+5 ms, +1 ms, +3 ms).
     dev = [10_000_000, 20_000_000, 30_000_000]
     host = [d + 10**12 + lat for d, lat in zip(dev, (5_000_000, 1_000_000, 3_000_000), strict=True)]

@@ -12,13 +12,15 @@ import cv2
 import numpy as np
 import pytest
 import structlog
+from pydantic import ValidationError
 
 from linewatch.data.synth import SynthConfig, render
-from linewatch.pipeline.acquire import make_source
 from linewatch.pipeline.acquire.base import SourceError
-from linewatch.pipeline.acquire.replay import ReplayConfig, ReplaySource
-from linewatch.pipeline.acquire.synthetic import SyntheticConfig, SyntheticSource
+from linewatch.pipeline.acquire.genicam import GenicamSource
+from linewatch.pipeline.acquire.replay import ReplaySource
+from linewatch.pipeline.acquire.synthetic import SyntheticSource
 from linewatch.pipeline.ring import DROP_CORRUPT, Ring
+from linewatch.profile import ReplayCamera, SyntheticCamera, parse_profile
 
 H, W = 256, 256  # the renderer's smallest size that renders every index
 
@@ -39,8 +41,8 @@ def drain(ring: Ring, thread: threading.Thread, keep_images: bool = False):
 
 # --- synthetic ----------------------------------------------------------------------------------
 def test_synthetic_carries_truth_and_pixels_of_the_renderer():
-    cfg = SyntheticConfig(seed=3, fps=0, height=H, width=W, frames=12, pool=4, defect_rate=0.5)
-    src = SyntheticSource(cfg, camera="line")
+    cam = SyntheticCamera(id="line", seed=3, fps=0, count=12, pool=4, defect_rate=0.5)
+    src = SyntheticSource(cam, height=H, width=W)
     ring = Ring(32, H // 2, W // 2)  # the ring's size differs: frames are resized into it
     t = src.start(ring, 1, threading.Event())
     frames, drops, images = drain(ring, t, keep_images=True)
@@ -57,7 +59,7 @@ def test_synthetic_carries_truth_and_pixels_of_the_renderer():
 def test_synthetic_defect_rate_reaches_the_renderer():
     ring = Ring(64, 32, 32)
     for rate, expect in ((0.0, 0), (1.0, 1)):
-        src = SyntheticSource(SyntheticConfig(fps=0, height=H, width=W, frames=10, pool=0, defect_rate=rate))
+        src = SyntheticSource(SyntheticCamera(id="line", fps=0, count=10, pool=0, defect_rate=rate), height=H, width=W)
         t = src.start(ring, 0, threading.Event())
         frames, drops, _ = drain(ring, t)
         assert len(frames) == 10 and drops == []
@@ -65,7 +67,7 @@ def test_synthetic_defect_rate_reaches_the_renderer():
 
 
 def test_synthetic_corrupt_injection_becomes_drop_records_with_truth():
-    src = SyntheticSource(SyntheticConfig(fps=0, height=H, width=W, frames=20, pool=5, corrupt_every=4))
+    src = SyntheticSource(SyntheticCamera(id="line", fps=0, count=20, pool=5, corrupt_every=4), height=H, width=W)
     ring = Ring(32, 64, 64)
     with structlog.testing.capture_logs() as logs:
         t = src.start(ring, 0, threading.Event())
@@ -80,7 +82,7 @@ def test_synthetic_corrupt_injection_becomes_drop_records_with_truth():
 
 def test_synthetic_paced_source_counts_and_stops():
     """Paced at 200 fps: frames arrive and the stop event ends it (counts, no timing asserts)."""
-    src = SyntheticSource(SyntheticConfig(fps=200, height=H, width=W, pool=2))
+    src = SyntheticSource(SyntheticCamera(id="line", fps=200, pool=2), height=H, width=W)
     ring = Ring(16, 32, 32)
     stop = threading.Event()
     t = src.start(ring, 0, stop)
@@ -97,15 +99,15 @@ def test_synthetic_paced_source_counts_and_stops():
     assert src.frames_seen >= 5 and src.counters.committed == src.frames_seen - src.counters.dropped_full
 
 
-def test_synthetic_config_is_checked():
-    with pytest.raises(SourceError, match="corrupt_every=1"):
-        SyntheticConfig(corrupt_every=1)
-    with pytest.raises(SourceError, match="defect_rate=1.5"):
-        SyntheticConfig(defect_rate=1.5)
-    with pytest.raises(SourceError, match="synthetic camera 'synthetic': synth size 100x1224.*divisible by 8"):
-        SyntheticSource(SyntheticConfig(height=100))
-    with pytest.raises(SourceError, match=r"roi=\(0, 0, 0, 5\) must be"):
-        SyntheticSource(SyntheticConfig(roi=(0, 0, 0, 5)))
+def test_synthetic_settings_are_checked():
+    with pytest.raises(ValidationError, match="corrupt_every"):
+        SyntheticCamera(id="line", corrupt_every=1)
+    with pytest.raises(ValidationError, match="defect_rate"):
+        SyntheticCamera(id="line", defect_rate=1.5)
+    with pytest.raises(SourceError, match="synthetic camera 'line': synth size 100x1224.*divisible by 8"):
+        SyntheticSource(SyntheticCamera(id="line"), height=100)
+    with pytest.raises(SourceError, match=r"camera 'line': roi=\(0, 0, 0, 5\) must be"):
+        SyntheticSource(SyntheticCamera(id="line", roi=[0, 0, 0, 5]))
 
 
 # --- replay -------------------------------------------------------------------------------------
@@ -125,7 +127,7 @@ def write_images(folder: Path, n: int, ext: str = ".png") -> list[np.ndarray]:
 def test_replay_folder_once_in_order_rgb(tmp_path):
     imgs = write_images(tmp_path / "f", 5)
     (tmp_path / "f" / "notes.txt").write_text("not an image")
-    src = ReplaySource(ReplayConfig(tmp_path / "f", fps=0), camera="r")
+    src = ReplaySource(ReplayCamera(id="r", path=str(tmp_path / "f")))
     ring = Ring(16, 24, 32)
     t = src.start(ring, 0, threading.Event())
     frames, drops, images = drain(ring, t, keep_images=True)
@@ -138,7 +140,7 @@ def test_replay_folder_once_in_order_rgb(tmp_path):
 def test_replay_loop_and_unreadable_file(tmp_path):
     write_images(tmp_path / "f", 3)
     (tmp_path / "f" / "img_001b.png").write_bytes(b"this is no png")
-    src = ReplaySource(ReplayConfig(tmp_path / "f", fps=0, loop=True))
+    src = ReplaySource(ReplayCamera(id="r", path=str(tmp_path / "f"), loop=True))
     ring = Ring(64, 24, 32)
     stop = threading.Event()
     with structlog.testing.capture_logs() as logs:
@@ -167,10 +169,10 @@ def test_replay_dataset_carries_labels_and_split(tmp_path):
         w.writerow(["name", "split", "anomaly", "adhesive"])
         w.writerows([["img_000", "train", 1, 0], ["img_001", "test", 0, ""], ["img_002", "test", "", 1], ["img_003", "train", 0, 1]])
     ring = Ring(16, 24, 32)
-    src = make_source("replay", ReplayConfig(root, fps=0), camera="ds")
+    src = ReplaySource(ReplayCamera(id="ds", path="ds"), path=root)  # the path as the profile resolves it
     frames, _, _ = drain(ring, src.start(ring, 0, threading.Event()))
     assert [f[2] for f in frames] == [(1, 0), (0, -1), (-1, 1), (0, 1)]
-    src = ReplaySource(ReplayConfig(root, fps=0, split="test"))
+    src = ReplaySource(ReplayCamera(id="ds", path=str(root), split="test"))
     frames, _, _ = drain(ring, src.start(ring, 0, threading.Event()))
     assert [f[2] for f in frames] == [(0, -1), (-1, 1)]
 
@@ -194,7 +196,7 @@ def test_replay_video_once(tmp_path):
         bgr[..., 0] = 20 * i
         writer.write(bgr)
     writer.release()
-    src = ReplaySource(ReplayConfig(path, fps=0))
+    src = ReplaySource(ReplayCamera(id="clip", path=str(path)))
     ring = Ring(16, 24, 32)
     frames, drops, images = drain(ring, src.start(ring, 0, threading.Event()), keep_images=True)
     assert len(frames) == 6 and drops == []
@@ -203,11 +205,39 @@ def test_replay_video_once(tmp_path):
 
 def test_replay_errors_name_the_path(tmp_path):
     with pytest.raises(SourceError, match="does not exist"):
-        ReplaySource(ReplayConfig(tmp_path / "nope"))
+        ReplaySource(ReplayCamera(id="r", path=str(tmp_path / "nope")))
     (tmp_path / "empty").mkdir()
     with pytest.raises(SourceError, match="holds no images"):
-        ReplaySource(ReplayConfig(tmp_path / "empty"))
+        ReplaySource(ReplayCamera(id="r", path=str(tmp_path / "empty")))
     (tmp_path / "junk.mp4").write_bytes(b"no video")
-    src = ReplaySource(ReplayConfig(tmp_path / "junk.mp4"))
+    src = ReplaySource(ReplayCamera(id="r", path=str(tmp_path / "junk.mp4")))
     with pytest.raises(SourceError, match=r"cannot open video .*junk\.mp4"):
         src.start(Ring(4, 8, 8), 0, threading.Event())
+
+
+# --- the profile's camera tables make the sources ---------------------------------------------------
+def test_each_camera_table_makes_its_source_with_the_paths_the_profile_resolves(tmp_path):
+    write_images(tmp_path / "frames", 2)
+    prof = parse_profile("""
+[[camera]]
+id = "line"
+source = "synthetic"
+fps = 0
+roi = [0, 0, 64, 32]
+[[camera]]
+id = "again"
+source = "replay"
+path = "frames"
+[[camera]]
+id = "top"
+source = "genicam"
+cti = "vendor.cti"
+down_after_s = 0
+""", base_dir=tmp_path)
+    line, again, top = (cam.make_source(prof) for cam in prof.camera)
+    assert isinstance(line, SyntheticSource) and line.config is prof.camera[0]
+    assert (line.camera, line.roi, line.fps, line.state) == ("line", (0, 0, 64, 32), 0.0, "starting")
+    assert isinstance(again, ReplaySource) and again.camera == "again" and again.fps == 0.0  # unset fps: as fast as they decode
+    assert [p.parent for p in again.files] == [tmp_path / "frames"] * 2  # relative to the profile's folder
+    assert isinstance(top, GenicamSource) and top.camera == "top"
+    assert top.cti == str(tmp_path / "vendor.cti") and top.config.down_after_s == 0  # harvesters only on start()

@@ -161,16 +161,16 @@ def run_source(pace: str, inflight: int = 8) -> tuple[BenchSource, Ring]:
 def test_bench_source_free_pace_drops_newest_and_backpressure_never_drops():
     src, ring = run_source("free")
     c = ring.counters
-    assert src.committed == c.committed == 4  # the ring filled up ...
-    assert src.dropped_full == c.dropped_full == src.frames_seen - 4 > 0  # ... and the rest was dropped
+    assert src.counters.committed == c.committed == 4  # the ring filled up ...
+    assert src.counters.dropped_full == c.dropped_full == src.frames_seen - 4 > 0  # ... and the rest was dropped
     batch = ring.take(4, 0.0)
     assert batch.frame_id.tolist() == [0, 1, 2, 3]
     assert batch.truth.tolist() == [[0, 1], [1, 0], [1, 1], [0, 1]]
     assert np.array_equal(batch.images[1], src.pool[1])
 
     src, ring = run_source("backpressure", inflight=3)
-    assert src.dropped_full == ring.counters.dropped_full == 0
-    assert src.committed == ring.counters.committed == 3  # waits for room: never more than `inflight`
+    assert src.counters.dropped_full == ring.counters.dropped_full == 0
+    assert src.counters.committed == ring.counters.committed == 3  # waits for room: never more than `inflight`
     assert src.blocked_ns > 0
 
 
@@ -222,3 +222,42 @@ def test_replay_source_from_the_profile(tmp_path):
         run_bench(BenchConfig(prof, source="genicam", duration_s=1.0))
 
 
+
+
+def test_bench_pool_holds_the_frames_and_truth_the_synthetic_camera_films():
+    from linewatch.bench import render_pool
+    from linewatch.pipeline.acquire.synthetic import SyntheticSource
+    from linewatch.profile import SyntheticCamera
+
+    pool, truth = render_pool(3, (128, 128), seed=5, defect_rate=0.7, adhesive_rate=0.1)
+    cam = SyntheticSource(SyntheticCamera(id="line", seed=5, defect_rate=0.7, adhesive_rate=0.1, pool=3),
+                          height=128, width=128)
+    cam._open()  # renders the camera's pool (what its thread does while "starting")
+    assert cam._pool is not None
+    np.testing.assert_array_equal(pool, cam._pool)
+    assert [tuple(t) for t in truth.tolist()] == cam._pool_truth
+
+
+def test_pacing_times_the_engine_only_for_inflight_auto():
+    from linewatch.bench.run import _pacing
+    from linewatch.engines.null import NullEngine
+
+    said: list[str] = []
+    prof = default_profile()
+    fixed = _pacing(BenchConfig(prof, inflight=5), NullEngine((8, 8), 4), lambda line, **_: said.append(line))
+    assert (fixed.inflight, fixed.calibration_ms, fixed.batch_limit) == (5, None, None) and said == []
+    auto = _pacing(BenchConfig(prof), NullEngine((8, 8), 4), lambda line, **_: said.append(line))
+    assert auto.batch_limit is not None and auto.inflight == 2 * auto.batch_limit  # two batches in flight
+    assert auto.calibration_ms is not None and str(auto.batch_limit) in auto.calibration_ms
+    assert "(--inflight auto)" in said[0]
+    assert _pacing(BenchConfig(prof, pace="fixed", fps=25.0), NullEngine((8, 8), 4), print).calibration_ms is None
+
+
+def test_pool_settings_are_the_first_synthetic_cameras_else_the_renderers():
+    from linewatch.bench.run import _pool_settings
+    from linewatch.profile import parse_profile
+
+    line = parse_profile('[[camera]]\nid = "a"\nsource = "synthetic"\nseed = 4\nadhesive_rate = 0.3\n')
+    assert _pool_settings(BenchConfig(line, seed=9)) == (4, 0.2, 0.3)  # the camera's (defect_rate default 0.2)
+    replay = parse_profile('[[camera]]\nid = "a"\nsource = "replay"\npath = "f"\n')
+    assert _pool_settings(BenchConfig(replay, seed=9)) == (9, None, None)

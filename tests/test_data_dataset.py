@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from linewatch.cli import main as cli_main
-from linewatch.data.dataset import check_dataset, image_size, open_dataset, read_frame, write_sample
+from linewatch.data.check import check_dataset
+from linewatch.data.dataset import image_size, open_dataset, read_frame
+from linewatch.data.write import write_sample
 from linewatch.errors import DatasetError
 
 H, W = 24, 40
@@ -280,7 +282,7 @@ def test_merge_links_or_copies_selected_splits(tmp_path: Path, capsys: pytest.Ca
     assert cli_main(["data", "merge", "--out", str(copied), "--copy", str(a)]) == 0
     assert not (copied / "images" / "a.png").is_symlink() and len(open_dataset(copied)) == 4
 
-    from linewatch.data.dataset import merge_datasets
+    from linewatch.data.write import merge_datasets
 
     with pytest.raises(DatasetError, match="'a' is in both"):
         merge_datasets(tmp_path / "x", [(a, None, None), (a, ["train"], None)])

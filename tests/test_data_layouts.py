@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from linewatch.cli import main as cli_main
-from linewatch.data.dataset import check_dataset, open_dataset
+from linewatch.data.check import check_dataset
+from linewatch.data.dataset import open_dataset
 
 H, W = 48, 72
 
@@ -70,6 +71,24 @@ def test_mvtec_reads_as_anomaly_labels_with_masks_and_a_stratified_split(tmp_pat
     assert masks[0].any() and known.tolist() == [True, False]
     report = check_dataset(tmp_path / "bottle")
     assert report.ok and any("stratified split was assigned" in p.message for p in report.problems)
+
+
+def test_an_assigned_split_draws_test_then_val_in_name_hash_order_per_class(tmp_path: Path) -> None:
+    import hashlib
+
+    from linewatch.data.dataset import assign_test_split, name_order
+    from linewatch.data.layouts import VAL_FRACTION
+
+    names = [f"n{i:02d}" for i in range(20)]
+    assert name_order(names) == sorted(names, key=lambda n: hashlib.sha1(n.encode()).hexdigest())
+    split = assign_test_split(names, 0.3)
+    assert [split[n] for n in name_order(names)] == ["test"] * 6 + ["train"] * 14
+    ds = open_dataset(make_mvtec(tmp_path / "bottle"))  # the MVTec layout draws the same way, then val
+    for group in {s.group for s in ds.samples}:
+        ordered = name_order([s.name for s in ds.samples if s.group == group])
+        got = {s.name: s.split for s in ds.samples}
+        n_test, n_val = round(0.3 * len(ordered)), round(VAL_FRACTION * len(ordered))
+        assert [got[n] for n in ordered] == ["test"] * n_test + ["val"] * n_val + ["train"] * (len(ordered) - n_test - n_val)
 
 
 @pytest.mark.parametrize(("good", "bad"), [("good", "bad"), ("ok", "ng")])
@@ -182,7 +201,7 @@ def test_an_imbalanced_split_is_named(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("aspect", "size"), [(1224 / 512, (512, 1224)), (500 / 1260, (1256, 496)), (1.0, (784, 784))])
 def test_the_suggested_input_size_keeps_the_aspect_within_the_pixel_budget(aspect: float, size: tuple[int, int]) -> None:
-    from linewatch.data.dataset import INPUT_PIXEL_BUDGET, aspect_distortion, suggest_input_size
+    from linewatch.data.input_size import INPUT_PIXEL_BUDGET, aspect_distortion, suggest_input_size
 
     hw = suggest_input_size(aspect)
     assert hw == size and hw[0] % 8 == 0 and hw[1] % 8 == 0

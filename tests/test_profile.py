@@ -10,6 +10,7 @@ from linewatch.errors import ProfileError, SettingError
 from linewatch.profile import (
     DEFAULT_MODEL,
     ENGINES_DIR,
+    SOURCES,
     GenicamCamera,
     ReplayCamera,
     SyntheticCamera,
@@ -57,6 +58,18 @@ def test_shipped_station_profiles_load(name):
     p = load_profile(REPO / "calib" / name)
     assert p.source_path == str(REPO / "calib" / name)
     assert Path(p.base_dir) == REPO / "calib"
+
+
+def test_each_source_kind_has_one_camera_model_that_its_tables_validate_as():
+    from linewatch.profile import _CAMERA_BY_SOURCE
+
+    models = (GenicamCamera, SyntheticCamera, ReplayCamera)
+    assert _CAMERA_BY_SOURCE == dict(zip(SOURCES, models, strict=True))
+    for kind, model in zip(SOURCES, models, strict=True):
+        extra = {"genicam": '\ncti = "x.cti"', "replay": '\npath = "f"'}.get(kind, "")
+        prof = parse_profile(f'[[camera]]\nid = "c"\nsource = "{kind}"{extra}\n')
+        assert type(prof.camera[0]) is model
+    assert f"missing key 'source' (one of {', '.join(SOURCES)})" in err('[[camera]]\nid = "c"\n')
 
 
 def test_calib_demo_matches_embedded_demo():

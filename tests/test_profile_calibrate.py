@@ -122,7 +122,7 @@ def test_shipped_profiles_rewrite_cleanly():
 
 def test_calibrate_command_end_to_end(tmp_path, capsys):
     """Synthetic labelled frames, the null engine (every score 0), --write into the profile."""
-    from linewatch.data.dataset import write_sample
+    from linewatch.data.write import write_sample
     from linewatch.engines.manifest import Manifest, sha256_file
 
     onnx = tmp_path / "stub.onnx"

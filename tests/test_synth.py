@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from linewatch.cli import main as cli_main
-from linewatch.data.dataset import check_dataset, open_dataset
+from linewatch.data.check import check_dataset
+from linewatch.data.dataset import open_dataset
 from linewatch.data.preview import contact_sheet, write_preview
 from linewatch.data.synth import ANOMALY_KINDS, SynthConfig, render, render_into, write_dataset
 from linewatch.errors import SettingError

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from linewatch.errors import UsageError
+from linewatch.profile import SOURCES
 
 PACES = ("backpressure", "fixed", "free")
-SOURCES = ("synthetic", "genicam", "replay")
 PIXELS = ("copy", "reuse")
 BASELINES = ("torch", "openvino")
 NULL_INPUT_HW = (512, 1224)
@@ -41,6 +41,7 @@ class BenchConfig:
     profile: Any
     """A validated `linewatch.profile.Profile` (cameras, decision settings, ring, publish)."""
     source: str = "synthetic"
+    """The bench's synthetic source, or the profile's own cameras of this kind (one of SOURCES)."""
     backend: str | None = None
     """Overrides the profile's model.backend (None = the profile's)."""
     precision: str | None = None

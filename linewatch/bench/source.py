@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from linewatch.bench.config import PACES, POLL_S
 from linewatch.errors import UsageError
+
+if TYPE_CHECKING:
+    from linewatch.pipeline.acquire.base import SourceCounters
 
 # --------------------------------------------------------------------------------------------------
 # the bench's source: a prerendered pool, paced (Source protocol)
@@ -19,22 +22,17 @@ def render_pool(n: int, hw: tuple[int, int], seed: int = 0, defect_rate: float |
                 adhesive_rate: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`n` synthetic cell surfaces at `hw` (uint8 [n, H, W, 3]) and their truth (int8 [n, 2]).
 
-    Rendered at `hw` when both sides are >= 128 px (the renderer's minimum), else at a valid size
-    and resized once here (tiny test models)."""
-    import dataclasses
-
+    Rendered the simulated camera's way (`acquire.synthetic.synth_config`: the rates, None = the
+    renderer's defaults) at `hw` when both sides are >= 128 px (the renderer's minimum), else at a
+    valid size and resized once here (tiny test models)."""
     import cv2
 
-    from linewatch.data.synth import SynthConfig, render_into
+    from linewatch.data.synth import render_into
+    from linewatch.pipeline.acquire.synthetic import synth_config
 
     h, w = hw
     rh, rw = max(128, -(-h // 8) * 8), max(128, -(-w // 8) * 8)
-    over: dict[str, Any] = {"height": rh, "width": rw}
-    if defect_rate is not None:
-        over["anomaly_rate"] = defect_rate
-    if adhesive_rate is not None:
-        over["adhesive_rate"] = adhesive_rate
-    cfg = dataclasses.replace(SynthConfig(), **over)
+    cfg = synth_config(rh, rw, defect_rate, adhesive_rate)
     pool = np.empty((n, h, w, 3), np.uint8)
     truth = np.full((n, 2), -1, np.int8)
     scratch = np.empty((rh, rw, 3), np.uint8) if (rh, rw) != (h, w) else None
@@ -50,7 +48,9 @@ class BenchSource:
     """A simulated camera over a prerendered pool, paced by `pace` (module doc). Source protocol.
 
     Frame ids are 0, 1, 2, ... per camera, so every produced id must come back as one decision.
-    The thread waits for `go` (set once the subscriber is live) before its first frame.
+    The thread waits for `go` (set once the subscriber is live) before its first frame. It counts
+    in `counters` what an acquisition source counts (`acquire.base.SourceCounters`: frames_seen,
+    committed, dropped_full, late_ticks), plus `blocked_ns`.
     """
 
     kind = "bench"
@@ -58,6 +58,8 @@ class BenchSource:
     def __init__(self, camera: str, pool: np.ndarray, truth: np.ndarray, *, pace: str = "backpressure",
                  fps: float = 0.0, inflight: int = 8, pixels: str = "copy", offset: int = 0,
                  go: threading.Event | None = None, poll_max_s: float = 0.0001) -> None:
+        from linewatch.pipeline.acquire.base import SourceCounters
+
         if pace not in PACES:
             raise UsageError(f"pace {pace!r}: allowed {', '.join(PACES)}")
         self.camera = camera
@@ -71,14 +73,15 @@ class BenchSource:
         self.offset = int(offset)
         self.poll_max_s = max(float(poll_max_s), POLL_S)
         self.go = go if go is not None else threading.Event()
-        self.frames_seen = 0
-        self.committed = 0
-        self.dropped_full = 0
-        self.late_ticks = 0
+        self.counters: SourceCounters = SourceCounters()
         self.blocked_ns = 0
         """Backpressure: time spent waiting for room in the ring."""
         self.error: BaseException | None = None
         self.thread: threading.Thread | None = None
+
+    @property
+    def frames_seen(self) -> int:
+        return self.counters.frames_seen
 
     def start(self, ring: Any, camera_index: int, stop_event: threading.Event) -> threading.Thread:
         if self.pixels == "reuse":
@@ -99,7 +102,7 @@ class BenchSource:
             self.state = "done"
 
     def _loop(self, ring: Any, cam: int, stop: threading.Event) -> None:
-        from linewatch.pipeline.acquire.base import Pacer
+        from linewatch.pipeline.acquire.pacer import Pacer
         from linewatch.pipeline.ring import DROP_FULL
 
         self.state = "up"
@@ -109,13 +112,14 @@ class BenchSource:
         pool, truth, n = self.pool, self.truth, len(self.pool)
         copy = self.pixels == "copy"
         pace = self.pace
+        c = self.counters
         pacer = Pacer(self.fps if pace == "fixed" else 0.0)
         k = 0
         while not stop.is_set():
             if pacer.period_ns:
                 if not pacer.wait(stop):
                     break
-                self.late_ticks = pacer.late_ticks
+                c.late_ticks = pacer.late_ticks
             elif pace == "backpressure" and ring.occupancy >= self.inflight:
                 t0 = time.perf_counter_ns()
                 delay = POLL_S / 2
@@ -132,11 +136,11 @@ class BenchSource:
                     time.sleep(POLL_S)
                     continue
                 ring.drop(cam, k, t_cap, DROP_FULL, truth[j])
-                self.dropped_full += 1
+                c.dropped_full += 1
             else:
                 if copy:
                     np.copyto(ring.images[slot], pool[j])
                 ring.commit(slot, cam, k, t_cap, truth[j])
-                self.committed += 1
+                c.committed += 1
             k += 1
-            self.frames_seen = k
+            c.frames_seen = k

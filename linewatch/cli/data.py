@@ -55,7 +55,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from linewatch.data.dataset import check_dataset
+    from linewatch.data.check import check_dataset
 
     report = check_dataset(args.path, layout=args.layout)
     if args.json:
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    from linewatch.data.dataset import merge_datasets
+    from linewatch.data.write import merge_datasets
 
     sources = []
     for spec in args.sources:
@@ -80,7 +80,8 @@ def run_merge(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from linewatch.data.dataset import merge_datasets, open_dataset
+    from linewatch.data.dataset import open_dataset
+    from linewatch.data.write import merge_datasets
 
     kind = open_dataset(args.source, layout=args.layout).kind
     counts = merge_datasets(args.out, [(args.source, None, None)], copy=not args.link, layout=args.layout)

@@ -34,11 +34,11 @@ def input_size_for(args: argparse.Namespace, overrides: dict[str, Any], init_hw:
     size, given or the checkpoint's, that stretches the images by more than 10 %: a warning on stderr."""
     import sys
 
-    from linewatch.data.dataset import (
+    from linewatch.data.dataset import open_dataset
+    from linewatch.data.input_size import (
         ASPECT_TOLERANCE,
         aspect_distortion,
         input_budget,
-        open_dataset,
         suggest_input_size,
         typical_size,
     )

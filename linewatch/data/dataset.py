@@ -1,4 +1,4 @@
-"""Datasets on disk: the linewatch folder format and the magnetic-tile layout (SPEC §4).
+"""Reading datasets on disk: the linewatch folder format and the magnetic-tile layout (SPEC §4).
 
 Folder format (docs/architecture.md, "Dataset folder format")::
 
@@ -22,8 +22,11 @@ A head's pixel supervision is *known* when its mask file exists or its label is 
 then all zeros). :func:`open_dataset` checks the structure (labels table, file names, which
 files exist) and raises :class:`~linewatch.errors.DatasetError` on the first problem;
 :meth:`Dataset.load_image` / :meth:`Dataset.load_masks` check what needs pixels (readable
-image, mask size, label/mask agreement). :func:`check_dataset` does all of it for every sample
-and reports every problem at once.
+image, mask size, label/mask agreement). The other layouts are read by ``linewatch.data.layouts``.
+
+Beside this module: ``linewatch.data.check`` (every problem of a dataset at once, and what would
+silently hurt training), ``linewatch.data.write`` (writing the folder format, merging datasets)
+and ``linewatch.data.input_size`` (the model input size that suits the images).
 """
 
 from __future__ import annotations
@@ -31,13 +34,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import re
 import struct
-from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -64,7 +64,6 @@ MT_FREE = "MT_Free"
 MT_TEST_FRACTION = 0.3
 """Share of each magnetic-tile class assigned to the ``test`` split."""
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _LABEL_VALUES = {"1": 1, "0": 0, "": None}
 
 
@@ -99,81 +98,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
-
-
-@dataclass
-class CheckReport:
-    """Everything :func:`check_dataset` found: problems and counts per class, split and label."""
-
-    root: str
-    kind: str
-    n_images: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    per_group: dict[str, dict[str, Any]] = field(default_factory=dict)
-    per_split: dict[str, int] = field(default_factory=dict)
-    per_head: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Per head: counts of labels ``1``, ``0``, ``unknown``, mask files ``masks`` and ``empty_masks``."""
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
-
-    @property
-    def ok(self) -> bool:
-        """True when there are no errors (warnings are allowed)."""
-        return not self.errors
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "root": self.root,
-            "kind": self.kind,
-            "ok": self.ok,
-            "n_images": self.n_images,
-            "per_head": self.per_head,
-            "per_split": self.per_split,
-            "per_group": self.per_group,
-            "errors": [{"path": p.path, "message": p.message} for p in self.errors],
-            "warnings": [{"path": p.path, "message": p.message} for p in self.warnings],
-        }
-
-    def format(self, max_problems: int = 50) -> str:
-        """Human-readable report (at most ``max_problems`` lines per severity)."""
-        out = io.StringIO()
-        w = out.write
-        w(f"dataset {self.root} ({self.kind}): {self.n_images} images\n")
-        a = self.per_head.get("anomaly", {})
-        h = self.per_head.get("adhesive", {})
-        if a:
-            w(
-                f"  anomaly : {a['1']} defective, {a['0']} defect-free, {a['unknown']} unknown; "
-                f"{a['masks']} mask files ({a['empty_masks']} empty)\n"
-            )
-        if h:
-            w(
-                f"  adhesive: {h['1']} present, {h['0']} absent, {h['unknown']} unknown; "
-                f"{h['masks']} mask files ({h['empty_masks']} empty)\n"
-            )
-        if self.per_split:
-            w("  splits  : " + ", ".join(f"{k} {v}" for k, v in sorted(self.per_split.items())) + "\n")
-        if self.per_group:
-            width = max(12, *(len(g) for g in self.per_group))
-            w(f"  {'class':<{width}}  images  anomaly 1/0/?   adhesive 1/0/?\n")
-            for g, c in sorted(self.per_group.items()):
-                an = "{}/{}/{}".format(*c["anomaly"])
-                ad = "{}/{}/{}".format(*c["adhesive"])
-                w(f"  {g:<{width}}  {c['images']:>6}  {an:<15} {ad}\n")
-        for label, items in (("warnings", self.warnings), ("errors", self.errors)):
-            w(f"{label} ({len(items)})" + (":\n" if items else "\n"))
-            for p in items[:max_problems]:
-                w(f"  {p}\n")
-            if len(items) > max_problems:
-                w(f"  ... and {len(items) - max_problems} more\n")
-        w("OK\n" if self.ok else f"FAILED: {len(self.errors)} error(s)\n")
-        return out.getvalue()
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -253,7 +177,8 @@ def image_size(path: Path) -> tuple[int, int]:
     return read_image(path).shape[:2]  # type: ignore[return-value]
 
 
-def _label_problem(label: int | None, head: str, mask: np.ndarray, path: Path) -> Problem | None:
+def label_problem(label: int | None, head: str, mask: np.ndarray, path: Path) -> Problem | None:
+    """A head's label against its mask: an error for label 0 with foreground, a warning for label 1 without."""
     nonempty = bool(mask.any())
     if label == 0 and nonempty:
         return Problem(
@@ -310,7 +235,7 @@ class Dataset:
             p = s.mask_paths[head]
             if p is not None:
                 masks[i] = read_mask(p, (h, w))
-                problem = _label_problem(s.labels[head], head, masks[i], p)
+                problem = label_problem(s.labels[head], head, masks[i], p)
                 if problem is not None and problem.severity == "error":
                     raise DatasetError(str(problem))
                 known[i] = True
@@ -490,8 +415,15 @@ def _scan_folder(root: Path, problems: list[Problem]) -> list[Sample]:
     return samples
 
 
-def _mt_split(names: Sequence[str], test_fraction: float) -> dict[str, str]:
-    ordered = sorted(names, key=lambda n: hashlib.sha1(n.encode()).hexdigest())
+def name_order(names: Sequence[str]) -> list[str]:
+    """`names` ordered by the SHA-1 of each: the deterministic order an assigned split is drawn in."""
+    return sorted(names, key=lambda n: hashlib.sha1(n.encode()).hexdigest())
+
+
+def assign_test_split(names: Sequence[str], test_fraction: float) -> dict[str, str]:
+    """The split of a layout without one, per name: the first ``round(test_fraction * n)`` names in
+    `name_order` are ``test``, the rest ``train`` (callers draw per class: stratified)."""
+    ordered = name_order(names)
     n_test = round(test_fraction * len(ordered))
     return {n: ("test" if i < n_test else "train") for i, n in enumerate(ordered)}
 
@@ -519,7 +451,7 @@ def _scan_magnetic_tile(root: Path, problems: list[Problem], test_fraction: floa
         for stem, p in pngs.items():
             if stem not in jpgs:
                 problems.append(Problem("error", str(p), f"mask without image (no {stem}.jpg beside it)"))
-        splits = _mt_split(list(jpgs), test_fraction)
+        splits = assign_test_split(list(jpgs), test_fraction)
         for stem, p in jpgs.items():
             if stem in seen:
                 problems.append(Problem("error", str(p), f"duplicate name {stem!r} (also {seen[stem]})"))
@@ -533,7 +465,9 @@ def _scan_magnetic_tile(root: Path, problems: list[Problem], test_fraction: floa
     return samples
 
 
-def _scan(path: Path, test_fraction: float, layout: str | None = None) -> tuple[str, list[Sample], list[Problem]]:
+def scan_dataset(path: str | Path, test_fraction: float = MT_TEST_FRACTION,
+                 layout: str | None = None) -> tuple[str, list[Sample], list[Problem]]:
+    """(layout, samples, problems) of a dataset: what `open_dataset` and `check_dataset` read it as."""
     from linewatch.data.layouts import scan_class_folders, scan_mvtec
 
     root = Path(path)
@@ -544,9 +478,9 @@ def _scan(path: Path, test_fraction: float, layout: str | None = None) -> tuple[
     elif kind == "magnetic-tile":
         samples = _scan_magnetic_tile(root, problems, test_fraction)
     elif kind == "mvtec":
-        samples = scan_mvtec(root, problems, _mt_split, test_fraction)
+        samples = scan_mvtec(root, problems, test_fraction)
     else:
-        samples = scan_class_folders(root, problems, _mt_split, test_fraction)
+        samples = scan_class_folders(root, problems, test_fraction)
     if not samples and not any(p.severity == "error" for p in problems):
         problems.append(Problem("error", str(root), f"no images found (read as the {kind} layout)"))
     return kind, samples, problems
@@ -556,10 +490,10 @@ def open_dataset(path: str | Path, *, mt_test_fraction: float = MT_TEST_FRACTION
     """Open a dataset, detecting its layout; DatasetError naming the file on a structural problem.
 
     Only the structure is checked here (cheap); pixel-level problems surface when a sample is
-    loaded, or all at once with :func:`check_dataset`.
+    loaded, or all at once with :func:`linewatch.data.check.check_dataset`.
     """
     root = Path(path)
-    kind, samples, problems = _scan(root, mt_test_fraction, layout)
+    kind, samples, problems = scan_dataset(root, mt_test_fraction, layout)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         more = (
@@ -569,337 +503,3 @@ def open_dataset(path: str | Path, *, mt_test_fraction: float = MT_TEST_FRACTION
         )
         raise DatasetError(f"{errors[0]}{more}")
     return Dataset(root=root, kind=kind, samples=samples)
-
-
-INPUT_PIXEL_BUDGET = 512 * 1224
-"""Pixels of the shipped model's input (512x1224): a chosen input size stays within them, which keeps
-the CPU speed floor (docs/model.md)."""
-ASPECT_TOLERANCE = 0.10
-"""An input size that changes the images' aspect ratio (W/H) by more than this distorts them."""
-
-
-def typical_size(samples: Sequence[Sample], limit: int = 200) -> tuple[float, int]:
-    """(median W/H, median pixel count) of (up to `limit` evenly spread) images, from their headers."""
-    if not samples:
-        raise DatasetError("no images to measure the size of")
-    step = max(1, len(samples) // limit)
-    sizes = [image_size(s.image_path) for s in samples[::step]]
-    return float(np.median([w / h for h, w in sizes])), int(np.median([h * w for h, w in sizes]))
-
-
-def input_budget(pixels: int) -> int:
-    """The pixel budget of a chosen input size: the shipped model's, and never more than the images have
-    (upscaling small images costs time and adds nothing)."""
-    return min(INPUT_PIXEL_BUDGET, max(64, int(pixels)))
-
-
-def suggest_input_size(aspect: float, budget: int = INPUT_PIXEL_BUDGET) -> tuple[int, int]:
-    """The largest (H, W), multiples of 8, with H x W <= `budget` and W/H closest to `aspect`."""
-    best: tuple[float, int, tuple[int, int]] | None = None
-    for h in range(8, int((budget / max(aspect, 1e-3)) ** 0.5) + 16, 8):
-        w = max(8, round(h * aspect / 8) * 8)
-        if h * w > budget:
-            continue
-        key = (-(h * w) + abs(w / h / aspect - 1) * budget, h, (h, w))
-        if best is None or key[0] < best[0]:
-            best = key
-    assert best is not None
-    return best[2]
-
-
-def aspect_distortion(aspect: float, hw: tuple[int, int]) -> float:
-    """How much resizing images of W/H `aspect` to `hw` stretches them (0.1 = 10 %)."""
-    return abs(hw[1] / hw[0] / aspect - 1)
-
-
-def check_dataset(path: str | Path, *, mt_test_fraction: float = MT_TEST_FRACTION,
-                  layout: str | None = None, input_hw: tuple[int, int] | None = None) -> CheckReport:
-    """Check every sample (structure and pixels) and report all problems and counts at once.
-
-    Besides what is wrong it reports what would silently hurt training, each with what to do: defective
-    images without a mask, masks that are not binary, image sizes and aspect against the model input
-    (`input_hw`, default the shipped model's), class balance, duplicate images, a split without positives.
-    Raises DatasetError only when ``path`` is not a dataset at all.
-    """
-    root = Path(path)
-    kind, samples, problems = _scan(root, mt_test_fraction, layout)
-    sizes: Counter[tuple[int, int]] = Counter()
-    digests: dict[str, list[str]] = {}
-    not_binary: list[str] = []
-    report = CheckReport(root=str(root), kind=kind, problems=problems)
-    report.n_images = len(samples)
-    per_head = {h: {"1": 0, "0": 0, "unknown": 0, "masks": 0, "empty_masks": 0} for h in HEADS}
-    per_group: dict[str, dict[str, Any]] = {}
-    splits: Counter[str] = Counter()
-    for s in samples:
-        splits[s.split] += 1
-        g = per_group.setdefault(s.group, {"images": 0, **{h: [0, 0, 0] for h in HEADS}})
-        g["images"] += 1
-        for h in HEADS:
-            lab = s.labels[h]
-            key = "unknown" if lab is None else str(lab)
-            per_head[h][key] += 1
-            g[h][{"1": 0, "0": 1, "unknown": 2}[key]] += 1
-        try:
-            shape = read_image(s.image_path).shape[:2]
-            sizes[(int(shape[0]), int(shape[1]))] += 1
-            digests.setdefault(hashlib.sha1(s.image_path.read_bytes()).hexdigest(), []).append(s.name)
-        except DatasetError as exc:
-            report.problems.append(Problem("error", str(s.image_path), str(exc).split(": ", 1)[-1]))
-            shape = None
-        for h in HEADS:
-            p = s.mask_paths[h]
-            if p is None:
-                continue
-            per_head[h]["masks"] += 1
-            try:
-                m = read_mask(p, shape)
-            except DatasetError as exc:
-                report.problems.append(Problem("error", str(p), str(exc).split(": ", 1)[-1]))
-                continue
-            if not m.any():
-                per_head[h]["empty_masks"] += 1
-            if _distinct_values(p) > 2:
-                not_binary.append(p.name)
-            problem = _label_problem(s.labels[h], h, m, p)
-            if problem is not None:
-                report.problems.append(problem)
-    report.per_head = per_head
-    report.per_group = per_group
-    report.per_split = dict(splits)
-    report.problems += _training_risks(root, samples, sizes, digests, not_binary, input_hw)
-    return report
-
-
-def _distinct_values(path: Path) -> int:
-    import cv2
-
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    return 0 if raw is None else int(np.unique(raw).size)
-
-
-def _training_risks(root: Path, samples: Sequence[Sample], sizes: Counter[tuple[int, int]],
-                    digests: dict[str, list[str]], not_binary: list[str],
-                    input_hw: tuple[int, int] | None) -> list[Problem]:
-    """What would silently hurt training (check_dataset's doc), as warnings saying what to do."""
-    out: list[Problem] = []
-    r = str(root)
-    for h in HEADS:
-        unmasked = [s.name for s in samples if s.labels[h] == 1 and s.mask_paths[h] is None]
-        if unmasked:
-            out.append(Problem("warning", r, f"{len(unmasked)} defective image(s) ({h}=1) have no {h} mask "
-                               f"(e.g. {', '.join(unmasked[:3])}): they train the decision stage only, not the "
-                               f"segmentation; add masks as masks/{h}/<name>.png"))
-    if not_binary:
-        out.append(Problem("warning", r, f"{len(not_binary)} mask(s) have more than two values (e.g. "
-                           f"{', '.join(not_binary[:3])}; JPEG artefacts or soft edges): every value > 0 counts "
-                           "as foreground; save masks as PNG with 0 and one foreground value"))
-    if sizes:
-        hw = input_hw or (512, 1224)
-        (sh, sw), _ = sizes.most_common(1)[0]
-        aspect = float(np.median([w / h for (h, w), n in sizes.items() for _ in range(n)]))
-        pixels = int(np.median([h * w for (h, w), n in sizes.items() for _ in range(n)]))
-        if len(sizes) > 1:
-            out.append(Problem("warning", r, f"{len(sizes)} image sizes (most common {sh}x{sw}): each is resized "
-                               f"to the model input {hw[0]}x{hw[1]}; resize or crop them alike if they should be"))
-        if aspect_distortion(aspect, hw) > ASPECT_TOLERANCE:
-            sug = suggest_input_size(aspect, input_budget(pixels))
-            out.append(Problem("warning", r, f"the images' aspect (W/H {aspect:.2f}) differs from the model input "
-                               f"{hw[0]}x{hw[1]} (W/H {hw[1] / hw[0]:.2f}) by {aspect_distortion(aspect, hw):.0%}: "
-                               f"they would be stretched; train with --input-size {sug[0]}x{sug[1]} (or leave "
-                               "--input-size out: `linewatch train` chooses it from the images)"))
-    dupes = [names for names in digests.values() if len(names) > 1]
-    if dupes:
-        out.append(Problem("warning", r, f"{len(dupes)} image(s) stored twice under other names (e.g. "
-                           f"{' = '.join(dupes[0][:3])}): in two splits they leak the test into training; "
-                           "keep one"))
-    by_split: dict[str, list[Sample]] = {}
-    for s in samples:
-        by_split.setdefault(s.split, []).append(s)
-    for h in HEADS:
-        for split, ss in sorted(by_split.items()):
-            labelled = [int(v) for s in ss if (v := s.labels[h]) is not None]
-            if not labelled:
-                continue
-            pos = sum(labelled)
-            if pos == 0:
-                out.append(Problem("warning", r, f"split {split!r} has no image with {h}=1 among {len(labelled)} "
-                                   f"labelled: {h}'s AP and TPR cannot be measured there (and not learnt, if it "
-                                   "is train); move some defective images into it"))
-            elif min(pos, len(labelled) - pos) < 0.1 * len(labelled):
-                out.append(Problem("warning", r, f"split {split!r} is imbalanced for {h}: {pos} of {len(labelled)} "
-                                   f"labelled images are 1; the 0.7 threshold then favours the majority class "
-                                   "(calibrate, or balance the split)"))
-    return out
-
-
-# ------------------------------------------------------------------------------------ writing
-
-
-def _check_name(name: str) -> None:
-    if not _NAME_RE.match(name):
-        raise DatasetError(
-            f"sample name {name!r} is not allowed (letters, digits and . _ + - only, starting with a letter or digit)"
-        )
-
-
-def _as_per_head(value: Any, what: str) -> dict[str, Any]:
-    if value is None:
-        return {h: None for h in HEADS}
-    if isinstance(value, Mapping):
-        unknown = set(value) - set(HEADS)
-        if unknown:
-            raise DatasetError(f"{what}: unknown head(s) {sorted(unknown)} (allowed: {', '.join(HEADS)})")
-        return {h: value.get(h) for h in HEADS}
-    seq = list(value)
-    if len(seq) != len(HEADS):
-        raise DatasetError(f"{what}: expected {len(HEADS)} values (one per head {HEADS}), got {len(seq)}")
-    return dict(zip(HEADS, seq, strict=True))
-
-
-def write_sample(
-    root: str | Path,
-    name: str,
-    split: str,
-    image: np.ndarray,
-    masks: Mapping[str, np.ndarray | None] | Sequence[np.ndarray | None] | np.ndarray | None,
-    labels: Mapping[str, int | None] | Sequence[int | None],
-    *,
-    group: str | None = None,
-    png_compression: int = 3,
-    append_label: bool = True,
-) -> Path:
-    """Write one sample in the folder format and append its row to labels.csv; returns the image path.
-
-    With ``append_label=False`` only the image and mask files are written; the caller appends the
-    row later with `append_label_row` (parallel writers let one process own labels.csv).
-
-    ``image`` is H x W x 3 uint8 RGB (or H x W grayscale). ``masks`` per head (a mapping, a
-    sequence or a [2, H, W] array; None = no mask file): written as PNG with 0/255. ``labels`` per
-    head: 1, 0 or None (blank). ``group`` adds a ``group`` column value (the header gets the
-    column when labels.csv is created by this call with a group). PNG writing is deterministic.
-    """
-    import cv2
-
-    root = Path(root)
-    _check_name(name)
-    if split not in SPLITS:
-        raise DatasetError(f"split {split!r} is not allowed (allowed: {', '.join(SPLITS)})")
-    lab = _as_per_head(labels, f"labels of {name!r}")
-    for h, v in lab.items():
-        if v not in (0, 1, None):
-            raise DatasetError(f"label {h}={v!r} of {name!r} is not allowed (allowed: 1, 0, None)")
-    mk = _as_per_head(masks, f"masks of {name!r}")
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
-        raise DatasetError(
-            f"image of {name!r}: expected uint8 H x W x 3 RGB or H x W, got {image.dtype} {image.shape}"
-        )
-    params = [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)]
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    img_path = root / "images" / f"{name}.png"
-    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-    if not cv2.imwrite(str(img_path), bgr, params):
-        raise DatasetError(f"{img_path}: could not write the image")
-    for h in HEADS:
-        m = mk[h]
-        if m is None:
-            continue
-        m = np.asarray(m)
-        if m.shape != image.shape[:2]:
-            raise DatasetError(
-                f"mask {h} of {name!r}: shape {m.shape} differs from the image's {image.shape[:2]}"
-            )
-        (root / "masks" / h).mkdir(parents=True, exist_ok=True)
-        mp = root / "masks" / h / f"{name}.png"
-        if not cv2.imwrite(str(mp), np.where(m > 0, 255, 0).astype(np.uint8), params):
-            raise DatasetError(f"{mp}: could not write the mask")
-    if append_label:
-        append_label_row(root, name, split, lab, group=group)
-    return img_path
-
-
-def append_label_row(
-    root: str | Path,
-    name: str,
-    split: str,
-    labels: Mapping[str, int | None] | Sequence[int | None],
-    *,
-    group: str | None = None,
-) -> None:
-    """Append one row to ``root``/labels.csv (created with its header by the first row)."""
-    root = Path(root)
-    lab = _as_per_head(labels, f"labels of {name!r}")
-    labels_path = root / LABELS_FILE
-    new = not labels_path.exists()
-    if new:
-        header = list(COLUMNS) + (["group"] if group is not None else [])
-    else:
-        with open(labels_path, newline="", encoding="utf-8") as f:
-            header = [c.strip() for c in next(csv.reader(f), [])]
-    row = {"name": name, "split": split, "group": group or ""}
-    row.update({h: "" if lab[h] is None else str(lab[h]) for h in HEADS})
-    with open(labels_path, "a", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        if new:
-            writer.writerow(header)
-        writer.writerow([row.get(c, "") for c in header])
-
-
-def merge_datasets(
-    out: str | Path,
-    sources: Sequence[tuple[str | Path, Sequence[str] | None, str | None]],
-    *,
-    copy: bool = False,
-    layout: str | None = None,
-) -> Counter[tuple[str, str]]:
-    """Write one folder-format dataset at ``out`` from the samples of several datasets.
-
-    ``sources`` holds (dataset path, splits to take or None for all, split to file them under or None
-    to keep theirs) — e.g. a synthetic training mix, a line's own images and a validation set of its
-    own seed in one training folder (``layout`` names the sources' layout, else each is detected).
-    Images and masks are symbolic links to the originals (absolute
-    paths), or copies with ``copy=True``; labels and groups are carried over. A name taken twice, a
-    split that is not allowed, or an ``out`` that already holds a labels.csv is refused before
-    anything is written. Returns the count of samples per (split, anomaly label).
-    """
-    import shutil
-
-    out = Path(out)
-    if (out / LABELS_FILE).exists():
-        raise DatasetError(f"{out / LABELS_FILE} already exists: merge into a new folder")
-    picked: list[tuple[Sample, str]] = []
-    seen: dict[str, str] = {}
-    for path, splits, as_split in sources:
-        for s_name in [*(splits or ()), *([as_split] if as_split else [])]:
-            if s_name not in SPLITS:
-                raise DatasetError(f"{path}: split {s_name!r} is not allowed (allowed: {', '.join(SPLITS)})")
-        ds = open_dataset(path, layout=layout)
-        for s in ds.samples:
-            if splits is not None and s.split not in splits:
-                continue
-            _check_name(s.name)
-            if s.name in seen:
-                raise DatasetError(f"sample name {s.name!r} is in both {seen[s.name]} and {path}")
-            seen[s.name] = str(path)
-            picked.append((s, as_split or s.split))
-    if not picked:
-        raise DatasetError("merge: the sources give no samples (check the splits asked for)")
-
-    def place(src: Path, dst: Path) -> None:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if copy:
-            shutil.copyfile(src, dst)
-        else:
-            dst.symlink_to(src.resolve())
-
-    counts: Counter[tuple[str, str]] = Counter()
-    for s, split in picked:
-        place(s.image_path, out / "images" / f"{s.name}{s.image_path.suffix}")
-        for h in HEADS:
-            mp = s.mask_paths[h]
-            if mp is not None:
-                place(mp, out / "masks" / h / f"{s.name}{mp.suffix}")
-        append_label_row(out, s.name, split, s.labels, group=s.group)
-        counts[(split, "?" if s.labels[HEADS[0]] is None else str(s.labels[HEADS[0]]))] += 1
-    return counts

@@ -24,11 +24,9 @@ threshold and the model choice —, the rest `train`); a warning says so.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
 from pathlib import Path
 
-from linewatch.data.dataset import IMAGE_EXTS, Problem, Sample
+from linewatch.data.dataset import IMAGE_EXTS, Problem, Sample, assign_test_split, name_order
 
 GOOD_DIRS = ("good", "ok")
 BAD_DIRS = ("bad", "ng")
@@ -57,8 +55,7 @@ def is_class_folders(root: Path) -> bool:
     return bool(names & set(GOOD_DIRS)) and bool(names & set(BAD_DIRS))
 
 
-def scan_mvtec(root: Path, problems: list[Problem], split_of: Callable[[list[str], float], dict[str, str]],
-               test_fraction: float) -> list[Sample]:
+def scan_mvtec(root: Path, problems: list[Problem], test_fraction: float) -> list[Sample]:
     found: list[tuple[str, str, Path, Path | None, int]] = []  # name, group, image, mask, label
     for part in ("train", "test"):
         for d in sorted(p for p in (root / part).iterdir() if p.is_dir()):
@@ -75,11 +72,10 @@ def scan_mvtec(root: Path, problems: list[Problem], split_of: Callable[[list[str
                 if (d.name, stem) not in images:
                     problems.append(Problem("warning", str(m), f"mask without image (no test/{d.name}/{stem}.*): "
                                             "ignored"))
-    return _split(root, found, problems, split_of, test_fraction, "the MVTec split has no defective image in train")
+    return _split(root, found, problems, test_fraction, "the MVTec split has no defective image in train")
 
 
-def scan_class_folders(root: Path, problems: list[Problem],
-                       split_of: Callable[[list[str], float], dict[str, str]], test_fraction: float) -> list[Sample]:
+def scan_class_folders(root: Path, problems: list[Problem], test_fraction: float) -> list[Sample]:
     found: list[tuple[str, str, Path, Path | None, int]] = []
     flat = root / "masks"
     for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name.lower() in (*GOOD_DIRS, *BAD_DIRS)):
@@ -94,7 +90,7 @@ def scan_class_folders(root: Path, problems: list[Problem],
     for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name.lower() not in (*GOOD_DIRS, *BAD_DIRS, "masks")):
         problems.append(Problem("warning", str(d), f"folder {d.name!r} is ignored: class folders are "
                                 f"{'/'.join(GOOD_DIRS)} (defect-free) and {'/'.join(BAD_DIRS)} (defective)"))
-    return _split(root, found, problems, split_of, test_fraction, "class folders carry no split")
+    return _split(root, found, problems, test_fraction, "class folders carry no split")
 
 
 def _images_or_masks(folder: Path) -> list[Path]:
@@ -102,7 +98,7 @@ def _images_or_masks(folder: Path) -> list[Path]:
 
 
 def _split(root: Path, found: list[tuple[str, str, Path, Path | None, int]], problems: list[Problem],
-           split_of: Callable[[list[str], float], dict[str, str]], test_fraction: float, why: str) -> list[Sample]:
+           test_fraction: float, why: str) -> list[Sample]:
     if not found:
         return []
     by_group: dict[str, list[str]] = {}
@@ -110,8 +106,8 @@ def _split(root: Path, found: list[tuple[str, str, Path, Path | None, int]], pro
         by_group.setdefault(group, []).append(name)
     splits: dict[str, str] = {}
     for names in by_group.values():
-        assigned = split_of(names, test_fraction)
-        rest = [n for n in sorted(names, key=lambda n: hashlib.sha1(n.encode()).hexdigest()) if assigned[n] == "train"]
+        assigned = assign_test_split(names, test_fraction)
+        rest = [n for n in name_order(names) if assigned[n] == "train"]
         for n in rest[: round(VAL_FRACTION * len(names))]:
             assigned[n] = "val"
         splits.update(assigned)

@@ -551,7 +551,8 @@ def write_dataset(
     ``jobs`` (processes rendering and encoding in parallel; labels.csv is written in index order
     by this process alone).
     """
-    from linewatch.data.dataset import LABELS_FILE, append_label_row
+    from linewatch.data.dataset import LABELS_FILE
+    from linewatch.data.write import append_label_row
     from linewatch.errors import DatasetError
 
     out = Path(out)
@@ -595,7 +596,7 @@ def write_dataset(
 
 def _write_one(task: tuple[str, int, int, str, str, SynthConfig]) -> tuple[str, str, tuple[int, int]]:
     """Render one sample and write its files (no labels.csv row); a process-pool task."""
-    from linewatch.data.dataset import write_sample
+    from linewatch.data.write import write_sample
 
     out, seed, index, name, split, cfg = task
     s = render(seed, index, cfg)

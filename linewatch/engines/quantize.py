@@ -10,7 +10,7 @@ is at most `max_ap_drop` (absolute). The result is an OpenVINO model (`<stem>.in
 beside the ONNX; the manifest's `int8` entry names it with both sha256s, the calibration data and
 the AP before and after. `precision="int8"` on the openvino engine then runs it.
 
-Frames are fitted to the model input by the acquisition's own rule (`linewatch.pipeline.acquire.base.fit_into`).
+Frames are fitted to the model input by the acquisition's own rule (`linewatch.pipeline.acquire.frames.fit_into`).
 Needs `pip install 'linewatch[int8]'` (nncf).
 """
 
@@ -35,7 +35,7 @@ def load_frames(data: str | Path, split: str, hw: tuple[int, int], limit: int | 
                 ) -> tuple[np.ndarray, np.ndarray]:
     """uint8 frames [N, H, W, 3] of one split, fitted to `hw` as the line fits them, and labels [N, 2]."""
     from linewatch.data.dataset import open_dataset
-    from linewatch.pipeline.acquire.base import fit_into
+    from linewatch.pipeline.acquire.frames import fit_into
 
     ds = open_dataset(data)
     samples = ds.split(split)[:limit] if limit else ds.split(split)

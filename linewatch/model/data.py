@@ -257,7 +257,7 @@ def write_toy_dataset(
     bright horizontal bars (adhesive), each present in about half of the images. The last `test`
     samples are `test`, the `val` before them `val`. With `unknown_every` = k, every k-th sample has its
     adhesive label blank and no adhesive mask (unknown)."""
-    from linewatch.data.dataset import write_sample
+    from linewatch.data.write import write_sample
 
     out = Path(out)
     rng = np.random.default_rng(seed)

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from linewatch import __version__
 from linewatch.engines.base import Engine
-from linewatch.errors import LinewatchError, ProfileError
+from linewatch.errors import LinewatchError
 from linewatch.logs import get_logger
 from linewatch.pipeline.decide import Decider
 from linewatch.pipeline.infer import DecisionPublisher, InferenceWorker, batch_limit
@@ -67,30 +67,6 @@ HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 """What `install_signal_handlers` handles; blocked in every thread the daemon starts (see `start`)."""
 SWAP_WAIT_S = 10.0
 """How long a reload waits for the inference worker to take a new model (it does so between batches)."""
-
-
-def make_source(cam: Any, profile: Profile) -> Any:
-    """The acquisition source of one `[[camera]]` table (imports the source module it needs only)."""
-    roi = tuple(cam.roi) if cam.roi is not None else None
-    if cam.source == "synthetic":
-        from linewatch.pipeline.acquire.synthetic import SyntheticConfig, SyntheticSource
-
-        cfg = SyntheticConfig(seed=cam.seed, fps=cam.fps, defect_rate=cam.defect_rate, adhesive_rate=cam.adhesive_rate,
-                              frames=cam.count, pool=cam.pool, corrupt_every=cam.corrupt_every, roi=roi)
-        return SyntheticSource(cfg, camera=cam.id)
-    if cam.source == "replay":
-        from linewatch.pipeline.acquire.replay import ReplayConfig, ReplaySource
-
-        rcfg = ReplayConfig(profile.resolve(cam.path), fps=cam.fps or 0.0, loop=cam.loop, roi=roi, split=cam.split)
-        return ReplaySource(rcfg, camera=cam.id)
-    if cam.source == "genicam":
-        from linewatch.pipeline.acquire.genicam import GenicamConfig, GenicamSource
-
-        gcfg = GenicamConfig(cti=profile.cti_path(cam), device=cam.device, features=dict(cam.features), roi=roi,
-                             timeout_s=cam.timeout_s, down_after_s=cam.down_after_s or None, strict=cam.strict,
-                             timestamps=cam.timestamps, buffers=cam.buffers, lost_frames=cam.lost_frames)
-        return GenicamSource(gcfg, camera=cam.id)
-    raise ProfileError(f"camera {cam.id!r}: unknown source {cam.source!r}")  # unreachable after validation
 
 
 def open_profile_engine(profile: Profile, backend: str | None = None, *, precision: str | None = None,
@@ -298,7 +274,7 @@ class Daemon:
             self.worker.start()
 
             if not self._given_sources:
-                self.sources = [make_source(cam, prof) for cam in prof.camera]
+                self.sources = [cam.make_source(prof) for cam in prof.camera]
             for i, src in enumerate(self.sources):
                 self._source_threads.append(src.start(self.ring, i, self.stop_event))
         except BaseException:

@@ -1,14 +1,13 @@
-"""What every acquisition source shares: the `Source` protocol, ROI crop + resize into a ring slot,
-pixel-format conversion to RGB, and the acquisition thread loop.
+"""What every acquisition source shares: the `Source` protocol and the acquisition thread loop.
 
 A source owns one thread. The loop (`BaseSource._run`) asks the concrete source for the next raw
-frame (`_grab`), claims a ring slot, converts + crops + resizes the frame straight into the slot
-(`FrameWriter.write`, no full-size intermediate for RGB8/Mono8/BGR8/RGBa8 beyond a scratch buffer
-of the *output* size) and commits it. A frame that gets no slot is reported as a `DROP_FULL`
-record; a frame that cannot be converted (wrong size, truncated buffer, unreadable file) as a
-`DROP_CORRUPT` record plus a structlog warning naming the reason, and the thread keeps going.
-`SourceDown` from `_grab` (a lost camera) makes the state "down" and the loop reopens the source
-with exponential backoff (capped), counting reconnects.
+frame (`_grab`), claims a ring slot, has its `FrameWriter` (`acquire.frames`) convert + crop +
+resize the frame straight into the slot and commits it. A frame that gets no slot is reported as a
+`DROP_FULL` record; a frame that cannot be converted (wrong size, truncated buffer, unreadable
+file: `CorruptFrame`) as a `DROP_CORRUPT` record plus a structlog warning naming the reason, and
+the thread keeps going. `SourceDown` from `_grab` (a lost camera) makes the state "down" and the
+loop reopens the source with exponential backoff (capped), counting reconnects. `fps` > 0 paces
+the grabs (`acquire.pacer.Pacer`).
 
 States: "starting" (opening / preparing), "up" (delivering), "down" (lost, reopening), and "done"
 (the thread ended: stop requested, or a finite source ran out of frames).
@@ -18,63 +17,30 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
-import cv2
-import numpy as np
 import structlog
 
 from linewatch.errors import LinewatchError
-from linewatch.pipeline.ring import DROP_CORRUPT, DROP_FULL, DROP_LOST, Ring
+from linewatch.pipeline.acquire.frames import ROI, CorruptFrame, FrameWriter
+from linewatch.pipeline.acquire.pacer import Pacer
+from linewatch.pipeline.ring import DROP_CORRUPT, DROP_FULL, DROP_LOST, UNKNOWN_TRUTH, Ring
 
 log = structlog.get_logger("linewatch.acquire")
 
-ROI = tuple[int, int, int, int]
-"""(x, y, w, h) in the source frame's pixels; None = the full frame."""
-
 Truth = tuple[int, int]
-UNKNOWN: Truth = (-1, -1)
+"""Ground truth (anomaly, adhesive) a frame carries into the ring; -1 = unknown."""
 
 STATE_STARTING = "starting"
 STATE_UP = "up"
 STATE_DOWN = "down"
 STATE_DONE = "done"
 
-# Pixel formats (GenICam PFNC names) the sources deliver and how they become RGB.
-PIXEL_FORMATS = ("Mono8", "RGB8", "BGR8", "RGBa8", "BGRa8", "BayerRG8")
-_CHANNELS = {"Mono8": 1, "RGB8": 3, "BGR8": 3, "RGBa8": 4, "BGRa8": 4, "BayerRG8": 1}
-_TO_RGB = {
-    "Mono8": cv2.COLOR_GRAY2RGB,
-    "BGR8": cv2.COLOR_BGR2RGB,
-    "RGBa8": cv2.COLOR_RGBA2RGB,
-    "BGRa8": cv2.COLOR_BGRA2RGB,
-}
-# OpenCV's classic Bayer codes are named after the second row's 2nd/3rd pixels: a sensor whose
-# top-left 2x2 is R G / G B (GenICam BayerRG8) is OpenCV's "BayerBG". A ROI at an odd x / y shifts
-# the pattern: index by (y % 2, x % 2).
-_BAYER_RG_TO_RGB = {
-    (0, 0): cv2.COLOR_BayerBG2RGB,  # RGGB
-    (0, 1): cv2.COLOR_BayerGB2RGB,  # GRBG
-    (1, 0): cv2.COLOR_BayerGR2RGB,  # GBRG
-    (1, 1): cv2.COLOR_BayerRG2RGB,  # BGGR
-}
-
 
 class SourceError(LinewatchError):
     """A source cannot be set up: the message names the file / device / feature and what is allowed."""
-
-
-class CorruptFrame(Exception):
-    """A frame that cannot be turned into an RGB slot (the message says why). Becomes DROP_CORRUPT.
-
-    A source that knows the frame's capture time or ground truth passes them along.
-    """
-
-    def __init__(self, message: str, *, t_capture_ns: int | None = None, truth: Truth = (-1, -1)) -> None:
-        super().__init__(message)
-        self.t_capture_ns = t_capture_ns
-        self.truth = truth
 
 
 class NoFrame(Exception):
@@ -93,212 +59,15 @@ class Source(Protocol):
     """Camera id (profile name), used in logs and decisions."""
     state: str
     """"starting" | "up" | "down" | "done"."""
-    frames_seen: int
-    """Frames that arrived from the device (committed + dropped)."""
+
+    @property
+    def frames_seen(self) -> int:
+        """Frames that arrived from the device (committed + dropped)."""
+        ...
 
     def start(self, ring: Ring, camera_index: int, stop_event: threading.Event) -> threading.Thread:
         """Start the acquisition thread writing into `ring` as camera `camera_index`; returns it."""
         ...
-
-
-# --- geometry and pixel formats -----------------------------------------------------------------
-def check_roi(roi: ROI | None, frame_h: int, frame_w: int) -> None:
-    """Raise CorruptFrame when `roi` does not lie inside a frame_h x frame_w frame."""
-    if roi is None:
-        return
-    x, y, w, h = roi
-    if w < 1 or h < 1 or x < 0 or y < 0 or x + w > frame_w or y + h > frame_h:
-        raise CorruptFrame(
-            f"ROI (x={x}, y={y}, w={w}, h={h}) does not fit the {frame_w}x{frame_h} (WxH) frame"
-        )
-
-
-def crop(src: np.ndarray, roi: ROI | None) -> np.ndarray:
-    """A view of `src` inside `roi` (x, y, w, h); the whole array when roi is None."""
-    check_roi(roi, src.shape[0], src.shape[1])
-    if roi is None:
-        return src
-    x, y, w, h = roi
-    return src[y : y + h, x : x + w]
-
-
-def interpolation_for(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> int:
-    """INTER_AREA when shrinking (both axes), INTER_LINEAR when any axis grows."""
-    if dst_hw[0] <= src_hw[0] and dst_hw[1] <= src_hw[1]:
-        return cv2.INTER_AREA
-    return cv2.INTER_LINEAR
-
-
-def fit_into(src: np.ndarray, roi: ROI | None, dst: np.ndarray) -> np.ndarray:
-    """Crop `roi` (x, y, w, h; None = full frame) out of `src` and resize it into `dst` in place.
-
-    `src` and `dst` have the same channel layout (both [H, W, C] with the same C, or both 2-D).
-    INTER_AREA for downscaling, INTER_LINEAR for upscaling; a same-size crop is a plain copy.
-    Writes straight into `dst` (a ring slot view): no intermediate allocation. Returns `dst`.
-    """
-    part = crop(src, roi)
-    if part.ndim != dst.ndim or (dst.ndim == 3 and part.shape[2] != dst.shape[2]):
-        raise CorruptFrame(f"frame of shape {src.shape} does not match the destination layout {dst.shape}")
-    if part.dtype != dst.dtype:
-        raise CorruptFrame(f"frame dtype {src.dtype}, expected {dst.dtype}")
-    dst_hw = (dst.shape[0], dst.shape[1])
-    if part.shape[:2] == dst_hw:
-        np.copyto(dst, part)
-        return dst
-    out = cv2.resize(part, (dst_hw[1], dst_hw[0]), dst=dst, interpolation=interpolation_for(part.shape[:2], dst_hw))
-    if out is not dst and not np.shares_memory(out, dst):  # pragma: no cover - OpenCV refused dst
-        np.copyto(dst, out)
-    return dst
-
-
-def as_image(data: np.ndarray, width: int, height: int, pixel_format: str) -> np.ndarray:
-    """View a flat camera buffer as [height, width] or [height, width, C] for `pixel_format`.
-
-    Raises CorruptFrame when the buffer is too short (truncated frame) or the format unknown.
-    """
-    c = channels_of(pixel_format)
-    need = width * height * c
-    flat = data.reshape(-1)
-    if flat.dtype != np.uint8:
-        raise CorruptFrame(f"{pixel_format} buffer has dtype {flat.dtype}, expected uint8")
-    if width < 1 or height < 1 or flat.size < need:
-        raise CorruptFrame(
-            f"{pixel_format} buffer of {flat.size} bytes is too short for {width}x{height} (needs {need})"
-        )
-    flat = flat[:need]
-    return flat.reshape(height, width) if c == 1 else flat.reshape(height, width, c)
-
-
-def channels_of(pixel_format: str) -> int:
-    try:
-        return _CHANNELS[pixel_format]
-    except KeyError:
-        raise CorruptFrame(
-            f"unsupported pixel format {pixel_format!r}; supported: {', '.join(PIXEL_FORMATS)}"
-        ) from None
-
-
-def check_layout(src: np.ndarray, pixel_format: str) -> None:
-    """Raise CorruptFrame when `src`'s shape/dtype does not match `pixel_format`."""
-    c = channels_of(pixel_format)
-    ok = src.dtype == np.uint8 and src.size > 0 and (
-        src.ndim == 2 if c == 1 else (src.ndim == 3 and src.shape[2] == c)
-    )
-    if not ok:
-        raise CorruptFrame(f"{pixel_format} frame with shape {src.shape} and dtype {src.dtype}")
-
-
-def to_rgb(src: np.ndarray, pixel_format: str, dst: np.ndarray | None = None) -> np.ndarray:
-    """Convert a whole frame to RGB uint8 [H, W, 3] (into `dst` when given, via cv2 dst=)."""
-    check_layout(src, pixel_format)
-    h, w = src.shape[:2]
-    if dst is None:
-        dst = np.empty((h, w, 3), dtype=np.uint8)
-    elif dst.shape != (h, w, 3) or dst.dtype != np.uint8:
-        raise ValueError(f"to_rgb dst is {dst.dtype} {dst.shape}, need uint8 {(h, w, 3)}")
-    if pixel_format == "RGB8":
-        np.copyto(dst, src)
-    elif pixel_format == "BayerRG8":
-        cv2.cvtColor(src, _BAYER_RG_TO_RGB[(0, 0)], dst=dst)
-    else:
-        cv2.cvtColor(src, _TO_RGB[pixel_format], dst=dst)
-    return dst
-
-
-def mono8_to_rgb(src: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
-    return to_rgb(src, "Mono8", dst)
-
-
-def bgr8_to_rgb(src: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
-    return to_rgb(src, "BGR8", dst)
-
-
-def rgba8_to_rgb(src: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
-    return to_rgb(src, "RGBa8", dst)
-
-
-def bayer_rg8_to_rgb(src: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
-    return to_rgb(src, "BayerRG8", dst)
-
-
-class FrameWriter:
-    """Converts + crops + resizes camera frames into ring slots, reusing its scratch buffers.
-
-    Order of work (cheapest first): crop in the source format, resize in the source format into a
-    scratch buffer of the slot's size, then one cvtColor into the slot. Bayer frames are
-    demosaiced before resizing (a mosaic cannot be resized); an odd ROI origin picks the shifted
-    Bayer pattern. Scratch buffers are allocated once per (shape) and reused.
-    """
-
-    def __init__(self, roi: ROI | None = None) -> None:
-        self.roi = roi
-        self._scratch: dict[tuple[int, ...], np.ndarray] = {}
-
-    def _buf(self, shape: tuple[int, ...]) -> np.ndarray:
-        buf = self._scratch.get(shape)
-        if buf is None:
-            if len(self._scratch) > 8:  # frames of ever-changing size: do not hoard buffers
-                self._scratch.clear()
-            buf = self._scratch[shape] = np.empty(shape, dtype=np.uint8)
-        return buf
-
-    def write(self, src: np.ndarray, pixel_format: str, dst: np.ndarray) -> None:
-        """Write `src` (in `pixel_format`) into the RGB slot `dst` [H, W, 3] through the ROI."""
-        check_layout(src, pixel_format)
-        part = crop(src, self.roi)
-        dst_hw = (dst.shape[0], dst.shape[1])
-        same = part.shape[:2] == dst_hw
-        if pixel_format == "RGB8":
-            fit_into(part, None, dst)
-        elif pixel_format == "BayerRG8":
-            x, y = (self.roi[0], self.roi[1]) if self.roi is not None else (0, 0)
-            code = _BAYER_RG_TO_RGB[(y % 2, x % 2)]
-            if same:
-                cv2.cvtColor(part, code, dst=dst)
-            else:
-                rgb = self._buf((part.shape[0], part.shape[1], 3))
-                cv2.cvtColor(part, code, dst=rgb)
-                fit_into(rgb, None, dst)
-        else:
-            code = _TO_RGB[pixel_format]
-            if same:
-                cv2.cvtColor(part, code, dst=dst)
-            else:
-                c = _CHANNELS[pixel_format]
-                small = self._buf(dst_hw if c == 1 else (*dst_hw, c))
-                fit_into(part, None, small)
-                cv2.cvtColor(small, code, dst=dst)
-
-
-class Pacer:
-    """Ticks at `fps` on an absolute schedule (no drift accumulates); `fps` 0 = no pacing.
-
-    More than a period behind, it re-syncs to now instead of bursting to catch up, and counts a
-    late tick. Shared by the acquisition sources and the bench's simulated camera.
-    """
-
-    def __init__(self, fps: float) -> None:
-        self.period_ns = int(1e9 / fps) if fps > 0 else 0
-        self.next_ns = time.monotonic_ns()
-        self.late_ticks = 0
-
-    def restart(self) -> None:
-        """Start the schedule again from now (after a reconnect)."""
-        self.next_ns = time.monotonic_ns()
-
-    def wait(self, stop: threading.Event) -> bool:
-        """Sleep until the next tick; False when `stop` was set while waiting."""
-        if not self.period_ns:
-            return True
-        now = time.monotonic_ns()
-        if now < self.next_ns:
-            if stop.wait((self.next_ns - now) / 1e9):
-                return False
-        elif now - self.next_ns > self.period_ns:
-            self.late_ticks += 1
-            self.next_ns = now
-        self.next_ns += self.period_ns
-        return True
 
 
 # --- the acquisition thread ---------------------------------------------------------------------
@@ -320,9 +89,6 @@ class SourceCounters:
     late_ticks: int = 0
     """Pacing: times the loop fell more than a frame period behind and re-synchronised."""
 
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
 
 @dataclass(slots=True)
 class Grab:
@@ -332,7 +98,7 @@ class Grab:
     image: Any
     pixel_format: str
     t_capture_ns: int
-    truth: Truth = UNKNOWN
+    truth: Truth = UNKNOWN_TRUTH
     lost_before: int = 0
     """Frames the device numbered before this one but never delivered (each gets a DROP_LOST record)."""
     release: Any = None
@@ -362,6 +128,16 @@ class _RateLimitedWarning:
         log.warning(event, **kw)
 
 
+def _checked_roi(camera: str, roi: Sequence[int] | None) -> ROI | None:
+    """`roi` as an (x, y, w, h) tuple; SourceError naming the camera when it is not one."""
+    if roi is None:
+        return None
+    v = tuple(int(x) for x in roi)
+    if len(v) != 4 or v[2] < 1 or v[3] < 1 or v[0] < 0 or v[1] < 0:
+        raise SourceError(f"camera {camera!r}: roi={v} must be (x, y, w, h) with x, y >= 0 and w, h >= 1")
+    return v[0], v[1], v[2], v[3]
+
+
 class BaseSource:
     """The acquisition thread shared by every source (see the module doc).
 
@@ -380,25 +156,24 @@ class BaseSource:
         self,
         camera: str,
         *,
-        roi: ROI | None = None,
+        roi: Sequence[int] | None = None,
         fps: float = 0.0,
         reconnect_min_s: float = 0.5,
         reconnect_max_s: float = 30.0,
     ) -> None:
         if fps < 0:
             raise SourceError(f"camera {camera!r}: fps={fps} must be >= 0 (0 = as fast as possible)")
-        if roi is not None:
-            roi = tuple(int(v) for v in roi)  # type: ignore[assignment]
-            if len(roi) != 4 or roi[2] < 1 or roi[3] < 1 or roi[0] < 0 or roi[1] < 0:
-                raise SourceError(f"camera {camera!r}: roi={roi} must be (x, y, w, h) with x, y >= 0 and w, h >= 1")
+        if not 0 < reconnect_min_s <= reconnect_max_s:
+            raise SourceError(f"camera {camera!r}: reconnect_min_s={reconnect_min_s}, reconnect_max_s={reconnect_max_s}: "
+                              "need 0 < min <= max")
         self.camera = camera
-        self.roi = roi
+        self.roi = _checked_roi(camera, roi)
         self.fps = float(fps)
         self.reconnect_min_s = float(reconnect_min_s)
         self.reconnect_max_s = float(reconnect_max_s)
         self.state = STATE_STARTING
         self.counters = SourceCounters()
-        self.writer = FrameWriter(roi)
+        self.writer = FrameWriter(self.roi)
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
         """The exception that ended the thread, if one did (also logged)."""
@@ -423,7 +198,7 @@ class BaseSource:
 
     def status(self) -> dict[str, Any]:
         """State and counters, for heartbeats."""
-        return {"camera": self.camera, "source": self.kind, "state": self.state, **self.counters.as_dict()}
+        return {"camera": self.camera, "source": self.kind, "state": self.state, **asdict(self.counters)}
 
     # To implement --------------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -449,7 +224,7 @@ class BaseSource:
         finally:
             self._close()
             self.state = STATE_DONE
-            self._log.info("acquisition stopped", **self.counters.as_dict())
+            self._log.info("acquisition stopped", **asdict(self.counters))
 
     def _reopen(self, stop: threading.Event, first_error: str) -> bool:
         """Close, then open again with exponential backoff until it works or stop is set."""
@@ -506,7 +281,7 @@ class BaseSource:
             except Exception as exc:  # noqa: BLE001 - one bad frame must not end the thread
                 c.errors += 1
                 consecutive += 1
-                self._drop_corrupt(ring, cam, time.time_ns(), UNKNOWN, f"{type(exc).__name__}: {exc}", None)
+                self._drop_corrupt(ring, cam, time.time_ns(), UNKNOWN_TRUTH, f"{type(exc).__name__}: {exc}", None)
                 if consecutive >= self.max_consecutive_errors:
                     consecutive = 0
                     if not self._reopen(stop, f"{self.max_consecutive_errors} errors in a row, last: {exc!r}"):
@@ -527,7 +302,7 @@ class BaseSource:
                 self._next_id += 1
                 c.frames_seen += 1
                 c.dropped_lost += 1
-                ring.drop(cam, fid, g.t_capture_ns, DROP_LOST, UNKNOWN)
+                ring.drop(cam, fid, g.t_capture_ns, DROP_LOST, UNKNOWN_TRUTH)
             fid = self._next_id
             self._next_id += 1
             c.frames_seen += 1

@@ -1,7 +1,8 @@
 """GenICam / GenTL cameras through harvesters (the optional `camera` extra).
 
-`GenicamSource(GenicamConfig(cti=..., device=..., features={...}), camera="cam0")` (or the same
-fields as keywords: `GenicamSource(cti, camera="cam0", device=..., features=..., roi=...)`):
+Its settings are the profile's `[[camera]]` table (`linewatch.profile.GenicamCamera`, keys in
+docs/operations.md): `GenicamCamera(...).make_source(profile)` (the `.cti` resolved by the profile)
+or `GenicamSource(camera_table, cti=..., reconnect_min_s=..., reconnect_max_s=...)`. The source:
 
 * loads the GenTL producer (`.cti`) and selects the device by index (int) or by serial number,
   id or user-defined name (str). With `device=None` the producer must expose exactly one device;
@@ -13,16 +14,16 @@ fields as keywords: `GenicamSource(cti, camera="cam0", device=..., features=...,
   range). `strict=True` (default): `start()` raises SourceError listing every problem;
   `strict=False`: each problem is a warning and the camera runs with what it accepted;
 * converts Mono8, RGB8, BGR8, RGBa8, BGRa8 and BayerRG8 frames to RGB straight into the ring
-  slot (ROI crop + resize, `acquire.base.FrameWriter`);
+  slot (ROI crop + resize, `acquire.frames.FrameWriter`);
 * stamps `t_capture_ns` with the host clock when the frame arrives (`timestamps="host"`,
   default), or maps the camera's own timestamp to the host clock (`timestamps="device"`: offset
   = the smallest host-minus-device difference seen since the device was opened; falls back to
   the host clock when the device has no timestamps);
 * turns gaps in the camera's frame ids into DROP_LOST records (frames the camera took that never
   reached the host still get a fail-safe decision);
-* treats a failed fetch, or no frame for `down_after_s` seconds, as a lost device: state "down",
-  close, reopen with exponential backoff from `reconnect_min_s` to `reconnect_max_s`, features
-  applied again, `counters.reconnects` counted.
+* treats a failed fetch, or no frame for `down_after_s` seconds (0 = never), as a lost device:
+  state "down", close, reopen with exponential backoff from `reconnect_min_s` to `reconnect_max_s`,
+  features applied again, `counters.reconnects` counted.
 
 Several cameras on one producer share one `Harvester` (a GenTL producer can be loaded once per
 process): the module keeps one per `.cti` path and re-enumerates devices only while none of its
@@ -37,20 +38,14 @@ from __future__ import annotations
 import importlib.util
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from linewatch.pipeline.acquire.base import (
-    ROI,
-    BaseSource,
-    CorruptFrame,
-    Grab,
-    NoFrame,
-    SourceDown,
-    SourceError,
-    as_image,
-)
+from linewatch.pipeline.acquire.base import BaseSource, Grab, NoFrame, SourceDown, SourceError
+from linewatch.pipeline.acquire.frames import CorruptFrame, as_image
+
+if TYPE_CHECKING:
+    from linewatch.profile import GenicamCamera
 
 FEATURE_ORDER = (
     "PixelFormat",
@@ -66,52 +61,6 @@ FEATURE_ORDER = (
     "Gain",
 )
 _MAX_GAP = 10_000  # a frame-id jump larger than this is a counter reset, not lost frames
-
-
-@dataclass
-class GenicamConfig:
-    """Options of a GenICam camera (the profile's `[camera]` with `source = "genicam"`)."""
-
-    cti: str | Path
-    """Path of the GenTL producer (.cti) of the camera's vendor SDK."""
-    device: str | int | None = None
-    """Index (int), or serial number / id / user-defined name (str); None = the only device."""
-    features: dict[str, Any] = field(default_factory=dict)
-    """GenICam features to set at start, e.g. {"PixelFormat": "BayerRG8", "ExposureTime": 800.0}."""
-    roi: ROI | None = None
-    """(x, y, w, h) host-side crop of each frame before the resize into the ring; None = full frame."""
-    timeout_s: float = 1.0
-    """One fetch waits this long for a frame."""
-    down_after_s: float | None = 5.0
-    """No frame for this long = the device is lost (reopened). None = never (hardware-triggered
-    lines with long pauses between cells)."""
-    strict: bool = True
-    """Feature problems (unknown / read-only node, refused value) are an error (True) or warnings."""
-    timestamps: str = "host"
-    """"host": host clock at arrival; "device": the camera's timestamp mapped to the host clock."""
-    buffers: int = 8
-    """GenTL buffers queued for the device."""
-    lost_frames: bool = True
-    """Report gaps in the camera's frame ids as DROP_LOST records."""
-    reconnect_min_s: float = 0.5
-    """First wait before reopening a lost device; doubles on each failure ..."""
-    reconnect_max_s: float = 30.0
-    """... up to this."""
-
-    def __post_init__(self) -> None:
-        if self.timestamps not in ("host", "device"):
-            raise SourceError(f"genicam timestamps={self.timestamps!r}: allowed are 'host' and 'device'")
-        if self.timeout_s <= 0:
-            raise SourceError(f"genicam timeout_s={self.timeout_s}: must be > 0")
-        if self.down_after_s is not None and self.down_after_s <= 0:
-            raise SourceError(f"genicam down_after_s={self.down_after_s}: must be > 0 or None (never)")
-        if self.buffers < 1:
-            raise SourceError(f"genicam buffers={self.buffers}: must be >= 1")
-        if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
-            raise SourceError(
-                f"genicam reconnect_min_s={self.reconnect_min_s}, reconnect_max_s={self.reconnect_max_s}: "
-                "need 0 < min <= max"
-            )
 
 
 def find_bundled_cti() -> Path | None:
@@ -300,19 +249,14 @@ class GenicamSource(BaseSource):
 
     kind = "genicam"
 
-    def __init__(self, config: GenicamConfig | str | Path, *, camera: str = "cam0", **options: Any) -> None:
-        """`GenicamSource(GenicamConfig(cti, ...), camera=...)`, or the same fields as keywords:
-        `GenicamSource(cti, camera=..., device=..., features=..., roi=..., ...)`."""
-        if not isinstance(config, GenicamConfig):
-            config = GenicamConfig(cti=config, **options)
-        elif options:
-            raise TypeError(f"GenicamSource takes a GenicamConfig or a cti path with options, not both: {sorted(options)}")
-        super().__init__(
-            camera, roi=config.roi, fps=0.0,
-            reconnect_min_s=config.reconnect_min_s, reconnect_max_s=config.reconnect_max_s,
-        )
+    def __init__(self, config: GenicamCamera, *, cti: str | Path | None = None, reconnect_min_s: float = 0.5,
+                 reconnect_max_s: float = 30.0) -> None:
+        """`cti`: where `config.cti` is (the profile resolves it); None = as written. A lost device is
+        reopened after `reconnect_min_s`, doubled on each failure up to `reconnect_max_s`."""
+        super().__init__(config.id, roi=config.roi, fps=0.0,
+                         reconnect_min_s=reconnect_min_s, reconnect_max_s=reconnect_max_s)
         self.config = config
-        self.cti = str(Path(config.cti).expanduser())
+        self.cti = str(Path(config.cti if cti is None else cti).expanduser())
         self.device_info: dict[str, Any] = {}
         """serial_number, id_, model, vendor of the open device (for status / logs)."""
         self.feature_problems: list[str] = []
@@ -414,7 +358,7 @@ class GenicamSource(BaseSource):
             raise SourceDown(f"fetch failed: {type(exc).__name__}: {exc}") from exc
         now_mono = time.monotonic()
         if buf is None:
-            if cfg.down_after_s is not None and now_mono - self._last_frame_mono > cfg.down_after_s:
+            if cfg.down_after_s and now_mono - self._last_frame_mono > cfg.down_after_s:
                 raise SourceDown(f"no frame for {now_mono - self._last_frame_mono:.1f} s")
             raise NoFrame
         t_ns = time.time_ns()

@@ -6,44 +6,32 @@
   `split` keeps only the rows of one split.
 * A video file: every frame of it, read with `cv2.VideoCapture`.
 
+Its settings are the profile's `[[camera]]` table (`linewatch.profile.ReplayCamera`, keys in
+docs/operations.md): `ReplayCamera(...).make_source(profile)` (the path resolved against the
+profile's folder) or `ReplaySource(camera_table, path=...)`.
+
 `loop=True` starts over at the end; `loop=False` ends the stream (the thread ends, state "done").
-Frames are paced at `fps` on a monotonic clock (0 = as fast as they decode). An image that cannot
-be read becomes a DROP_CORRUPT record (its truth carried) and a warning naming the file; the
+Frames are paced at `fps` on a monotonic clock (unset or 0 = as fast as they decode). An image that
+cannot be read becomes a DROP_CORRUPT record (its truth carried) and a warning naming the file; the
 replay goes on with the next one.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from linewatch import HEADS
 from linewatch.data.dataset import IMAGE_EXTS
-from linewatch.pipeline.acquire.base import ROI, BaseSource, CorruptFrame, Grab, SourceError, Truth
+from linewatch.pipeline.acquire.base import BaseSource, Grab, SourceError, Truth
+from linewatch.pipeline.acquire.frames import CorruptFrame
 
-
-@dataclass
-class ReplayConfig:
-    """Options of the replay source (the profile's `[camera]` with `source = "replay"`)."""
-
-    path: str | Path
-    """A folder of images, a linewatch dataset folder (labels.csv + images/), or a video file."""
-    fps: float = 30.0
-    """Frames per second, paced on a monotonic clock; 0 = as fast as they decode."""
-    loop: bool = False
-    """Start over at the end (True) or end the stream (False)."""
-    roi: ROI | None = None
-    """(x, y, w, h) crop of each frame before the resize into the ring; None = full frame."""
-    split: str | None = None
-    """Dataset folders only: replay only the rows of labels.csv with this split (e.g. "test")."""
-
-    def __post_init__(self) -> None:
-        if self.fps < 0:
-            raise SourceError(f"replay fps={self.fps}: must be >= 0 (0 = as fast as possible)")
+if TYPE_CHECKING:
+    from linewatch.profile import ReplayCamera
 
 
 def read_dataset_truth(root: Path, split: str | None = None) -> dict[str, tuple[Truth, str]]:
@@ -69,10 +57,11 @@ class ReplaySource(BaseSource):
 
     kind = "replay"
 
-    def __init__(self, config: ReplayConfig, *, camera: str = "replay") -> None:
-        super().__init__(camera, roi=config.roi, fps=config.fps)
+    def __init__(self, config: ReplayCamera, *, path: str | Path | None = None) -> None:
+        """`path`: where `config.path` is (the profile resolves it against its folder); None = as written."""
+        super().__init__(config.id, roi=config.roi, fps=config.fps or 0.0)
         self.config = config
-        path = Path(config.path)
+        path = Path(config.path if path is None else path)
         if not path.exists():
             raise SourceError(f"replay path {path} does not exist (a folder of images or a video file)")
         self.files: list[Path] = []
