@@ -118,7 +118,7 @@ def calibrate(scores: np.ndarray, labels: np.ndarray, current: tuple[float, ...]
 
 def collect_scores(engine: Any, dataset: Any, samples: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     """Scores float [N, 2] of `samples` through `engine`, and labels int [N, 2] (-1 = unknown)."""
-    from linewatch.pipeline.acquire.base import fit_into
+    from linewatch.pipeline.acquire.frames import fit_into
 
     h, w = engine.input_hw
     batch = np.empty((engine.max_batch, h, w, 3), np.uint8)

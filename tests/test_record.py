@@ -264,7 +264,8 @@ def test_query_filters_by_reason_decision_camera_and_score(tmp_path):
 
 
 def test_export_writes_a_dataset_that_data_check_accepts(tmp_path):
-    from linewatch.data.dataset import check_dataset, open_dataset
+    from linewatch.data.check import check_dataset
+    from linewatch.data.dataset import open_dataset
 
     rec = Recorder(ArchiveConfig(dir=str(tmp_path / "a"), pass_every=1), "st").start("s")
     record_all(rec, make_decisions(30))
