@@ -26,7 +26,7 @@ from linewatch.bench import (
     verdict,
     window_counts,
 )
-from linewatch.errors import UsageError
+from linewatch.errors import SettingError
 from linewatch.pipeline.ring import Ring
 from linewatch.profile import default_profile
 
@@ -174,18 +174,33 @@ def test_bench_source_free_pace_drops_newest_and_backpressure_never_drops():
     assert src.blocked_ns > 0
 
 
-def test_config_validation_names_the_option():
+def test_config_validation_names_the_setting_and_the_cli_names_the_option(capsys):
+    from linewatch.cli import main
+
     prof = default_profile()
-    with pytest.raises(UsageError, match="--pace fixed needs --fps"):
+    with pytest.raises(SettingError, match="`pace` fixed needs `fps`"):
         BenchConfig(prof, pace="fixed").validate()
-    with pytest.raises(UsageError, match="--fps 10 only applies to --pace fixed"):
+    with pytest.raises(SettingError, match="`fps` 10 only applies to `pace` fixed"):
         BenchConfig(prof, fps=10.0).validate()
-    with pytest.raises(UsageError, match="--duration 0.5"):
+    with pytest.raises(SettingError, match="`duration_s` 0.5"):
         BenchConfig(prof, duration_s=0.5).validate()
-    with pytest.raises(UsageError, match="--source"):
+    with pytest.raises(SettingError, match="`source`"):
         BenchConfig(prof, source="webcam").validate()
-    with pytest.raises(UsageError, match="apply to --source synthetic only"):
+    with pytest.raises(SettingError, match="apply to `source` synthetic only"):
         BenchConfig(prof, source="replay", pace="free").validate()
+    assert main(["bench", "--duration", "0.5", "--engine", "null"]) == 2
+    assert "error: --duration 0.5: must be >= 1 second" in capsys.readouterr().err
+
+
+def test_bench_with_the_archive_journals_every_decision(tmp_path, capsys):
+    from linewatch.cli import main
+    from linewatch.record import read
+
+    code = main(["bench", "--engine", "null", "--duration", "1", "--warmup", "0", "--pool", "2", "--quiet",
+                 "--json", "--min-fps", "0", "--archive", str(tmp_path / "a")])
+    r = json.loads(capsys.readouterr().out)
+    assert code == 0 and r["archive"]["rows_missing"] == 0 and r["archive"]["state"] == "ok"
+    assert len(read.query(tmp_path / "a")) == r["archive"]["rows"] > 0
 
 
 def test_cli_json_report_and_exit_status(capsys):
@@ -218,7 +233,7 @@ def test_replay_source_from_the_profile(tmp_path):
     check_report(r, 1.0)
     assert r["bench"]["pace"] == "source" and r["bench"]["inflight"] is None
     assert r["engine"]["model"] is None  # the null engine runs without a model file
-    with pytest.raises(UsageError, match="r0 are not genicam"):
+    with pytest.raises(SettingError, match="r0 are not genicam"):
         run_bench(BenchConfig(prof, source="genicam", duration_s=1.0))
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from linewatch.bench.config import BenchConfig
 from linewatch.bench.source import render_pool
 from linewatch.bench.stats import percentiles_ms, window_counts, window_summary
-from linewatch.errors import UsageError
+from linewatch.errors import SettingError
 from linewatch.pipeline.decide import Decider
 
 
@@ -77,10 +77,10 @@ def torch_baseline(model_path: Path | None, engine: Any, cfg: BenchConfig, pool:
     from linewatch.model.resse import normalize
 
     if model_path is None:
-        raise UsageError("--baseline torch needs a model (its weights .pt beside the ONNX)")
+        raise SettingError("`baselines` torch needs a model (its weights .pt beside the ONNX)")
     man, onnx = load_manifest(model_path, verify=False)
     if not man.weights:
-        raise UsageError(f"--baseline torch: the manifest of {onnx} names no weights file (re-export the model "
+        raise SettingError(f"`baselines` torch: the manifest of {onnx} names no weights file (re-export the model "
                          "with `linewatch export`, which writes <stem>.pt)")
     device = "cuda" if str(engine.device).startswith("cuda") else "cpu"
     model = load_model(onnx.parent / man.weights, device=device)
@@ -106,7 +106,7 @@ def openvino_baseline(model_path: Path | None, engine: Any, cfg: BenchConfig, po
     from linewatch.engines.openvino import float_hint, int8_model_path, resolve_precision
 
     if model_path is None:
-        raise UsageError("--baseline openvino needs a model (an ONNX with its manifest)")
+        raise SettingError("`baselines` openvino needs a model (an ONNX with its manifest)")
     man, onnx = load_manifest(model_path, verify=False)
     core = ov.Core()
     precision = getattr(engine, "precision", None) if engine.name == "openvino" else None

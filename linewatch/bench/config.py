@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from linewatch.errors import UsageError
-from linewatch.profile import SOURCES
+from linewatch.errors import SettingError
+from linewatch.profile import MAX_BATCH, SOURCES
 
 PACES = ("backpressure", "fixed", "free")
 PIXELS = ("copy", "reuse")
@@ -68,37 +68,40 @@ class BenchConfig:
     baseline_duration_s: float | None = None
     """Seconds of the baseline loop (None = min(duration_s, 10))."""
     seed: int = 0
+    archive: Path | None = None
+    """Journal every decision into this archive folder (the station record, `linewatch.record`), with the
+    profile's `[archive]` settings when it has them: what the record costs the pipeline."""
 
     def validate(self) -> None:
         if self.source not in SOURCES:
-            raise UsageError(f"--source {self.source!r}: allowed {', '.join(SOURCES)}")
+            raise SettingError(f"`source` {self.source!r}: allowed {', '.join(SOURCES)}")
         if self.pace not in PACES:
-            raise UsageError(f"--pace {self.pace!r}: allowed {', '.join(PACES)}")
+            raise SettingError(f"`pace` {self.pace!r}: allowed {', '.join(PACES)}")
         if self.pixels not in PIXELS:
-            raise UsageError(f"--pixels {self.pixels!r}: allowed {', '.join(PIXELS)}")
+            raise SettingError(f"`pixels` {self.pixels!r}: allowed {', '.join(PIXELS)}")
         if not self.duration_s >= 1.0:
-            raise UsageError(f"--duration {self.duration_s}: must be >= 1 second (throughput is counted per second)")
+            raise SettingError(f"`duration_s` {self.duration_s}: must be >= 1 second (throughput is counted per second)")
         if self.warmup_s < 0:
-            raise UsageError(f"--warmup {self.warmup_s}: must be >= 0 seconds")
+            raise SettingError(f"`warmup_s` {self.warmup_s}: must be >= 0 seconds")
         if self.fps < 0:
-            raise UsageError(f"--fps {self.fps}: must be >= 0")
+            raise SettingError(f"`fps` {self.fps}: must be >= 0")
         if self.pace == "fixed" and self.fps <= 0:
-            raise UsageError("--pace fixed needs --fps F > 0 (the line camera's rate)")
+            raise SettingError("`pace` fixed needs `fps` > 0 (the line camera's rate)")
         if self.pace != "fixed" and self.fps > 0:
-            raise UsageError(f"--fps {self.fps:g} only applies to --pace fixed (got --pace {self.pace})")
+            raise SettingError(f"`fps` {self.fps:g} only applies to `pace` fixed (got `pace` {self.pace})")
         if self.inflight is not None and self.inflight < 1:
-            raise UsageError(f"--inflight {self.inflight}: must be >= 1")
-        if self.max_batch is not None and not 1 <= self.max_batch <= 64:
-            raise UsageError(f"--max-batch {self.max_batch}: must be in 1..64")
+            raise SettingError(f"`inflight` {self.inflight}: must be >= 1")
+        if self.max_batch is not None and not 1 <= self.max_batch <= MAX_BATCH:
+            raise SettingError(f"`max_batch` {self.max_batch}: must be in 1..{MAX_BATCH}")
         if self.pool < 1:
-            raise UsageError(f"--pool {self.pool}: must be >= 1")
+            raise SettingError(f"`pool` {self.pool}: must be >= 1")
         if self.min_fps < 0:
-            raise UsageError(f"--min-fps {self.min_fps}: must be >= 0")
+            raise SettingError(f"`min_fps` {self.min_fps}: must be >= 0")
         for name in self.baselines:
             if name not in BASELINES:
-                raise UsageError(f"--baseline {name!r}: allowed {', '.join(BASELINES)}")
+                raise SettingError(f"`baselines` {name!r}: allowed {', '.join(BASELINES)}")
         if self.source != "synthetic" and (self.pace != "backpressure" or self.pixels != "copy"):
-            raise UsageError(f"--pace/--fps/--pixels apply to --source synthetic only; {self.source} cameras pace "
+            raise SettingError(f"`pace`, `fps` and `pixels` apply to `source` synthetic only; {self.source} cameras pace "
                              "themselves (set their fps in the profile)")
 
 

@@ -80,6 +80,10 @@ def format_report(r: dict[str, Any]) -> str:
             f"p99 {base['latency_ms']['p99']:.2f} ms",
             f"  pipeline / baseline: throughput x{c['throughput_ratio']}, latency p50 x{c['latency_p50_ratio']}",
         ]
+    if "archive" in r:
+        a = r["archive"]
+        lines.append(f"  archive   {a['dir']}: {a['state']}, {a['rows']} rows, {a['images']} images, "
+                     f"{a['rows_missing']} decisions without a row (queue full {a['queue_full']}, lost {a['rows_lost']})")
     v = r["verdict"]
     lines += ["", "verdict: " + ("PASS" if v["ok"] else "FAIL") +
               (f" (min window >= {v['min_fps']:g} fps, every frame decided)" if v["ok"] else "")]
@@ -93,7 +97,8 @@ def _lat_cols(s: dict[str, float]) -> str:
 
 def config_dict(cfg: BenchConfig) -> dict[str, Any]:
     """The config as JSON-able values (the profile by its file name)."""
-    d = {k: getattr(cfg, k) for k in BenchConfig.__dataclass_fields__ if k not in ("profile", "model")}
+    d = {k: getattr(cfg, k) for k in BenchConfig.__dataclass_fields__ if k not in ("profile", "model", "archive")}
     d["profile"] = prof_name(cfg.profile)
     d["model"] = str(cfg.model) if cfg.model else None
+    d["archive"] = str(cfg.archive) if cfg.archive else None
     return d

@@ -36,13 +36,14 @@ from linewatch.bench.receiver import StartedPublisher, SubscriberProcess
 from linewatch.bench.report import config_dict
 from linewatch.bench.source import BenchSource, render_pool
 from linewatch.bench.stats import frame_accounting, percentiles_ms, verdict, window_counts, window_summary
-from linewatch.errors import UsageError
+from linewatch.errors import LinewatchError, SettingError
 
 if TYPE_CHECKING:
     from linewatch.pipeline.acquire.base import BaseSource
     from linewatch.pipeline.daemon import Daemon
     from linewatch.pipeline.infer import InferenceWorker
     from linewatch.pipeline.publish import Publisher
+    from linewatch.record.recorder import Recorder
 
     RunSource = BenchSource | BaseSource
     """A source of a bench run: the bench's simulated camera, or one of the profile's cameras."""
@@ -120,7 +121,7 @@ def open_bench_engine(cfg: BenchConfig) -> tuple[Any, Path | None]:
             raise
         model = None
     if model is not None and not model.is_file():
-        raise UsageError(f"--model {model}: no such file (an ONNX exported by `linewatch export`, manifest beside it)")
+        raise SettingError(f"`model` {model}: no such file (an ONNX exported by `linewatch export`, manifest beside it)")
     if name == "null" and model is None:
         from linewatch.engines.null import NullEngine
 
@@ -167,7 +168,7 @@ def _profile_sources(cfg: BenchConfig) -> tuple[list[RunSource], str]:
     prof = cfg.profile
     wrong = [c.id for c in prof.camera if c.source != cfg.source]
     if wrong:
-        raise UsageError(f"--source {cfg.source}: the profile's camera(s) {', '.join(wrong)} are not {cfg.source} "
+        raise SettingError(f"`source` {cfg.source}: the profile's camera(s) {', '.join(wrong)} are not {cfg.source} "
                          f"cameras; pass a profile whose [[camera]] tables have source = \"{cfg.source}\"")
     srcs: list[RunSource] = [cam.make_source(prof) for cam in prof.camera]
     return srcs, f"profile's {cfg.source} camera(s) {', '.join(prof.camera_ids)} (their own pacing)"
@@ -182,7 +183,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[..., None] | None = None) -> 
     engine, model_path = open_bench_engine(cfg)
     if cfg.baselines and model_path is None:
         engine.close()
-        raise UsageError(f"--baseline {' '.join(cfg.baselines)} needs a model: pass --model engines/<model>.onnx "
+        raise SettingError(f"`baselines` {' '.join(cfg.baselines)} needs a model: give `model` engines/<model>.onnx "
                          "(for torch: its weights .pt beside it)")
     run = _Pipeline(cfg, engine, model_path)
     errors: list[str] = []
@@ -216,6 +217,9 @@ def run_bench(cfg: BenchConfig, progress: Callable[..., None] | None = None) -> 
                                           "deadline (linewatch.pipeline.infer.batch_limit)")
     if cfg.baselines:
         _add_baselines(report, cfg, engine, model_path, sources, say)
+    if run.recorder is not None:
+        report["archive"] = {"dir": str(cfg.archive), **run.recorder.status(),
+                             "rows_missing": worker_decisions - run.recorder.status()["rows"]}
     report["verdict"] = verdict(report, cfg.min_fps)
     return report
 
@@ -268,6 +272,8 @@ class _Pipeline:
         self.sub: SubscriberProcess | None = None
         self.daemon: Daemon | None = None
         self.started = False
+        self.recorder: Recorder | None = None
+        """The station record when `cfg.archive` is given (its cost is what the bench then measures)."""
 
     @property
     def daemon_started(self) -> Daemon:
@@ -295,13 +301,22 @@ class _Pipeline:
         from linewatch.pipeline.publish import Publisher
 
         prof, overlays = self.cfg.profile, self.cfg.overlays
+        if self.cfg.archive is not None:
+            from linewatch.profile import ArchiveConfig
+            from linewatch.record.recorder import Recorder
+
+            base = prof.archive or ArchiveConfig(dir=str(self.cfg.archive))
+            self.recorder = Recorder(base.model_copy(update={"dir": str(self.cfg.archive)}), prof.station.name)
         self.pub = Publisher("tcp://127.0.0.1:0", prof.station.name,
                              overlay_pass_every=prof.publish.overlay_pass_every if overlays else 0,
                              overlay_pool=8 if overlays else 0,
                              overlay_shape=tuple(self.engine.input_hw) if overlays else None,
                              heartbeat_interval=min(prof.publish.heartbeat_s, 0.5),
                              status=lambda: self.daemon.status() if self.daemon is not None else {},
-                             jpeg_quality=prof.publish.jpeg_quality)
+                             jpeg_quality=prof.publish.jpeg_quality,
+                             record=self.recorder.record if self.recorder is not None else None)
+        if self.recorder is not None:
+            self.recorder.start(self.pub.session)
         self.pub.start()
 
     def _connect_subscriber(self, say: Callable[..., None]) -> None:
@@ -310,7 +325,7 @@ class _Pipeline:
         say(f"bench: subscriber connecting to {endpoint}", force=True)
         self.sub = SubscriberProcess(endpoint, self.cfg.profile.camera_ids)
         if not self.sub.wait_ready(SUBSCRIBER_READY_S):
-            raise UsageError(f"the bench's subscriber saw no heartbeat from {endpoint} within {SUBSCRIBER_READY_S:g} s")
+            raise LinewatchError(f"the bench's subscriber saw no heartbeat from {endpoint} within {SUBSCRIBER_READY_S:g} s")
 
     def _start_daemon(self, sources: list[RunSource], batch_limit: int | None, say: Callable[..., None]) -> None:
         from linewatch.logs import get_logger
@@ -354,6 +369,8 @@ class _Pipeline:
             self.pub.stop(drain=False)
         if self.sub is not None:
             self.sub.close()
+        if self.recorder is not None:  # after the publisher: every decision it took is queued
+            self.recorder.stop()
         self.engine.close()
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from linewatch.bench.config import PACES, POLL_S
-from linewatch.errors import UsageError
+from linewatch.errors import SettingError
 
 if TYPE_CHECKING:
     from linewatch.pipeline.acquire.base import SourceCounters
@@ -61,7 +61,7 @@ class BenchSource:
         from linewatch.pipeline.acquire.base import SourceCounters
 
         if pace not in PACES:
-            raise UsageError(f"pace {pace!r}: allowed {', '.join(PACES)}")
+            raise SettingError(f"`pace` {pace!r}: allowed {', '.join(PACES)}")
         self.camera = camera
         self.state = "starting"
         self.pool = pool

@@ -41,8 +41,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--engine", dest="backend", choices=BACKENDS, default=None,
                    help="alias of --backend (`--engine null`: the instant engine, the pipeline's own ceiling)")
     add_model(p, help="override the profile's model (default: the profile's, engines/resse-default.onnx)")
-    p.add_argument("--duration", type=float, metavar="S", default=30.0, help="measured seconds (default 30)")
-    p.add_argument("--warmup", type=float, metavar="S", default=3.0,
+    p.add_argument("--duration", dest="duration_s", type=float, metavar="S", default=30.0, help="measured seconds (default 30)")
+    p.add_argument("--warmup", dest="warmup_s", type=float, metavar="S", default=3.0,
                    help="seconds of traffic before the measurement (default 3)")
     p.add_argument("--pace", choices=PACES, default=None,
                    help="source pacing: backpressure = closed loop, no drops (default); fixed = a line camera at "
@@ -63,12 +63,15 @@ def register(subparsers: Any) -> None:
                         "reuse: slots filled once, no per-frame copy (isolates the copy cost)")
     p.add_argument("--overlays", action=argparse.BooleanOptionalAction, default=True,
                    help="publish overlays as the profile says (default) or none (--no-overlays)")
-    p.add_argument("--baseline", nargs="+", choices=BASELINES, default=[], metavar="LOOP",
+    p.add_argument("--baseline", dest="baselines", nargs="+", choices=BASELINES, default=[], metavar="LOOP",
                    help="also run the plain loop a user would write, on the same frames, and compare: torch (PyTorch "
                         "eager FP32, same device), openvino (OpenVINO's documented loop, same model and precision); "
                         "one or both")
-    p.add_argument("--baseline-duration", type=float, metavar="S", default=None,
+    p.add_argument("--baseline-duration", dest="baseline_duration_s", type=float, metavar="S", default=None,
                    help="seconds of the baseline loop (default: min(--duration, 10))")
+    p.add_argument("--archive", metavar="DIR", default=None,
+                   help="journal every decision into the station record in DIR (the profile's [archive] settings "
+                        "when it has them): what the record costs; the report says whether it kept up")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
     p.add_argument("--save", metavar="PATH", default=None, help="also write the JSON report to PATH")
     p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
@@ -91,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         precision=args.precision,
         model=args.model,
-        duration_s=args.duration,
-        warmup_s=args.warmup,
+        duration_s=args.duration_s,
+        warmup_s=args.warmup_s,
         pace=pace,
         fps=args.fps or 0.0,
         inflight=args.inflight,
@@ -101,8 +104,9 @@ def run(args: argparse.Namespace) -> int:
         pool=args.pool,
         pixels=args.pixels,
         overlays=args.overlays,
-        baselines=tuple(dict.fromkeys(args.baseline)),
-        baseline_duration_s=args.baseline_duration,
+        baselines=tuple(dict.fromkeys(args.baselines)),
+        baseline_duration_s=args.baseline_duration_s,
+        archive=Path(args.archive) if args.archive else None,
     )
     progress = None
     if not args.quiet:
