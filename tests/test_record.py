@@ -98,14 +98,14 @@ def test_every_decision_is_one_row_with_its_scores_reasons_and_kept_images(tmp_p
 def test_the_kept_frame_is_the_frame_the_model_saw(tmp_path):
     import cv2
 
-    rec = Recorder(ArchiveConfig(dir=str(tmp_path), pass_every=0), "st").start("s1")
+    rec = Recorder(ArchiveConfig(dir=str(tmp_path), pass_every=0, format="png"), "st").start("s1")
     ds = make_decisions(8, reject_every=1)
     record_all(rec, ds[:1])
     rec.stop()
     row = read.query(tmp_path)[0]
     got = cv2.cvtColor(cv2.imread(str(tmp_path / row["image"])), cv2.COLOR_BGR2RGB)
     want, masks = frame(0)
-    assert np.array_equal(got, want)
+    assert np.array_equal(got, want)  # png: lossless
     m = cv2.imread(str(tmp_path / images.mask_paths(row["image"])["anomaly"]), cv2.IMREAD_GRAYSCALE)
     assert m.shape == masks.shape[1:] and m[2, 3] == 255 and m[0, 0] == 0
 
@@ -194,12 +194,12 @@ def test_no_free_image_slot_keeps_the_row_and_counts_the_skipped_image(tmp_path)
 
 def test_rotation_deletes_pass_images_before_reject_images_and_keeps_the_rows(tmp_path, monkeypatch):
     monkeypatch.setattr("linewatch.record.recorder.ROTATE_S", 0.0)
-    one = images.write_frame(tmp_path / "probe", "x.png", *frame(0))
+    one = images.write_frame(tmp_path / "probe", "x.jpg", *frame(0))
     cfg = ArchiveConfig(dir=str(tmp_path / "a"), pass_every=1, max_gb=(one * 12) / 1e9)
-    rec = Recorder(cfg, "st").start("s")
+    rec = Recorder(cfg, "st", pool=64)
     ds = make_decisions(40, reject_every=4)  # 11 rejects: frames 0, 4, ..., 36 and the late frame 7
-    record_all(rec, ds)
-    rec.stop()
+    record_all(rec, ds)  # queued before the writer starts: one transaction, then one rotation round
+    rec.start("s").stop()
     rows = read.query(tmp_path / "a")
     assert len(rows) == 40  # rows stay
     kept = [r for r in rows if r["image"]]

@@ -254,7 +254,7 @@ def export(archive_dir: str | Path, out: str | Path, flt: Filter = Filter(), lab
             per_class[lab] += 1
             w.writerow([name, "val" if i % VAL_EVERY == VAL_EVERY - 1 else "train", *lab])
     return {"out": str(dst), "samples": len(written), "missing_images": missing, "labels": labels,
-            "classes": {"/".join(k) or "unknown": v for k, v in sorted(per_class.items())}}
+            "classes": {"/".join(x or "?" for x in k): v for k, v in sorted(per_class.items())}}
 
 
 def iter_rows_jsonl(rows: Sequence[dict[str, Any]]) -> Iterator[str]:

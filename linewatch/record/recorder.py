@@ -76,6 +76,19 @@ class _Event:
 
 _STOP = object()
 
+WRITER_NICE = 10
+"""The writer thread's nice value (Linux: per thread): the engine's threads come first, the record takes
+what CPU is left; under a sustained overload its queue and image pool absorb the difference."""
+
+
+def _lower_priority() -> None:
+    import os
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at the process's priority
+        pass
+
 
 class Recorder:
     """The station record's writer for one archive folder (module doc)."""
@@ -208,6 +221,7 @@ class Recorder:
 
     # -- the writer thread ----------------------------------------------------------------------------
     def _run(self) -> None:
+        _lower_priority()
         next_open = 0.0
         next_rotate = 0.0
         stopping = False
