@@ -194,3 +194,22 @@ def test_after_sigkill_at_most_the_last_second_is_missing_and_a_restart_appends(
     assert sessions[0] == first_session and len(set(sessions)) == 2
     kinds = [(e["session"] == first_session, e["kind"]) for e in read.events(archive)]
     assert (True, "start") in kinds and (False, "start") in kinds and (False, "stop") in kinds
+
+
+def test_camera_state_changes_are_audit_events(tmp_path):
+    from types import SimpleNamespace
+
+    from linewatch.pipeline.daemon import Daemon
+    from linewatch.profile import ArchiveConfig, load_profile
+    from linewatch.record.recorder import Recorder
+
+    prof_path = write_profile(tmp_path, tmp_path / "archive")
+    cam = SimpleNamespace(camera="cam0", state="starting")
+    d = Daemon(load_profile(prof_path), profile_path=prof_path, sources=[cam])
+    d.recorder = Recorder(ArchiveConfig(dir=str(tmp_path / "archive")), "record-test").start("s")
+    for state in ("starting", "up", "up", "down", "up", "done"):
+        cam.state = state
+        d._camera_edges()
+    d.recorder.stop()
+    got = [(e["detail"]["state"], e["detail"]["previous"]) for e in read.events(tmp_path / "archive", kind="camera")]
+    assert got == [("up", "starting"), ("down", "up"), ("up", "down"), ("done", "up")]
