@@ -20,7 +20,7 @@ $(VENV)/.runtime-installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
-	$(BIN)/python -m pip install --quiet -e '.[train,camera,int8,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,camera,int8,hmi,dev]'
 	touch $@ $(VENV)/.runtime-installed
 
 setup: $(VENV)/.runtime-installed
