@@ -1,0 +1,127 @@
+// linewatch operator page: reads /events (Server-Sent Events, the /api/status JSON ~4x/s) and draws it.
+// Plain JS, no framework, nothing loaded from outside. Read-only: it only ever GETs.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const fmtPct = (t) => (t && t.yield_pct !== null && t.yield_pct !== undefined) ? t.yield_pct.toFixed(2) + " %" : "-";
+const cams = new Map();  // camera -> {el, frame}
+
+function text(id, v) { const e = $(id); if (e.textContent !== String(v)) e.textContent = String(v); }
+
+function camera(name) {
+  let c = cams.get(name);
+  if (!c) {
+    const el = $("camera-tpl").content.firstElementChild.cloneNode(true);
+    el.querySelector(".name").textContent = name;
+    $("cameras").appendChild(el);
+    c = { el, frame: null };
+    cams.set(name, c);
+  }
+  return c;
+}
+
+function drawCameras(s) {
+  for (const [name, cam] of Object.entries(s.cameras)) {
+    const c = camera(name);
+    const q = (sel) => c.el.querySelector(sel);
+    const st = q(".state");
+    st.textContent = cam.state; st.className = "state " + cam.state;
+    q(".dps").textContent = cam.decisions_per_s.toFixed(1);
+    q(".lat").textContent = cam.latency_ms ? `${cam.latency_ms.p50.toFixed(1)} / ${cam.latency_ms.p99.toFixed(1)} ms` : "-";
+    q(".rej").textContent = `${cam.rejects} of ${cam.decisions}`;
+    q(".fs").textContent = cam.failsafe;
+    const ov = cam.overlay;
+    if (ov && ov.frame_id !== c.frame) {
+      c.frame = ov.frame_id;
+      const img = q("img.overlay");
+      img.src = `/overlay/${encodeURIComponent(name)}.jpg?f=${ov.frame_id}`;
+      img.classList.toggle("reject", ov.decision === "reject");
+      q(".caption").textContent = `frame ${ov.frame_id} · ${ov.decision.toUpperCase()}` +
+        (ov.decision === "reject" ? ` (${ov.reason})` : "");
+    }
+  }
+}
+
+function drawChart(perMinute) {
+  const svg = $("chart"), w = 600, h = 120, n = perMinute.length, max = Math.max(1, ...perMinute);
+  const bw = w / n, parts = [`<line x1="0" y1="${h - 0.5}" x2="${w}" y2="${h - 0.5}"/>`];
+  perMinute.forEach((v, i) => {
+    if (v > 0) {
+      const bh = Math.max(2, (h - 14) * v / max);
+      parts.push(`<rect x="${(i * bw + 1).toFixed(1)}" y="${(h - bh).toFixed(1)}" width="${(bw - 2).toFixed(1)}" ` +
+                 `height="${bh.toFixed(1)}"><title>${n - 1 - i} min ago: ${v}</title></rect>`);
+    }
+  });
+  parts.push(`<text x="4" y="12" fill="#8a96a3" font-size="11">max ${max}/min</text>`);
+  svg.innerHTML = parts.join("");
+}
+
+function drawReasons(byReason) {
+  const body = $("reasons").tBodies[0];
+  const rows = Object.entries(byReason).sort((a, b) => b[1] - a[1]);
+  body.innerHTML = rows.length ? "" : `<tr><td class="muted">no rejects</td></tr>`;
+  for (const [reason, n] of rows) {
+    const tr = body.insertRow();
+    tr.insertCell().textContent = reason;
+    const td = tr.insertCell(); td.className = "n"; td.textContent = n;
+  }
+}
+
+function draw(s) {
+  const b = $("banner");
+  b.className = "banner " + s.banner.state + (s.banner.failsafe ? " failsafe" : "");
+  text("banner", (s.banner.failsafe ? "FAIL-SAFE: " : "") + s.banner.text);
+  text("station", s.station || "linewatch");
+  text("version", s.version ? "v" + s.version : "");
+  text("model-id", (s.model && s.model.id) || "-");
+  text("model-backend", s.model && s.model.backend ? `${s.model.backend}/${s.model.device || ""}` : "");
+  text("thresholds", s.thresholds ? `anomaly ${s.thresholds.anomaly} · adhesive ${s.thresholds.adhesive}` : "-");
+  text("rule", s.adhesive_rule || "-");
+  text("hb-age", s.heartbeat_age_s === null ? "none yet" : s.heartbeat_age_s.toFixed(1) + " s ago");
+  text("decisions", s.decisions); text("passes", s.passes); text("rejects", s.rejects); text("failsafe", s.failsafe);
+  text("yield-start", fmtPct(s.yield.since_start));
+  text("yield-hour", fmtPct(s.yield.hour));
+  text("yield-shift", fmtPct(s.yield.shift));
+  text("shift-key", s.yield.shift.key.split(" ")[1] || "");
+  text("gaps", `${s.gaps.count} gap(s) · ${s.restarts} restart(s) · ${s.protocol_errors} bad message(s)`);
+  drawCameras(s);
+  drawReasons(s.by_reason);
+  drawChart(s.rejects_per_minute);
+  if (s.archive_dir) { $("archive-panel").hidden = false; maybeRefreshArchive(s.rejects); }
+}
+
+let archiveRejects = -1;
+async function maybeRefreshArchive(rejects) {
+  if (rejects === archiveRejects) return;
+  archiveRejects = rejects;
+  try {
+    const r = await fetch("/api/rejects?limit=10");
+    if (!r.ok) return;
+    const body = $("archive").tBodies[0];
+    body.innerHTML = "";
+    for (const row of (await r.json()).rejects) {
+      const tr = body.insertRow();
+      tr.insertCell().textContent = new Date(row.t_decision_ns / 1e6).toLocaleTimeString();
+      tr.insertCell().textContent = row.camera;
+      tr.insertCell().textContent = row.frame_id;
+      tr.insertCell().textContent = row.reason;
+      const td = tr.insertCell();
+      if (row.image_url) {
+        const a = document.createElement("a"); a.href = row.image_url; a.target = "_blank";
+        const img = document.createElement("img"); img.src = row.image_url; img.alt = "kept frame";
+        a.appendChild(img); td.appendChild(a);
+      }
+    }
+  } catch (e) { /* the next snapshot retries */ }
+}
+
+function connect() {
+  const es = new EventSource("/events");
+  es.onmessage = (ev) => draw(JSON.parse(ev.data));
+  es.onerror = () => {
+    const b = $("banner");
+    b.className = "banner silent failsafe";
+    b.textContent = "FAIL-SAFE: the operator page lost its server (linewatch hmi); retrying…";
+  };
+}
+connect();
