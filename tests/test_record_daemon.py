@@ -100,7 +100,9 @@ def test_every_decision_received_is_a_journal_row_with_the_same_scores(tmp_path)
     time.sleep(0.2)
     d.start()
     lis.pump(2.0, until=lambda s: len(s.decisions) >= 50)
-    assert d.reload()  # an audit event mid-stream
+    prof_path.write_text(prof_path.read_text().replace("pass_every = 10", "pass_every = 20"))
+    assert d.reload()  # an audit event mid-stream; a changed [archive] applies after a restart
+    assert d.last_reload is not None and d.last_reload["restart_needed"] == ["archive.pass_every"]
     lis.pump(30.0, until=lambda s: d.join(0) is not None)
     assert d.join(30) == 0
     lis.pump(0.5)

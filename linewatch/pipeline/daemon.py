@@ -368,7 +368,7 @@ class Daemon:
         `[decision]` is swapped atomically. A changed `[model]` (its keys, or the model file's sha256)
         is opened, warmed and checked beside the running model (`linewatch.pipeline.swap.prepare`) and taken
         over by the worker between two batches; a model that fails a check is refused and the old one
-        keeps deciding. Changed keys of `[station]`, `[[camera]]`, `[ring]`, `[publish]` are reported as
+        keeps deciding. Changed keys of `[station]`, `[[camera]]`, `[ring]`, `[publish]`, `[archive]` are reported as
         "restart needed" by name. The result goes to the log (`reloaded`) and to every heartbeat after
         it (`reload`)."""
         if self.profile_path is None:
@@ -403,7 +403,8 @@ class Daemon:
             else:
                 refused.append(f"model: {why}")
         for section, old_value, new_value in (("station", cur.station, new.station), ("camera", cur.camera, new.camera),
-                                              ("ring", cur.ring, new.ring), ("publish", cur.publish, new.publish)):
+                                              ("ring", cur.ring, new.ring), ("publish", cur.publish, new.publish),
+                                              ("archive", cur.archive, new.archive)):
             restart += changed_keys(old_value, new_value, section)
         self.profile = cur
         return self._reloaded(applied, refused, restart)
