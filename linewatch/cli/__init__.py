@@ -26,6 +26,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("demo", "demo"),
     ("run", "run"),
     ("subscribe", "subscribe"),
+    ("hmi", "hmi"),
     ("reload", "reload"),
     ("archive", "archive"),
     ("bench", "bench"),
