@@ -1,0 +1,92 @@
+"""The operator page in a real browser: Debian's chromium, headless, driven by selenium through Debian's
+chromedriver (skipped where either is missing; `.ci/run` installs them where it is root).
+
+A daemon on a synthetic line (null engine) and `linewatch hmi` run as processes; the page must count past
+N decisions, show a loaded overlay image, and raise the fail-safe banner within 3 s of the daemon's stop.
+With LINEWATCH_HMI_SCREENSHOT=PATH the page is also saved as a PNG there (docs/hmi.png is made that way)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_daemon_cli import PROFILE, write_model
+from tests.test_hmi_cli import free_port, status
+from tests.waiting import wait_until
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver")
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip("Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
+@pytest.mark.slow
+def test_the_page_in_chromium_counts_shows_an_overlay_and_raises_the_banner_when_the_daemon_stops(tmp_path):
+    pytest.importorskip("starlette")
+    driver = browser()
+    write_model(tmp_path)
+    prof = tmp_path / "station.toml"
+    prof.write_text(PROFILE + "[publish]\noverlay_pass_every = 5\nheartbeat_s = 0.5\n")
+    endpoint, port = f"tcp://127.0.0.1:{free_port()}", free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("NOTIFY_SOCKET", None)
+    run = [sys.executable, "-m", "linewatch"]
+    hmi = subprocess.Popen([*run, "hmi", "--connect", endpoint, "--bind", f"127.0.0.1:{port}"], cwd=tmp_path, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    daemon = subprocess.Popen([*run, "run", "--profile", str(prof), "--log-format", "json", "--endpoint", endpoint],
+                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: status(base) is not None, 60, f"linewatch hmi listening on {base}", interval=0.1)
+        driver.get(base + "/")
+
+        def counted() -> int:
+            text = driver.find_element("id", "decisions").text.replace(",", "").replace(" ", "")
+            return int(text) if text.isdigit() and int(text) > 200 else 0
+
+        wait_until(counted, 60, "the page counting past 200 decisions", interval=0.1)
+        loaded = ("return Array.from(document.querySelectorAll('img.overlay'))"
+                  ".some(i => i.complete && i.naturalWidth > 0)")
+        wait_until(lambda: driver.execute_script(loaded), 30, "an overlay image loaded in the page", interval=0.1)
+        banner = driver.find_element("id", "banner")
+        assert "failsafe" not in banner.get_attribute("class"), banner.text
+        shot = os.environ.get("LINEWATCH_HMI_SCREENSHOT")
+        if shot:
+            time.sleep(2)  # a few more seconds of counters and the chart
+            driver.save_screenshot(str(Path(shot)))
+
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0
+        stopped_at = time.monotonic()
+        wait_until(lambda: "failsafe" in banner.get_attribute("class"), 3.0, "the fail-safe banner in the page",
+                   interval=0.05)
+        assert time.monotonic() - stopped_at < 3.0
+        assert "FAIL-SAFE" in banner.text
+    finally:
+        driver.quit()
+        for p in (daemon, hmi):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in (daemon, hmi):
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
