@@ -216,3 +216,16 @@ def test_bad_settings_are_refused_naming_the_setting_and_value(kw, message):
     with pytest.raises(SettingError) as err:
         aggregator(Clock(), **kw)
     assert message in str(err.value)
+
+
+def test_recent_rejects_list_the_newest_last_and_stay_bounded():
+    from linewatch.hmi.aggregate import RECENT_REJECTS
+
+    c = Clock()
+    agg, s = aggregator(c), Stream(c)
+    for i in range(RECENT_REJECTS + 10):
+        feed(agg, s.decision("cam0", i, reasons=("anomaly",) if i % 2 else ("pass",)))
+    recent = agg.snapshot()["recent_rejects"]
+    assert len(recent) == (RECENT_REJECTS + 10) // 2 if (RECENT_REJECTS + 10) // 2 <= RECENT_REJECTS else RECENT_REJECTS
+    assert [r["frame_id"] for r in recent] == sorted(r["frame_id"] for r in recent) and recent[-1]["frame_id"] == 59
+    assert all(r["reason"] == "anomaly" and r["t_decision_ns"] for r in recent)

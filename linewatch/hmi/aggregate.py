@@ -73,6 +73,11 @@ def _tally(n: int, rejected: int) -> dict[str, Any]:
             "yield_pct": round(100.0 * (n - rejected) / n, 3) if n else None}
 
 
+RECENT_REJECTS = 50
+"""Rejects a snapshot lists (`recent_rejects`, newest last): the page shows the newest and times each one
+it has not seen from its decision to its display (the browser test's latency figure)."""
+
+
 @dataclass(slots=True)
 class _Camera:
     state: str = "unknown"
@@ -120,6 +125,7 @@ class Aggregator:
         self._heartbeat: dict[str, Any] | None = None
         self._t_heartbeat: float | None = None
         self._last_decision: dict[str, Any] | None = None
+        self._recent_rejects: deque[dict[str, Any]] = deque(maxlen=RECENT_REJECTS)
         self._session: str | None = None
         self._next_seq: dict[str, int] = {}
         self._gaps = 0
@@ -192,6 +198,9 @@ class Aggregator:
     def _decision(self, h: dict[str, Any], now: float) -> None:
         self._last_decision = h
         reject = h.get("decision") == "reject"
+        if reject:
+            self._recent_rejects.append({"camera": h.get("camera"), "frame_id": h.get("frame_id"),
+                                         "reason": h.get("reason"), "t_decision_ns": h.get("t_decision_ns")})
         cam = self._cam(str(h.get("camera")))
         cam.decisions += 1
         cam.rejects += reject
@@ -248,6 +257,11 @@ class Aggregator:
             if cam is None or cam.overlay is None or cam.overlay_header is None:
                 return None
             return cam.overlay, cam.overlay_header
+
+    def heartbeat(self) -> dict[str, Any] | None:
+        """A copy of the latest heartbeat's header (its `pid`: the daemon's process id); None before the first."""
+        with self._lock:
+            return None if self._heartbeat is None else dict(self._heartbeat)
 
     def timeout_s(self) -> float:
         """Seconds without a heartbeat after which the daemon counts as silent."""
@@ -338,6 +352,7 @@ class Aggregator:
                           "shift": {"key": shift_key, **_tally(*shift)}},
                 "shifts": list(self.shifts),
                 "rejects_per_minute": per_minute,
+                "recent_rejects": list(self._recent_rejects),
                 "cameras": cameras,
                 "gaps": {"count": self._gaps, "missing": dict(self._missing), "last": self._last_gap},
                 "restarts": self._restarts,

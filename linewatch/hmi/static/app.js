@@ -87,7 +87,25 @@ function draw(s) {
   drawCameras(s);
   drawReasons(s.by_reason);
   drawChart(s.rejects_per_minute);
+  showRejects(s.recent_rejects || []);
   if (s.archive_dir) { $("archive-panel").hidden = false; maybeRefreshArchive(s.rejects); }
+}
+
+// Each reject the page has not shown yet: shown now, and its decision -> display time kept in
+// window.linewatchRejectShownMs (the browser test reads it; same host clock as the daemon's on one PC).
+const seenRejects = new Set();
+window.linewatchRejectShownMs = [];
+function showRejects(recent) {
+  const now = Date.now();
+  for (const r of recent) {
+    const key = `${r.camera}/${r.frame_id}/${r.t_decision_ns}`;
+    if (seenRejects.has(key)) continue;
+    seenRejects.add(key);
+    if (seenRejects.size > 1000) seenRejects.clear();
+    if (r.t_decision_ns) window.linewatchRejectShownMs.push(now - r.t_decision_ns / 1e6);
+  }
+  const last = recent[recent.length - 1];
+  if (last) text("last-reject", `last: ${last.camera} frame ${last.frame_id} · ${last.reason}`);
 }
 
 let archiveRejects = -1;

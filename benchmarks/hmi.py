@@ -1,0 +1,122 @@
+"""What the operator page costs the line, and how fast a reject reaches it.
+
+    python benchmarks/hmi.py [--browsers 5] [--rounds 2] [--duration 20] [--out results.json]
+
+Each round runs `linewatch bench` (the shipped model, closed loop, the profile's settings) twice, side by
+side: once alone, once with `linewatch hmi` connected to the bench's publisher and `--browsers` headless
+Debian chromium pages open on it (selenium + chromedriver). Reported: the bench's median decisions/s and
+p99 latency for both, their ratio, and, from the first browser, the time from each reject's decision to
+its display in the page (p50 / p95 / max, ms; daemon and browser share this machine's clock).
+
+Needs the `hmi` and `dev` extras and Debian's chromium + chromium-driver. Run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json  # reads the bench report
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from linewatch.jsonfile import dumps
+
+ENDPOINT = re.compile(r"subscriber connecting to (tcp://\S+)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def open_pages(url: str, n: int) -> list:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    drivers = []
+    for _ in range(n):
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = "/usr/bin/chromium"
+        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+            opts.add_argument(arg)
+        d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+        d.get(url)
+        drivers.append(d)
+    return drivers
+
+
+def bench(args: argparse.Namespace, with_hmi: bool) -> dict:
+    cmd = [sys.executable, "-m", "linewatch", "bench", "--duration", str(args.duration), "--warmup",
+           str(args.warmup), "--min-fps", "0", "--json"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    hmi = None
+    drivers: list = []
+    shown: list[float] = []
+    try:
+        assert p.stderr is not None
+        for line in p.stderr:
+            m = ENDPOINT.search(line)
+            if m:
+                if with_hmi:
+                    port = free_port()
+                    hmi = subprocess.Popen([sys.executable, "-m", "linewatch", "hmi", "--connect", m.group(1), "--bind",
+                                            f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    time.sleep(2.0)  # the server listening (the bench warms its engine meanwhile)
+                    drivers = open_pages(f"http://127.0.0.1:{port}/", args.browsers)
+                break
+        out, _ = p.communicate(timeout=args.duration + args.warmup + 300)
+        if drivers:
+            shown = list(drivers[0].execute_script("return window.linewatchRejectShownMs || []"))
+    finally:
+        for d in drivers:
+            d.quit()
+        if hmi is not None:
+            hmi.send_signal(signal.SIGTERM)
+            hmi.wait(20)
+    r = json.loads(out)
+    res = {"hmi": with_hmi, "fps_median": r["throughput"]["fps"]["median"], "p99_ms": r["latency_ms"]["p99"],
+           "decisions": r["frames"]["decisions"], "rejects": r["frames"]["rejects"]}
+    if shown:
+        a = np.array(shown[1:], np.float64)  # the first may predate the page (it lists the recent rejects)
+        res["reject_shown_ms"] = {"n": int(a.size), "p50": round(float(np.percentile(a, 50)), 1),
+                                  "p95": round(float(np.percentile(a, 95)), 1), "max": round(float(a.max()), 1)}
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--browsers", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    runs = []
+    for i in range(args.rounds):
+        for with_hmi in (False, True):
+            r = bench(args, with_hmi)
+            r["round"] = i + 1
+            runs.append(r)
+            print(dumps(r), flush=True)
+    off = [r["fps_median"] for r in runs if not r["hmi"]]
+    on = [r["fps_median"] for r in runs if r["hmi"]]
+    summary = {"browsers": args.browsers, "fps_off": off, "fps_on": on,
+               "ratio_of_medians": round(statistics.median(on) / statistics.median(off), 3), "runs": runs}
+    print(dumps({k: v for k, v in summary.items() if k != "runs"}))
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(dumps(summary, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.pop("NOTIFY_SOCKET", None)
+    sys.exit(main())
