@@ -5,7 +5,7 @@ subscribes to a daemon (`linewatch.subscribe.Subscriber`, all topics, in its own
 aggregator) and runs the app under uvicorn until SIGINT/SIGTERM. The daemon's hot path is untouched:
 this is one more subscriber, like a gateway.
 
-Routes, all GET (read-only: no route changes anything; any other method is 405):
+Routes, all GET but one (read-only by default: no route changes anything; any other method is 405):
 - `/`: the page; `/static/<file>`: its assets, from the package only (no CDN, no external font);
 - `/events`: Server-Sent Events, one `data: <status JSON>` every 1/`events_per_s` s (`?count=N`: N, then
   the stream ends);
@@ -16,15 +16,36 @@ Routes, all GET (read-only: no route changes anything; any other method is 405):
   (the newest `limit` rejects of the journal, newest first, default 50, 1..1000) and `/archive/<path>`,
   a kept frame or mask (`.jpg`/`.png` inside the archive folder only; anything else is 404).
   Without `archive` both answer 404 saying so.
+- `POST /api/thresholds`: only with `changes` (a `Changes`: `linewatch hmi --allow-changes`); without it
+  405 saying changes are off, and nothing is read or written. With it: header `Authorization: Bearer
+  <token>` (`hmac.compare_digest`; 401 when missing or wrong), body JSON {"anomaly": x?, "adhesive": y?}
+  (each a number in [0, 1]; 400 naming the value and the range otherwise; an absent head keeps its
+  value). The profile's `[decision]` thresholds are rewritten (`linewatch.profile.rewrite_thresholds`,
+  written atomically: a temporary file in the same folder, then a rename) and the file must validate
+  with `load_profile` afterwards, else the old text is put back and the answer is 500 naming why. Then
+  SIGHUP goes to the daemon's pid from its latest heartbeat (`Changes.signal`, injected in tests), only
+  when the daemon's endpoint is on this host (`ipc://`, or a loopback `tcp://` host); otherwise, or with
+  no pid yet, or when the signal fails, 409 saying the file was written and the daemon must be reloaded
+  on its host (`linewatch reload`). 200: {"old", "new", "pid", "signalled": true, "profile"}. One
+  structured log line per change (`thresholds changed`: client address, old, new, pid, signalled).
+  Changes are serialised (one at a time).
+`/api/status` (and each `/events` snapshot) adds `archive_dir` and `changes` (true when the POST is on).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import json
+import math
+import os
+import signal
 import sqlite3
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +55,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from linewatch import HEADS
 from linewatch.hmi.aggregate import Aggregator
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -41,6 +63,123 @@ IMAGE_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/pn
 REJECTS_LIMIT = (1, 1000)
 REJECTS_DEFAULT = 50
 NO_STORE = {"Cache-Control": "no-store"}
+THRESHOLD_RANGE = (0.0, 1.0)
+CHANGES_OFF = ("read-only: changes are off (start `linewatch hmi` with --allow-changes --profile FILE "
+               "--token-file FILE)")
+
+
+def send_sighup(pid: int) -> None:
+    """SIGHUP to `pid` (what `linewatch reload` and `systemctl reload` do) after checking, where /proc shows
+    it, that it is a linewatch process; OSError naming why otherwise."""
+    try:
+        cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes()
+    except OSError:
+        cmdline = b"linewatch"  # not Linux, or not visible: trust the heartbeat (as `linewatch reload` does)
+    if b"linewatch" not in cmdline:
+        raise OSError(f"pid {pid} from the heartbeat is not a linewatch process on this host")
+    os.kill(int(pid), signal.SIGHUP)
+
+
+def is_local_endpoint(url: str) -> bool:
+    """True when the daemon's endpoint `url` is on this host: `ipc://`/`inproc://`, or `tcp://` with a
+    loopback host (127.0.0.0/8, ::1, localhost). Any other host name is taken as another machine."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return False
+    if scheme in ("ipc", "inproc"):
+        return True
+    if scheme != "tcp":
+        return False
+    host = rest.rpartition(":")[0].strip("[]") if ":" in rest else rest
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What `POST /api/thresholds` needs (module docstring): the station profile the daemon runs, the
+    token, the daemon's endpoint (`connect`: is it on this host?) and how to signal a pid."""
+
+    profile: Path
+    token: str
+    connect: str
+    signal: Callable[[int], None] = send_sighup
+
+
+class _ChangeError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _thresholds_body(body: Any) -> dict[str, float]:
+    """The heads to set from a request body; _ChangeError(400) naming the value and what is allowed."""
+    lo, hi = THRESHOLD_RANGE
+    example = '{"anomaly": 0.6, "adhesive": 0.7}'
+    if not isinstance(body, dict) or not body:
+        raise _ChangeError(400, f"the body must be a JSON object with {' and/or '.join(HEADS)}, e.g. {example}")
+    unknown = sorted(set(body) - set(HEADS))
+    if unknown:
+        raise _ChangeError(400, f"unknown key(s) {', '.join(map(repr, unknown))}: allowed are {', '.join(HEADS)}")
+    out: dict[str, float] = {}
+    for head, v in body.items():
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
+        if not ok:
+            raise _ChangeError(400, f"{head}={json.dumps(v)}: must be a number in [{lo:g}, {hi:g}]")
+        out[head] = float(v)
+    return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """`text` into `path` through a temporary file in its folder and a rename (the file's mode is kept)."""
+    mode = path.stat().st_mode & 0o7777
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def rewrite_profile(profile: Path, heads: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """Set `heads` in the profile's [decision] thresholds (the others kept): (old, new) thresholds as read
+    back by `load_profile`. _ChangeError(500) naming why when it cannot be done; the file is then as it was."""
+    from linewatch.errors import ProfileError
+    from linewatch.profile import load_profile, rewrite_thresholds
+
+    path = profile.resolve()  # a symlinked profile: the rename replaces its target, not the link
+    try:
+        old_text = path.read_text(encoding="utf-8")
+        old_t = load_profile(path).decision.thresholds
+    except (OSError, ProfileError) as exc:
+        raise _ChangeError(500, f"the profile {profile} cannot be read or does not validate now, nothing "
+                                f"written: {exc}") from exc
+    old = {h: float(getattr(old_t, h)) for h in HEADS}
+    try:
+        new_text = rewrite_thresholds(old_text, {**old, **heads})
+    except ProfileError as exc:
+        raise _ChangeError(500, f"the profile {profile}, nothing written: {exc}") from exc
+    try:
+        _write_atomic(path, new_text)
+    except OSError as exc:
+        raise _ChangeError(500, f"cannot write the profile {profile} ({exc.strerror or exc}): nothing "
+                                "changed") from exc
+    try:
+        new_t = load_profile(path).decision.thresholds
+    except ProfileError as exc:
+        _write_atomic(path, old_text)
+        raise _ChangeError(500, f"the rewritten profile {profile} does not validate, the old one is back: "
+                                f"{exc}") from exc
+    return old, {h: float(getattr(new_t, h)) for h in HEADS}
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -85,20 +224,29 @@ def _reject_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_app(agg: Aggregator, *, archive: str | Path | None = None, events_per_s: float = 4.0,
-               on_startup: Callable[[], Any] | None = None, on_shutdown: Callable[[], Any] | None = None) -> Starlette:
-    """The app over `agg` (module docstring); `on_startup`/`on_shutdown` run in its lifespan."""
+               on_startup: Callable[[], Any] | None = None, on_shutdown: Callable[[], Any] | None = None,
+               changes: Changes | None = None) -> Starlette:
+    """The app over `agg` (module docstring); `on_startup`/`on_shutdown` run in its lifespan; `changes`
+    turns `POST /api/thresholds` on (None: read-only)."""
     if not events_per_s > 0:
         raise ValueError(f"events_per_s {events_per_s}: must be > 0")
+    if changes is not None and not changes.token:
+        raise ValueError("changes: the token must not be empty")
     root = None if archive is None else Path(archive)
     period = 1.0 / events_per_s
+    change_lock = asyncio.Lock()
+
+    def snapshot() -> dict[str, Any]:
+        snap = agg.snapshot()
+        snap["archive_dir"] = None if root is None else str(root)
+        snap["changes"] = changes is not None
+        return snap
 
     async def page(_: Request) -> Response:
         return FileResponse(STATIC_DIR / "index.html", headers=NO_STORE)
 
     async def status(_: Request) -> Response:
-        snap = agg.snapshot()
-        snap["archive_dir"] = None if root is None else str(root)
-        return JSONResponse(snap, headers=NO_STORE)
+        return JSONResponse(snapshot(), headers=NO_STORE)
 
     async def events(request: Request) -> Response:
         try:
@@ -109,8 +257,7 @@ def create_app(agg: Aggregator, *, archive: str | Path | None = None, events_per
         async def stream() -> AsyncIterator[str]:
             sent = 0
             while count is None or sent < count:
-                snap = agg.snapshot()
-                snap["archive_dir"] = None if root is None else str(root)
+                snap = snapshot()
                 yield f"data: {json.dumps(snap, separators=(',', ':'))}\n\n"
                 sent += 1
                 if count is not None and sent >= count:
@@ -158,6 +305,50 @@ def create_app(agg: Aggregator, *, archive: str | Path | None = None, events_per
             return _error(404, f"{rel!r}: no kept frame or mask of that name in the station record")
         return FileResponse(p, media_type=IMAGE_SUFFIXES[p.suffix.lower()])
 
+    async def thresholds(request: Request) -> Response:
+        if changes is None:
+            return _error(405, CHANGES_OFF)
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), changes.token.encode()):
+            return JSONResponse({"error": "a valid token is needed: header `Authorization: Bearer <token>` (the "
+                                          "contents of linewatch hmi's --token-file)"},
+                                status_code=401, headers={**NO_STORE, "WWW-Authenticate": "Bearer"})
+        try:
+            try:
+                body = await request.json()
+            except ValueError as exc:
+                raise _ChangeError(400, f"the body is not JSON ({exc}): send e.g. "
+                                        '{"anomaly": 0.6, "adhesive": 0.7}') from exc
+            heads = _thresholds_body(body)
+            async with change_lock:
+                old, new = await asyncio.to_thread(rewrite_profile, changes.profile, heads)
+                hb = agg.heartbeat() or {}
+                pid = hb.get("pid")
+                signalled, why = False, None
+                if not is_local_endpoint(changes.connect):
+                    why = f"the daemon ({changes.connect}) runs on another host"
+                elif not pid:
+                    why = "no heartbeat with the daemon's pid yet"
+                else:
+                    try:
+                        changes.signal(int(pid))
+                        signalled = True
+                    except OSError as exc:
+                        why = f"cannot signal pid {pid} ({exc.strerror or exc})"
+        except _ChangeError as exc:
+            return _error(exc.status, str(exc))
+        client = request.client.host if request.client else None
+        from linewatch.logs import get_logger
+
+        get_logger(__name__).info("thresholds changed", client=client, profile=str(changes.profile),
+                                  old=old, new=new, pid=pid, signalled=signalled, reason=why)
+        out = {"old": old, "new": new, "pid": pid, "signalled": signalled, "profile": str(changes.profile)}
+        if why is not None:
+            out["error"] = (f"{changes.profile} was written, but the daemon was not reloaded: {why}. Reload it "
+                            f"on its host: linewatch reload --profile {changes.profile}")
+            return JSONResponse(out, status_code=409, headers=NO_STORE)
+        return JSONResponse(out, headers=NO_STORE)
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         if on_startup is not None:
@@ -173,6 +364,7 @@ def create_app(agg: Aggregator, *, archive: str | Path | None = None, events_per
         Route("/events", events),
         Route("/api/status", status),
         Route("/api/rejects", rejects),
+        Route("/api/thresholds", thresholds, methods=["POST"]),
         Route("/overlay/{camera}.jpg", overlay),
         Route("/archive/{path:path}", archived),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
@@ -182,9 +374,9 @@ def create_app(agg: Aggregator, *, archive: str | Path | None = None, events_per
 
 def serve(connect: str, *, host: str, port: int, archive: str | Path | None = None, curve: Any = None,
           shifts: tuple[str, ...] | None = None, heartbeat_timeout: float | None = None,
-          ready: Callable[[str], Any] | None = None) -> None:
+          ready: Callable[[str], Any] | None = None, changes: Changes | None = None) -> None:
     """Subscribe to the daemon at `connect` and serve the page on host:port until SIGINT/SIGTERM.
-    `ready(url)` is called once the server listens."""
+    `ready(url)` is called once the server listens; `changes` as in `create_app`."""
     import uvicorn
 
     from linewatch.protocol import TOPICS
@@ -203,7 +395,7 @@ def serve(connect: str, *, host: str, port: int, archive: str | Path | None = No
                 url_port = bound[0][1] if bound else port
                 ready(f"http://{host}:{url_port}/")
 
-    app = create_app(agg, archive=archive, on_startup=sub.start, on_shutdown=sub.stop)
+    app = create_app(agg, archive=archive, on_startup=sub.start, on_shutdown=sub.stop, changes=changes)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
     try:
         _Server(config).run()

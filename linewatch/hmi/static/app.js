@@ -143,3 +143,37 @@ function connect() {
   };
 }
 connect();
+
+// Changing thresholds (only when `linewatch hmi --allow-changes`: /api/status says "changes": true; otherwise
+// no form and nothing but GETs). The token is kept in sessionStorage only (gone when the tab closes).
+async function setupChanges() {
+  let s;
+  try { s = await (await fetch("/api/status")).json(); } catch (e) { return; }
+  if (!s.changes) return;
+  const form = $("changes-panel"), result = $("changes-result"), token = $("set-token");
+  $("mode").textContent = "changes allowed (token)";
+  form.hidden = false;
+  if (s.thresholds) { $("set-anomaly").value = s.thresholds.anomaly; $("set-adhesive").value = s.thresholds.adhesive; }
+  token.value = sessionStorage.getItem("linewatch-token") || "";
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem("linewatch-token", token.value);
+    const body = {};  // an empty field leaves that threshold as it is
+    for (const head of ["anomaly", "adhesive"]) {
+      const v = $("set-" + head).value;
+      if (v !== "") body[head] = Number(v);
+    }
+    result.className = "muted small"; result.textContent = "applying…";
+    try {
+      const r = await fetch("/api/thresholds", {
+        method: "POST", headers: { "Content-Type": "application/json", "Authorization": "Bearer " + token.value },
+        body: JSON.stringify(body) });
+      const a = await r.json();
+      if (r.status === 401) sessionStorage.removeItem("linewatch-token");
+      const nv = a.new ? `anomaly ${a.new.anomaly} · adhesive ${a.new.adhesive}` : "";
+      result.classList.toggle("bad", !r.ok);
+      result.textContent = r.ok ? `set ${nv}; daemon (pid ${a.pid}) signalled to reload` : (a.error || `HTTP ${r.status}`);
+    } catch (e) { result.classList.add("bad"); result.textContent = "no answer from linewatch hmi: " + e; }
+  });
+}
+setupChanges();
