@@ -1,5 +1,6 @@
 // linewatch operator page: reads /events (Server-Sent Events, the /api/status JSON ~4x/s) and draws it.
-// Plain JS, no framework, nothing loaded from outside. Read-only: it only ever GETs.
+// Plain JS, no framework, nothing loaded from outside. It only GETs, except the thresholds form, shown only
+// when the server runs with --allow-changes (POST /api/thresholds with the operator's token).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
