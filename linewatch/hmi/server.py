@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
-import json
 import math
 import os
 import signal
@@ -55,7 +54,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from linewatch import HEADS
+from linewatch import HEADS, jsonfile
 from linewatch.hmi.aggregate import Aggregator
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -129,7 +128,7 @@ def _thresholds_body(body: Any) -> dict[str, float]:
     for head, v in body.items():
         ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
         if not ok:
-            raise _ChangeError(400, f"{head}={json.dumps(v)}: must be a number in [{lo:g}, {hi:g}]")
+            raise _ChangeError(400, f"{head}={jsonfile.dumps(v)}: must be a number in [{lo:g}, {hi:g}]")
         out[head] = float(v)
     return out
 
@@ -246,7 +245,7 @@ def create_app(agg: Aggregator, *, archive: str | Path | None = None, events_per
         return FileResponse(STATIC_DIR / "index.html", headers=NO_STORE)
 
     async def status(_: Request) -> Response:
-        return JSONResponse(snapshot(), headers=NO_STORE)
+        return JSONResponse(jsonfile.clean(snapshot()), headers=NO_STORE)  # NaN -> null
 
     async def events(request: Request) -> Response:
         try:
@@ -258,7 +257,7 @@ def create_app(agg: Aggregator, *, archive: str | Path | None = None, events_per
             sent = 0
             while count is None or sent < count:
                 snap = snapshot()
-                yield f"data: {json.dumps(snap, separators=(',', ':'))}\n\n"
+                yield f"data: {jsonfile.dumps(snap, separators=(',', ':'))}\n\n"
                 sent += 1
                 if count is not None and sent >= count:
                     break
@@ -294,7 +293,7 @@ def create_app(agg: Aggregator, *, archive: str | Path | None = None, events_per
             rows = await asyncio.to_thread(query, root, flt, limit)
         except (sqlite3.Error, OSError, Exception) as exc:  # no journal yet, or unreadable
             return _error(503, f"station record {root} cannot be read: {exc}")
-        return JSONResponse({"rejects": [_reject_row(r) for r in reversed(rows)]}, headers=NO_STORE)
+        return JSONResponse(jsonfile.clean({"rejects": [_reject_row(r) for r in reversed(rows)]}), headers=NO_STORE)
 
     async def archived(request: Request) -> Response:
         if root is None:
