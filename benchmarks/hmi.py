@@ -4,7 +4,8 @@
 
 Each round runs `linewatch bench` (the shipped model, closed loop, the profile's settings) twice, side by
 side: once alone, once with `linewatch hmi` connected to the bench's publisher and `--browsers` headless
-Debian chromium pages open on it (selenium + chromedriver). Reported: the bench's median decisions/s and
+Debian chromium pages open on it (selenium + chromedriver), plus `--sse-clients` plain event-stream
+clients (curl: what the server costs when the browsers run on other machines). Reported: the bench's median decisions/s and
 p99 latency for both, their ratio, and, from the first browser, the time from each reject's decision to
 its display in the page (p50 / p95 / max, ms; daemon and browser share this machine's clock).
 
@@ -59,6 +60,7 @@ def bench(args: argparse.Namespace, with_hmi: bool) -> dict:
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     hmi = None
     drivers: list = []
+    streams: list[subprocess.Popen] = []
     shown: list[float] = []
     try:
         assert p.stderr is not None
@@ -71,6 +73,9 @@ def bench(args: argparse.Namespace, with_hmi: bool) -> dict:
                                             f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(2.0)  # the server listening (the bench warms its engine meanwhile)
                     drivers = open_pages(f"http://127.0.0.1:{port}/", args.browsers)
+                    streams = [subprocess.Popen(["curl", "-sN", f"http://127.0.0.1:{port}/events"],
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               for _ in range(args.sse_clients)]
                 break
         out, _ = p.communicate(timeout=args.duration + args.warmup + 300)
         if drivers:
@@ -78,6 +83,8 @@ def bench(args: argparse.Namespace, with_hmi: bool) -> dict:
     finally:
         for d in drivers:
             d.quit()
+        for c in streams:
+            c.kill()
         if hmi is not None:
             hmi.send_signal(signal.SIGTERM)
             hmi.wait(20)
@@ -94,6 +101,8 @@ def bench(args: argparse.Namespace, with_hmi: bool) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--browsers", type=int, default=5)
+    ap.add_argument("--sse-clients", type=int, default=0,
+                    help="also this many plain event-stream clients (curl): the server's cost without rendering")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--warmup", type=float, default=3.0)
