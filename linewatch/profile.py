@@ -271,7 +271,7 @@ class Profile(_Section):
         seen: dict[str, int] = {}
         for i, cam in enumerate(self.camera):
             if cam.id in seen:
-                raise _CrossError(f"camera[{i}].id", cam.id, f"camera ids must be unique (camera[{seen[cam.id]}] has it too)")
+                raise _CrossError(f"camera[{i}].id", cam.id, f"camera ids must be unique (camera[{seen[cam.id]}].id has it too)")
             seen[cam.id] = i
             if cam.roi is not None and (cam.roi[2] < 1 or cam.roi[3] < 1):
                 raise _CrossError(f"camera[{i}].roi", cam.roi, "width and height (3rd and 4th numbers) must be >= 1")
@@ -327,7 +327,7 @@ class _CrossError(ValueError):
     """A check across keys; carries the key path and value for the formatted message."""
 
     def __init__(self, key: str, value: Any, allowed: str):
-        super().__init__(f"{key} = {value!r}: {allowed}")
+        super().__init__(f"{key} = {_short(value)}: {allowed}")
         self.key, self.value, self.allowed = key, value, allowed
 
 
@@ -337,9 +337,12 @@ def load_profile(path: str | Path) -> Profile:
     """Read and validate a station profile. Raises `ProfileError` naming the key, value and what is allowed."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a BOM (some Windows editors write one) is no TOML
     except OSError as exc:
         raise ProfileError(f"{p}: cannot read the station profile: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{p}: the station profile is not UTF-8 text: byte {exc.object[exc.start:exc.start + 1]!r} "
+                           f"at offset {exc.start}") from exc
     return parse_profile(text, name=str(p), base_dir=p.resolve().parent)
 
 
@@ -356,9 +359,11 @@ def parse_profile(text: str, *, name: str = "<profile>", base_dir: str | Path = 
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{name}: not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib recurses into nested arrays and inline tables
+        raise ProfileError(f"{name}: not valid TOML: arrays or tables nested too deeply") from exc
     for reserved in ("base_dir", "source_path"):
         if reserved in raw:
-            raise ProfileError(f"{name}: unknown key '{reserved}' at the top level; allowed: {', '.join(_allowed(Profile))}")
+            raise ProfileError(f"{name}: unknown key {reserved!r} in the top level; allowed: {', '.join(_allowed(Profile))}")
     data = dict(raw)
     data["base_dir"] = str(base_dir)
     data["source_path"] = name if source_path is False else source_path
@@ -447,6 +452,15 @@ def rewrite_thresholds(text: str, thresholds: dict[str, float]) -> str:
 
 # -- error formatting ---------------------------------------------------------------------------
 
+_SHORT = 80
+
+
+def _short(value: Any) -> str:
+    """`repr(value)` cut to a readable length: a message names a value, it does not echo a megabyte string."""
+    text = repr(value)
+    return text if len(text) <= _SHORT else f"{text[:_SHORT]}... ({len(text)} characters)"
+
+
 def _allowed(model: type[BaseModel]) -> list[str]:
     return [k for k, f in model.model_fields.items() if not f.exclude]
 
@@ -457,18 +471,29 @@ def _key_path(loc: tuple[Any, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            key = str(part)
+            if len(key) > 40 or not key.isprintable():  # a key of the file's own (features, an unknown one)
+                key = _short(key) if len(repr(key)) <= _SHORT else f"{repr(key)[:40]}..."
+            out += ("." if out else "") + key
     return out or "(top level)"
 
 
-def _strip_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Drop pydantic's union-member tags ('synthetic', 'list[...]' ...) from an error location."""
+def _strip_tags(loc: tuple[Any, ...], raw: Any, missing: bool = False) -> tuple[Any, ...]:
+    """The key path of an error location: pydantic's union-member tags ('synthetic' after `camera[i]`, 'str',
+    'list[...]', ...) dropped. A part is a key when the file has it there (walking `raw`, the parsed TOML), so
+    a key of any name ('[', 'str', 'nullable') stays; the last part stays too when it is the missing key."""
     out: list[Any] = []
+    node: Any = raw
     for i, part in enumerate(loc):
-        if i >= 2 and loc[i - 2] == "camera" and isinstance(loc[i - 1], int) and part in SOURCES:
-            continue
-        if isinstance(part, str) and ("[" in part or part in ("function-after", "nullable")):
-            continue
+        if (i >= 2 and loc[i - 2] == "camera" and isinstance(loc[i - 1], int) and isinstance(node, dict)
+                and part == node.get("source") and part in SOURCES):
+            continue  # the camera union's tag (even if the table also has a key of that name)
+        if isinstance(node, dict) and isinstance(part, str) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and type(part) is int and 0 <= part < len(node):
+            node = node[part]
+        elif not (missing and i == len(loc) - 1):
+            continue  # a union member's tag: not a key of the file
         out.append(part)
     return tuple(out)
 
@@ -557,20 +582,26 @@ def _constraint_text(err: Mapping[str, Any]) -> str:
     return err.get("msg", t)
 
 
+def _either(options: list[str]) -> str:
+    return options[0] if len(options) == 1 else f"{', '.join(options[:-1])} or {options[-1]}"
+
+
 def _format_errors(name: str, exc: ValidationError, raw: dict[str, Any]) -> str:
     lines: list[str] = []
+    allowed_at: dict[str, list[str]] = {}
+    """`path = value` -> what each member of a union allows: one line, e.g. "must be a string or an integer"."""
     for err in exc.errors(include_url=False):
         t = err["type"]
         if t == "value_error" and isinstance((err.get("ctx") or {}).get("error"), _CrossError):
             ce = err["ctx"]["error"]
-            lines.append(f"{ce.key} = {ce.value!r}: {ce.allowed}")
+            lines.append(f"{ce.key} = {_short(ce.value)}: {ce.allowed}")
             continue
-        loc = _strip_tags(tuple(err["loc"]))
+        loc = _strip_tags(tuple(err["loc"]), raw, missing=t == "missing")
         if t == "extra_forbidden":
             key, parent = loc[-1], loc[:-1]
             model = _section_model(parent, raw)
             allowed = ", ".join(_allowed(model)) if model else "(none)"
-            lines.append(f"unknown key '{key}' in {_section_label(parent)}; allowed: {allowed}")
+            lines.append(f"unknown key {_short(key)} in {_section_label(parent)}; allowed: {allowed}")
             continue
         path = _key_path(loc)
         if t == "missing":
@@ -582,9 +613,15 @@ def _format_errors(name: str, exc: ValidationError, raw: dict[str, Any]) -> str:
             if t == "union_tag_not_found":
                 lines.append(f"{path}: {_constraint_text(err)}")
             else:
-                lines.append(f"{path} = {val!r}: must be {_constraint_text(err)}")
+                lines.append(f"{path} = {_short(val)}: must be {_constraint_text(err)}")
             continue
-        lines.append(f"{path} = {err.get('input')!r}: must be {_constraint_text(err)}")
+        what = f"{path} = {_short(err.get('input'))}"
+        if what not in allowed_at:
+            allowed_at[what] = []
+            lines.append(what)
+        if _constraint_text(err) not in allowed_at[what]:
+            allowed_at[what].append(_constraint_text(err))
+    lines = [f"{line}: must be {_either(allowed_at[line])}" if line in allowed_at else line for line in lines]
     if len(lines) == 1:
         return f"{name}: {lines[0]}"
     return f"{name}: {len(lines)} problems:\n" + "\n".join(f"  - {line}" for line in lines)

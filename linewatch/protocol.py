@@ -277,19 +277,13 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number (NaN and Infinity are refused)")
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:40]} is out of range for a double")
-    return value
-
-
 def decode(frames: list[bytes]) -> Message:
     """Decode the frames of one multipart message; ProtocolError naming what breaks the protocol.
 
     The frame count (2, with a third only on `overlay`: its JPEG), the topic, the header (at most
-    MAX_HEADER_BYTES of strict UTF-8 JSON: no NaN, no Infinity, no number out of a double's range) and
-    then `check_header`: a message that decodes can be read by any consumer without a further check."""
+    MAX_HEADER_BYTES of strict UTF-8 JSON: no NaN, no Infinity), then `check_header` (which also refuses a
+    number out of a double's range, read as infinity): a message that decodes can be read by any consumer
+    without a further check."""
     if len(frames) not in (2, 3):
         raise ProtocolError(f"a message has 2 or 3 frames (topic, header, payload?), got {len(frames)}")
     try:
@@ -300,18 +294,18 @@ def decode(frames: list[bytes]) -> Message:
         raise ProtocolError(f"unknown topic {_short(topic)}; known: {', '.join(TOPICS)}")
     want = 3 if topic == TOPIC_OVERLAY else 2
     if len(frames) != want:
-        raise ProtocolError(f"a {topic} message has {want} frames (topic, header{', JPEG' if want == 3 else ''}), "
+        raise ProtocolError(f"{'an' if topic[0] in 'aeiou' else 'a'} {topic} message has {want} frames (topic, header{', JPEG' if want == 3 else ''}), "
                             f"got {len(frames)}")
     body = bytes(frames[1])
     if len(body) > MAX_HEADER_BYTES:
         raise ProtocolError(f"{topic} header is {len(body)} bytes; at most {MAX_HEADER_BYTES} are read")
     try:
-        header = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float)
+        header = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"{topic} header is not UTF-8 JSON: {exc}") from exc
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"{topic} header is not valid JSON: {exc}") from exc
-    except ValueError as exc:  # NaN/Infinity, a float out of range, an integer of over 4300 digits
+    except ValueError as exc:  # NaN/Infinity, an integer of over 4300 digits
         raise ProtocolError(f"{topic} header is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise ProtocolError(f"{topic} header is not valid JSON: nested too deeply") from exc
@@ -338,12 +332,16 @@ _SHORT = 60
 
 def _short(value: Any) -> str:
     """`repr(value)`, cut to a readable length (a hostile header may hold megabytes)."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"<{type(value).__name__} nested too deeply>"
     return text if len(text) <= _SHORT else f"{text[:_SHORT]}... ({len(text)} characters)"
 
 
-def _key(key: str) -> str:
+def _key(key: Any) -> str:
     """A key of a received object as it appears in an error's field path (cut, like `_short`)."""
+    key = str(key)
     return key if len(key) <= 40 else f"{key[:40]}..."
 
 

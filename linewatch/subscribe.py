@@ -32,13 +32,20 @@ seconds (counting from construction, so a daemon that is not running triggers it
 daemon announces a clean stop (heartbeat status "stopping"); after the next heartbeat,
 `on_recover(header)` is called and the watchdog is armed again.
 
-A message that breaks the protocol (including a header `schema` other than this linewatch's
-SCHEMA_VERSION) is counted in `errors` and passed to `on_error`, never delivered; if the daemon speaks
-another schema version its heartbeats are not understood either, so the watchdog fails safe.
+Bad messages: whatever arrives is handled by `feed(frames)` (what the socket loop calls; a test or a
+gateway may call it with frames of its own). A message that breaks the protocol (`protocol.decode`:
+wrong frame count, unknown topic, non-UTF-8 or invalid JSON, NaN, numbers out of range, a header
+`schema` other than this linewatch's SCHEMA_VERSION, a required field missing or of the wrong type or
+range, ...) is counted in `errors`, its reason kept in `last_error`, and passed to `on_error` (default:
+a `bad message` warning in the log, at most one a second); it is never delivered, never moves a `seq`
+baseline or the session, and a bad heartbeat does not feed the watchdog. No frames make `feed` raise
+(only a callback can). If the daemon speaks another schema version its heartbeats are not understood
+either, so the watchdog fails safe.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -115,6 +122,10 @@ def _noop(*_: Any) -> None:
     return None
 
 
+BAD_MESSAGE_LOG_INTERVAL_S = 1.0
+"""Without an `on_error`, bad messages are logged at most once per this many seconds (the count says the rest)."""
+
+
 class Subscriber:
     """A SUB socket with gap detection and a heartbeat watchdog; see the module docstring."""
 
@@ -146,7 +157,7 @@ class Subscriber:
         self.on_failsafe = on_failsafe or _noop
         self.on_recover = on_recover or _noop
         self.on_restart = on_restart or _noop
-        self.on_error = on_error or _noop
+        self.on_error: Callable[[ProtocolError], Any] = on_error or self._log_bad_message
 
         self.session: str | None = None
         """Session id of the publisher last heard from (None before the first message)."""
@@ -156,6 +167,9 @@ class Subscriber:
         self.received: dict[str, int] = dict.fromkeys(TOPICS, 0)
         self.missing: dict[str, int] = dict.fromkeys(TOPICS, 0)
         self.errors = 0
+        """Bad messages received (see the module docstring); `last_error` says what was wrong with the last."""
+        self.last_error: str | None = None
+        self._t_logged_bad = -math.inf
 
         self._next_seq: dict[str, int] = {}
         self._pending: deque[Message] = deque()
@@ -282,21 +296,40 @@ class Subscriber:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # ------------------------------------------------------------------ internals
-
-    def _receive_one(self) -> Message | None:
-        """Receive one multipart message; returns it if the caller subscribed to its topic."""
-        frames = self._sock.recv_multipart()
+    def feed(self, frames: list[bytes]) -> Message | None:
+        """Handle one received multipart message: decode it, track its seq and session, feed the watchdog
+        with a heartbeat. Returns the message if its topic is subscribed (without calling `on_message`:
+        `poll` does), else None. A bad message is counted and reported (module docstring) and None
+        returned; nothing but a callback's own exception leaves this method."""
         try:
             msg = decode(frames)
         except ProtocolError as exc:
-            self.errors += 1
-            self.on_error(exc)
+            self._bad(exc)
+            return None
+        except Exception as exc:  # a frame decode() did not foresee: still a bad message, never a crash
+            self._bad(ProtocolError(f"message cannot be decoded: {type(exc).__name__}: {exc}"))
             return None
         self._track(msg)
         if msg.topic == TOPIC_HEARTBEAT:
             self._heartbeat(msg.header)
         return msg if msg.topic in self.topics else None
+
+    # ------------------------------------------------------------------ internals
+
+    def _receive_one(self) -> Message | None:
+        """Receive one multipart message; returns it if the caller subscribed to its topic."""
+        return self.feed(self._sock.recv_multipart())
+
+    def _bad(self, exc: ProtocolError) -> None:
+        self.errors += 1
+        self.last_error = str(exc)
+        self.on_error(exc)
+
+    def _log_bad_message(self, exc: ProtocolError) -> None:
+        now = time.monotonic()
+        if now - self._t_logged_bad >= BAD_MESSAGE_LOG_INTERVAL_S:
+            self._t_logged_bad = now
+            log.warning("bad message", error=str(exc), bad_messages=self.errors, endpoint=self.endpoint)
 
     def _track(self, msg: Message) -> None:
         session = msg.session

@@ -1,8 +1,15 @@
-"""`linewatch subscribe`: print a daemon's messages, one line each (SPEC §6, docs/protocol.md)."""
+"""`linewatch subscribe`: print a daemon's messages, one line each (SPEC §6, docs/protocol.md).
+
+It never stops on what it receives: a message that breaks the protocol (`linewatch.subscribe`: the
+library checks every header before this module reads it) is one `bad message: <what is wrong>` line on
+stderr, and the next messages are printed as before; the count of bad messages is the last line on
+stderr when there were any. Ctrl-C (SIGINT) ends it like --timeout does.
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -17,9 +24,11 @@ DESCRIPTION = """\
 Print the messages of a running linewatch daemon, one line each (--json: the header as JSON).
 Gaps in sequence numbers, daemon restarts, heartbeat loss and recovery are reported on stderr.
 
-exit status: 0 when --count messages were printed (or --timeout passed without --count),
-1 when --timeout passed before --count was reached, 3 on heartbeat loss or daemon stop with
---exit-on-failsafe, 2 on a usage error.
+A message that breaks the protocol is reported on stderr ("bad message: ...") and skipped.
+
+exit status: 0 when --count messages were printed (or --timeout passed, or Ctrl-C came, without
+--count), 1 when --timeout passed or Ctrl-C came before --count was reached, 3 on heartbeat loss or
+daemon stop with --exit-on-failsafe, 2 on a usage error.
 """
 
 EXIT_COUNT_NOT_REACHED = 1
@@ -77,6 +86,13 @@ def format_human(header: dict[str, Any], payload: bytes | None) -> str:
             f"up={header['uptime_s']:.1f}s fps={header['fps']:.1f} {counters} cameras={cameras}")
 
 
+def overlay_file_name(header: dict[str, Any]) -> str:
+    """`<camera>_<frame_id>.jpg`, with anything but letters, digits, '_', '.', '-' in the camera id as '_'
+    and the id cut to 64 characters (a header's camera id never picks the folder or the file's length)."""
+    camera = re.sub(r"[^A-Za-z0-9_.-]", "_", str(header["camera"]))[:64]
+    return f"{camera}_{int(header['frame_id'])}.jpg"
+
+
 def run(args: argparse.Namespace) -> int:
     from linewatch.subscribe import CurveClient, Subscriber
 
@@ -127,16 +143,28 @@ def run(args: argparse.Namespace) -> int:
             msg = sub.poll(0.2 if left is None else min(left, 0.2))
             if msg is None:
                 continue
-            if args.json:
-                line = jsonfile.dumps(msg.header, separators=(",", ":"))
-            else:
-                line = format_human(msg.header, msg.payload)
+            try:
+                if args.json:
+                    line = jsonfile.dumps(msg.header, separators=(",", ":"))
+                else:
+                    line = format_human(msg.header, msg.payload)
+            except Exception as exc:  # the library checked the header: a field this printer misreads
+                err(f"bad message: {msg.topic} seq {msg.header.get('seq')!r} cannot be printed: "
+                    f"{type(exc).__name__}: {exc}")
+                continue
             print(line, flush=True)
             if args.save_overlays is not None and msg.topic == "overlay" and msg.payload:
-                name = f"{msg.header['camera']}_{msg.header['frame_id']}.jpg".replace("/", "_")
-                (args.save_overlays / name).write_bytes(msg.payload)
+                path = args.save_overlays / overlay_file_name(msg.header)
+                try:
+                    path.write_bytes(msg.payload)
+                except OSError as exc:
+                    err(f"cannot save overlay {path}: {exc.strerror or exc}")
             printed += 1
             if args.count is not None and printed >= args.count:
                 return 0
+    except KeyboardInterrupt:  # Ctrl-C: the end of the watch, as --timeout is
+        return EXIT_COUNT_NOT_REACHED if args.count is not None else 0
     finally:
+        if sub.errors:
+            err(f"{sub.errors} bad message(s) received; the last: {sub.last_error}")
         sub.close()
