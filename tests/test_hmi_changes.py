@@ -135,9 +135,11 @@ def test_a_body_that_is_not_json_is_400(profile):
     assert r.status_code == 400 and "the body is not JSON" in r.json()["error"]
 
 
-def test_a_change_rewrites_the_profile_signals_the_heartbeats_pid_and_logs_one_line(profile, capsys):
+def test_a_change_rewrites_the_profile_signals_the_heartbeats_pid_and_logs_one_line(profile):
+    from structlog.testing import capture_logs
+
     client, sig = client_for(profile, pid=4242)
-    with client:
+    with client, capture_logs() as logs:  # whatever earlier tests configured structlog to print to
         r = client.post("/api/thresholds", json={"anomaly": 0.55, "adhesive": 0.8}, headers=AUTH)
     assert r.status_code == 200, r.text
     assert r.json() == {"old": {"anomaly": 0.7, "adhesive": 0.7}, "new": {"anomaly": 0.55, "adhesive": 0.8},
@@ -146,8 +148,8 @@ def test_a_change_rewrites_the_profile_signals_the_heartbeats_pid_and_logs_one_l
     text = profile.read_text()
     assert text.startswith("# line 3, cell inspection\n") and "# tuned 2026-09" in text
     assert sig.pids == [4242]
-    logged = [line for line in capsys.readouterr().out.splitlines() if "thresholds changed" in line]
-    assert len(logged) == 1 and "testclient" in logged[0] and "0.55" in logged[0]
+    logged = [e for e in logs if e["event"] == "thresholds changed"]
+    assert len(logged) == 1 and "testclient" in str(logged[0]["client"]) and "0.55" in str(logged[0])
 
 
 def test_one_head_alone_keeps_the_other_and_the_file_mode(profile):
