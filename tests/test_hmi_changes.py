@@ -136,8 +136,13 @@ def test_a_body_that_is_not_json_is_400(profile):
 
 
 def test_a_change_rewrites_the_profile_signals_the_heartbeats_pid_and_logs_one_line(profile):
+    import io
+
     from structlog.testing import capture_logs
 
+    from linewatch.logs import configure
+
+    configure("json", "info", stream=io.StringIO())  # an earlier test may have left the level at warning
     client, sig = client_for(profile, pid=4242)
     with client, capture_logs() as logs:  # whatever earlier tests configured structlog to print to
         r = client.post("/api/thresholds", json={"anomaly": 0.55, "adhesive": 0.8}, headers=AUTH)
