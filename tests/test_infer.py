@@ -163,6 +163,47 @@ def test_frames_that_cannot_be_decided_in_time_are_rejected_late_at_once_without
     assert {d.frame_id: d.reasons for d in pub.decisions[6:]} == {6: ("late",), 7: ("pass",)}
 
 
+def test_a_lone_frame_predicted_late_is_not_inferred_unless_the_expectation_is_stale(monkeypatch):
+    """One frame at a time (a CPU engine's batch of 1): the frame is rejected "late" at once when its age plus
+    the expected time is past the deadline; only when the engine has not run for EXPECT_REFRESH_NS is it
+    inferred anyway (to measure again). Timing-free: the expectation is set, the frame is 1.9 s old against a
+    2 s deadline and the expected time is 0.5 s; the refresh interval is pushed far out or to zero."""
+    import linewatch.pipeline.infer as infer_mod
+
+    ring = Ring(4, *HW)
+    engine = FakeEngine(max_batch=1)
+    pub = FakePublisher()
+    worker = InferenceWorker(ring, engine, Decider((0.5, 0.5), "ignore", 2_000_000_000), pub, ["a"])
+    worker._measured(1, 500_000_000)  # a batch of 1 takes 0.5 s: expected 0.5 + 2 x 0.25 s
+    assert worker.expected_ns(1) == pytest.approx(1.0e9) and worker.expected_ns(4) == pytest.approx(1.0e9)
+
+    def one(fid, age_ms):
+        ring.commit(ring.claim(), 0, fid, time.time_ns() - int(age_ms * 1e6), (0, -1))
+        batch = ring.take(1)
+        worker.process(batch)
+        ring.release(batch)
+        return pub.decisions[-1].reasons
+
+    monkeypatch.setattr(infer_mod, "EXPECT_REFRESH_NS", 10**15)
+    assert one(0, 1900) == ("late",) and engine.calls == 0 and worker.late_skipped == 1
+    assert one(1, 0) == ("pass",) and engine.calls == 1  # a fresh frame makes it
+    monkeypatch.setattr(infer_mod, "EXPECT_REFRESH_NS", 0)
+    assert one(2, 1900) == ("pass",) and engine.calls == 2, "a stale expectation: the frame is tried"
+    assert one(3, 2500) == ("late",) and engine.calls == 2, "past its deadline already: never inferred"
+
+
+def test_the_expected_time_follows_the_engine_mean_plus_two_deviations():
+    worker = InferenceWorker(Ring(2, *HW), FakeEngine(max_batch=4), Decider((0.5, 0.5), "ignore", 10**9),
+                             FakePublisher(), ["a"])
+    assert worker.expected_ns(2) == 0  # not measured: every frame within its deadline is admitted
+    for _ in range(200):
+        worker._measured(2, 10_000_000)
+    assert worker.expected_ns(2) == pytest.approx(10_000_000, rel=1e-3)  # steady: the deviation decays
+    worker._measured(2, 30_000_000)  # one slow batch widens the margin at once ...
+    assert worker.expected_ns(2) == pytest.approx(12.5e6 + 2 * 5e6, rel=1e-3)
+    assert worker.expected_ns(4) >= worker.expected_ns(2) and worker.expected_ns(1) == 0
+
+
 def test_worker_takes_at_most_max_take_frames_per_batch():
     ring = Ring(8, *HW)
     engine = FakeEngine(max_batch=8)

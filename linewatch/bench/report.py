@@ -47,6 +47,8 @@ def format_report(r: dict[str, Any]) -> str:
         "  capture -> decision".ljust(45) + _lat_cols(sp["capture_to_decision"]),
         "  decision -> sent (publisher queue)".ljust(45) + _lat_cols(sp["decision_to_sent"]),
         "  sent -> received (ZeroMQ + JSON)".ljust(45) + _lat_cols(sp["sent_to_received"]),
+        f"  inferred in time ({sp['inferred_only']['n']})".ljust(45) + _lat_cols(sp["inferred_only"]),
+        f"  fail-safe ({sp['failsafe_only']['n']})".ljust(45) + _lat_cols(sp["failsafe_only"]),
         "",
         "worker stages (ms; wait/infer per batch, decide/submit per frame)   mean      p50      p99      max",
     ]

@@ -544,6 +544,7 @@ def _latency_split(rows: _Rows) -> dict[str, dict[str, float]]:
         "decision_to_sent": percentiles_ms((a["t_sent_ns"] - a["t_decision_ns"])[m]),
         "sent_to_received": percentiles_ms((a["t_recv_ns"] - a["t_sent_ns"])[m]),
         "inferred_only": rows.latency(m & ~rows.fs),
+        "failsafe_only": rows.latency(m & rows.fs),
     }
 
 

@@ -12,9 +12,12 @@ Loop (one iteration per `ring.take`):
    record's code (`reason_of`: the ring's DROP_* codes -> `linewatch.pipeline.decide.REASON_*`).
 3. Frames: `engine.infer(batch.images)` on the contiguous view of the ring. If the engine raises,
    every frame of that batch is decided as a fail-safe reject "engine-error" (logged with the
-   exception); the worker keeps going with the next batch. When even the newest frame of the batch
-   is already past the deadline, the engine is skipped and the batch is rejected "late" without
-   scores: a backlog (after a stall) is cleared at once instead of making every later frame late.
+   exception); the worker keeps going with the next batch. Admission by predicted completion: a
+   frame whose age plus the expected inference time (`expected_ns`) is past the deadline is
+   rejected "late" at once, without scores, and the engine's time goes to the frames that can still
+   make it — a backlog (a line faster than the engine, or a stall) is skipped through instead of
+   making every later frame late. Only while the expectation is stale (the engine has not run for
+   `EXPECT_REFRESH_NS`) is the newest frame inferred anyway, to measure it again.
 4. Each frame is decided (`Decider.decide`, which also rejects "late" frames) and handed to
    `publisher.submit(decision, image, masks)` with views of the ring slot and the engine's output
    (the publisher copies what it keeps, and only for overlays).
@@ -100,6 +103,16 @@ def reason_of(code: int) -> str:
 STAGES = ("wait", "infer", "decide", "submit", "end_to_end")
 """Timed stages: time blocked in ring.take, engine.infer per batch, decide per frame,
 publisher.submit per frame, and capture -> decision per frame."""
+
+
+EXPECT_REFRESH_NS = 1_000_000_000
+"""Admission: after this long without a successful inference, the expected time per batch is stale and
+the newest frame of a batch is inferred even when it is predicted late (so the expectation is measured
+again; at most about one frame a second spent this way)."""
+EXPECT_DEVIATIONS = 2.0
+"""Admission: the expected inference time is the running mean plus this many running mean deviations
+(the estimator of TCP's retransmission timer, RFC 6298, with a tighter multiple): a frame admitted on
+the mean alone misses its deadline whenever the engine is a little slower than usual."""
 
 
 MAX_BATCH = 64
@@ -247,7 +260,13 @@ class InferenceWorker:
         """Frames not inferred because they could not be decided in time (age + expected inference time
         past the deadline when taken): rejected "late" at once."""
         self._infer_ns = np.zeros(MAX_BATCH + 1, np.float64)
-        """Expected inference time per batch size (ns; 0 = not measured yet), for that admission."""
+        """Running mean inference time per batch size (ns; 0 = not measured yet), for that admission."""
+        self._infer_dev = np.zeros(MAX_BATCH + 1, np.float64)
+        """Running mean deviation of it (ns)."""
+        self._expect_ns = np.zeros(MAX_BATCH + 1, np.float64)
+        """`expected_ns` per batch size: mean + EXPECT_DEVIATIONS x deviation, non-decreasing in size."""
+        self._ran_ns = 0
+        """time.monotonic_ns() of the last successful inference (0 = never)."""
         self.submit_errors = 0
         self.last_error: str | None = None
 
@@ -308,7 +327,8 @@ class InferenceWorker:
         self.max_batch = min(int(engine.max_batch), MAX_BATCH)
         self.max_take = min(int(max_take), self.max_batch) if max_take else self.max_batch
         self._announce = (self.model_id, model_id)
-        self._infer_ns[:] = 0  # the new engine's times are its own
+        self._infer_ns[:] = self._infer_dev[:] = self._expect_ns[:] = 0  # the new engine's times are its own
+        self._ran_ns = 0
         self.model_id = model_id
         self.swaps += 1
         done.set()
@@ -364,13 +384,14 @@ class InferenceWorker:
         # backlog (a line faster than the engine) is skipped through and the engine's time goes to
         # frames that can still make it. The ring is FIFO: the stale frames are the batch's first k.
         deadline = self.decider.params.deadline_ns
-        expect = int(self._infer_ns[n])
+        expect = int(self._expect_ns[n])
         now = time.time_ns()
         k = 0
-        while k < n - 1 and now - int(tcaps[k]) + expect > deadline:
-            k += 1  # the newest frame is always inferred: the expectation keeps being measured
-        if now - int(tcaps[k]) > deadline:
-            k = n  # even the newest is past its deadline: nothing to infer
+        while k < n and now - int(tcaps[k]) + expect > deadline:
+            k += 1
+        if k == n and now - int(tcaps[n - 1]) <= deadline and (
+                time.monotonic_ns() - self._ran_ns > EXPECT_REFRESH_NS):
+            k = n - 1  # the expectation is stale: infer the newest anyway, to measure the engine again
         for i in range(k):
             d = self.decider.decide(self._camera_name(int(cams[i])), int(fids[i]), int(tcaps[i]), None, REASON_LATE,
                                     truths[i])
@@ -396,11 +417,8 @@ class InferenceWorker:
                                engine=self.engine.name, exc_info=self.engine_errors == 1)
         took = time.perf_counter_ns() - t0
         self.hist["infer"].record(took)
-        if scores is not None:  # what a batch of m takes now (an EMA: the machine's load moves it)
-            prev = self._infer_ns[m]
-            self._infer_ns[m] = took if prev == 0 else 0.8 * prev + 0.2 * took
-            for j in range(m + 1, len(self._infer_ns)):  # larger batches take at least as long
-                self._infer_ns[j] = max(self._infer_ns[j], self._infer_ns[m])
+        if scores is not None:
+            self._measured(m, took)
         self.frames += m
         for j in range(m):
             i = k + j
@@ -410,6 +428,26 @@ class InferenceWorker:
             self.hist["decide"].record(time.perf_counter_ns() - t1)
             d.model = model
             self._emit(d, batch.images[i], None if masks is None else masks[j])
+
+    def expected_ns(self, n: int) -> float:
+        """What a batch of `n` frames is expected to take (ns; 0 = not measured yet): admission's estimate."""
+        return float(self._expect_ns[n])
+
+    def _measured(self, m: int, took: int) -> None:
+        """A batch of m took `took` ns: update the running mean and deviation (RFC 6298's gains, 1/8 and
+        1/4; the machine's load moves them) and the expectation of every size (larger batches take at
+        least as long)."""
+        mean, dev = self._infer_ns[m], self._infer_dev[m]
+        if mean == 0:
+            mean, dev = float(took), took / 2.0
+        else:
+            dev += 0.25 * (abs(took - mean) - dev)
+            mean += 0.125 * (took - mean)
+        self._infer_ns[m], self._infer_dev[m] = mean, dev
+        self._expect_ns[m] = mean + EXPECT_DEVIATIONS * dev
+        for j in range(m + 1, len(self._expect_ns)):
+            self._expect_ns[j] = max(self._expect_ns[j], self._expect_ns[m])
+        self._ran_ns = time.monotonic_ns()
 
     def _infer(self, images: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         masks, scores = self.engine.infer(images)
