@@ -49,6 +49,7 @@ def test_without_the_hmi_extra_the_command_names_the_install(monkeypatch, capsys
     (["--heartbeat-timeout", "0"], "--heartbeat-timeout 0.0: must be > 0 seconds"),
     (["--curve-server-key", "server.key"], "CURVE needs both --curve-server-key and --curve-client-cert"),
     (["--archive", "/nonexistent/record"], "--archive /nonexistent/record: no such folder"),
+    (["--nice", "20"], "--nice 20: must be 0..19"),
 ])
 def test_bad_options_exit_2_naming_the_value(argv, message, capsys):
     assert main(["hmi", *argv]) == 2
@@ -117,6 +118,7 @@ def test_hmi_follows_a_running_daemon_serves_an_overlay_and_shows_the_banner_wit
             return st if st and st["decisions"] > 200 and st["banner"]["state"] in ("ok", "degraded") else None
 
         st = wait_until(counting, 60, lambda: f"decisions > 200 on {base}/api/status: {status(base)}", interval=0.1)
+        assert os.getpriority(os.PRIO_PROCESS, hmi.pid) - os.getpriority(os.PRIO_PROCESS, 0) == 10  # --nice 10
         assert set(st["cameras"]) == {"cam0", "cam1"}
         assert st["rejects"] > 0 and "corrupt" in st["by_reason"]  # cam0 sends a corrupt frame every 11th
         assert st["model"]["backend"] == "null" and st["station"] == "cli-test"

@@ -57,6 +57,31 @@ def test_events_stream_status_snapshots_as_server_sent_events(fed):
     assert bad.status_code == 400 and bad.json()["error"] == "count='zero': must be an integer in 1..1000000000"
 
 
+def test_a_new_reject_is_pushed_at_once_without_waiting_for_the_refresh(fed):
+    """The refresh is 1000 s here: the second event can only come within the test's bound because a reject
+    arrived (before the change, the stream slept the whole period: this test hung until its bound)."""
+    import threading
+
+    _, agg, s = fed
+    got: list[dict] = []
+
+    def read() -> None:
+        with TestClient(create_app(agg, events_per_s=0.001, reject_events_per_s=100)) as client:
+            with client.stream("GET", "/events?count=2") as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        got.append(json.loads(line[len("data: "):]))
+                        if len(got) == 1:
+                            feed(agg, s.decision("cam0", 20, reasons=("pass",)))
+                            feed(agg, s.decision("cam0", 21, reasons=("adhesive-missing",)))
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), f"no event pushed for the reject ({len(got)} event(s))"
+    assert [e["rejects"] for e in got] == [2, 3] and got[1]["decisions"] == 10
+
+
 def test_overlay_serves_the_cameras_jpeg_and_404_before_the_first(fed):
     _, agg, _ = fed
     with TestClient(create_app(agg)) as client:

@@ -22,6 +22,9 @@ DEFAULT_BIND = "127.0.0.1:8080"
 DEFAULT_SHIFTS = ("06:00", "14:00", "22:00")
 """= linewatch.record.read.DEFAULT_SHIFTS (not imported here: it pulls numpy in; a test checks they agree)."""
 EXTRA = ("starlette", "uvicorn")
+DEFAULT_NICE = 10
+"""`--nice`: the page is a side consumer; it must never take CPU the decisions need (the station record's
+writer thread runs at the same nice value)."""
 
 DESCRIPTION = """\
 Serve the operator page of a running daemon: per camera the latest overlay, state, decisions/s and
@@ -55,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --allow-changes: the station profile the daemon runs (rewritten in place)")
     p.add_argument("--token-file", type=Path, default=None, metavar="FILE",
                    help="with --allow-changes: a file holding the secret token (mode 0600 or stricter)")
+    p.add_argument("--nice", type=int, default=DEFAULT_NICE, metavar="N",
+                   help=f"lower this process's CPU priority by N (0..19, default {DEFAULT_NICE}): on the station "
+                        "PC the engine comes first, the page takes what is left")
     add_curve(p)
 
 
@@ -126,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
     from linewatch.hmi.aggregate import parse_shifts
     from linewatch.subscribe import CurveClient
 
+    if not 0 <= args.nice <= 19:
+        raise UsageError(f"--nice {args.nice}: must be 0..19 (0 = the daemon's priority)")
     host, port = parse_bind(args.bind)
     shifts = tuple(s.strip() for s in str(args.shifts).split(",") if s.strip())
     try:
@@ -157,6 +165,11 @@ def run(args: argparse.Namespace) -> int:
     def stop(_signum: int, _frame: FrameType | None) -> None:
         raise SystemExit(0)  # SIGTERM is the ordinary stop: uvicorn shuts down, then re-raises it here
 
+    if args.nice:
+        try:
+            os.nice(args.nice)
+        except OSError as exc:  # e.g. a sandbox that forbids it: the page still works
+            print(f"linewatch hmi: --nice {args.nice} not applied ({exc.strerror or exc})", file=sys.stderr)
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         serve(args.connect, host=host, port=port, archive=args.archive, curve=curve, shifts=shifts,

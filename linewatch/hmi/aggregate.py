@@ -136,6 +136,11 @@ class Aggregator:
         self.errors = 0
         self.messages = 0
 
+    @property
+    def rejects(self) -> int:
+        """Rejects seen so far (a plain read: the event stream polls it to push a new reject at once)."""
+        return self._total[1]
+
     # ------------------------------------------------------------------ input
 
     def feed(self, msg: Message) -> None:

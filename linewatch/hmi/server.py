@@ -7,8 +7,10 @@ this is one more subscriber, like a gateway.
 
 Routes, all GET but one (read-only by default: no route changes anything; any other method is 405):
 - `/`: the page; `/static/<file>`: its assets, from the package only (no CDN, no external font);
-- `/events`: Server-Sent Events, one `data: <status JSON>` every 1/`events_per_s` s (`?count=N`: N, then
-  the stream ends);
+- `/events`: Server-Sent Events, `data: <status JSON>`: one every 1/`events_per_s` s (1 s), and one at
+  once (polled every `SSE_POLL_S`, at most `reject_events_per_s` a second) when a reject arrived, so a
+  reject reaches the page without waiting for the next refresh; every client gets the same text, made
+  once per `SSE_POLL_S` however many clients there are (`?count=N`: N, then the stream ends);
 - `/api/status`: the status JSON (`Aggregator.snapshot`: `decisions`, `rejects`, `passes`, `by_reason`,
   `cameras`, `heartbeat_age_s`, `yield`, `banner`, ...);
 - `/overlay/<camera>.jpg`: the camera's overlay JPEG (404 before the first);
@@ -42,6 +44,7 @@ import os
 import signal
 import sqlite3
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -222,17 +225,31 @@ def _reject_row(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def create_app(agg: Aggregator, *, archive: str | Path | None = None, events_per_s: float = 4.0,
+SSE_POLL_S = 0.05
+"""How often each event stream looks for a new reject, and how long one snapshot text is shared."""
+
+
+def create_app(agg: Aggregator, *, archive: str | Path | None = None, events_per_s: float = 1.0,
+               reject_events_per_s: float = 10.0,
                on_startup: Callable[[], Any] | None = None, on_shutdown: Callable[[], Any] | None = None,
                changes: Changes | None = None) -> Starlette:
     """The app over `agg` (module docstring); `on_startup`/`on_shutdown` run in its lifespan; `changes`
     turns `POST /api/thresholds` on (None: read-only)."""
-    if not events_per_s > 0:
-        raise ValueError(f"events_per_s {events_per_s}: must be > 0")
+    for name, v in (("events_per_s", events_per_s), ("reject_events_per_s", reject_events_per_s)):
+        if not v > 0:
+            raise ValueError(f"{name} {v}: must be > 0")
     if changes is not None and not changes.token:
         raise ValueError("changes: the token must not be empty")
     root = None if archive is None else Path(archive)
     period = 1.0 / events_per_s
+    min_gap = min(period, 1.0 / reject_events_per_s)
+    shared: list[Any] = [-1.0, ""]  # (monotonic time made, text): one snapshot text for every client
+
+    def snapshot_text() -> str:
+        now = time.monotonic()
+        if now - shared[0] >= SSE_POLL_S:
+            shared[0], shared[1] = now, f"data: {jsonfile.dumps(snapshot(), separators=(',', ':'))}\n\n"
+        return str(shared[1])
     change_lock = asyncio.Lock()
 
     def snapshot() -> dict[str, Any]:
@@ -256,12 +273,16 @@ def create_app(agg: Aggregator, *, archive: str | Path | None = None, events_per
         async def stream() -> AsyncIterator[str]:
             sent = 0
             while count is None or sent < count:
-                snap = snapshot()
-                yield f"data: {jsonfile.dumps(snap, separators=(',', ':'))}\n\n"
+                rejects, t_sent = agg.rejects, time.monotonic()
+                yield snapshot_text()
                 sent += 1
                 if count is not None and sent >= count:
                     break
-                await asyncio.sleep(period)
+                while True:  # the next: a new reject (not sooner than min_gap), else after `period`
+                    await asyncio.sleep(SSE_POLL_S)
+                    waited = time.monotonic() - t_sent
+                    if waited >= period or (agg.rejects != rejects and waited >= min_gap):
+                        break
                 if await request.is_disconnected():
                     break
 

@@ -1,4 +1,7 @@
-// linewatch operator page: reads /events (Server-Sent Events, the /api/status JSON ~4x/s) and draws it.
+// linewatch operator page: reads /events (Server-Sent Events: the /api/status JSON once a second, and at once
+// when a reject arrives) and draws it. It redraws only what changed, and reloads a camera's overlay image at
+// once for a reject, at most once a second for a pass (each reload is a JPEG decode: on the station PC's
+// CPU, a browser's work is the engine's loss).
 // Plain JS, no framework, nothing loaded from outside. It only GETs, except the thresholds form, shown only
 // when the server runs with --allow-changes (POST /api/thresholds with the operator's token).
 "use strict";
@@ -32,8 +35,10 @@ function drawCameras(s) {
     q(".rej").textContent = `${cam.rejects} of ${cam.decisions}`;
     q(".fs").textContent = cam.failsafe;
     const ov = cam.overlay;
-    if (ov && ov.frame_id !== c.frame) {
+    const now = Date.now();
+    if (ov && ov.frame_id !== c.frame && (ov.decision === "reject" || now - (c.loaded || 0) >= 1000)) {
       c.frame = ov.frame_id;
+      c.loaded = now;
       const img = q("img.overlay");
       img.src = `/overlay/${encodeURIComponent(name)}.jpg?f=${ov.frame_id}`;
       img.classList.toggle("reject", ov.decision === "reject");
@@ -43,7 +48,16 @@ function drawCameras(s) {
   }
 }
 
+const drawn = new Map();  // what a part of the page was last drawn from (JSON): unchanged data, no redraw
+function changed(part, data) {
+  const key = JSON.stringify(data);
+  if (drawn.get(part) === key) return false;
+  drawn.set(part, key);
+  return true;
+}
+
 function drawChart(perMinute) {
+  if (!changed("chart", perMinute)) return;
   const svg = $("chart"), w = 600, h = 120, n = perMinute.length, max = Math.max(1, ...perMinute);
   const bw = w / n, parts = [`<line x1="0" y1="${h - 0.5}" x2="${w}" y2="${h - 0.5}"/>`];
   perMinute.forEach((v, i) => {
@@ -58,6 +72,7 @@ function drawChart(perMinute) {
 }
 
 function drawReasons(byReason) {
+  if (!changed("reasons", byReason)) return;
   const body = $("reasons").tBodies[0];
   const rows = Object.entries(byReason).sort((a, b) => b[1] - a[1]);
   body.innerHTML = rows.length ? "" : `<tr><td class="muted">no rejects</td></tr>`;
