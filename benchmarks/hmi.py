@@ -1,6 +1,6 @@
 """What the operator page costs the line, and how fast a reject reaches it.
 
-    python benchmarks/hmi.py [--browsers 5] [--rounds 2] [--duration 20] [--out results.json]
+    python benchmarks/hmi.py [--browsers 5] [--browser-nice 19] [--sse-clients 5] [--rounds 2] [--duration 20]
 
 Each round runs `linewatch bench` (the shipped model, closed loop, the profile's settings) twice, side by
 side: once alone, once with `linewatch hmi` connected to the bench's publisher and `--browsers` headless
@@ -38,14 +38,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def open_pages(url: str, n: int) -> list:
+def browser_binary(nice: int) -> str:
+    """Debian's chromium, or a wrapper that starts it at `nice` (a browser on the station PC at low priority)."""
+    if not nice:
+        return "/usr/bin/chromium"
+    import tempfile
+
+    path = os.path.join(tempfile.mkdtemp(prefix="linewatch-hmi-bench-"), "chromium")
+    with open(path, "w") as f:
+        f.write(f'#!/bin/sh\nexec nice -n {int(nice)} /usr/bin/chromium "$@"\n')
+    os.chmod(path, 0o755)
+    return path
+
+
+def open_pages(url: str, n: int, nice: int = 0) -> list:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     drivers = []
+    binary = browser_binary(nice)
     for _ in range(n):
         opts = webdriver.ChromeOptions()
-        opts.binary_location = "/usr/bin/chromium"
+        opts.binary_location = binary
         for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
             opts.add_argument(arg)
         d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
@@ -72,7 +86,7 @@ def bench(args: argparse.Namespace, with_hmi: bool) -> dict:
                     hmi = subprocess.Popen([sys.executable, "-m", "linewatch", "hmi", "--connect", m.group(1), "--bind",
                                             f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(2.0)  # the server listening (the bench warms its engine meanwhile)
-                    drivers = open_pages(f"http://127.0.0.1:{port}/", args.browsers)
+                    drivers = open_pages(f"http://127.0.0.1:{port}/", args.browsers, args.browser_nice)
                     streams = [subprocess.Popen(["curl", "-sN", f"http://127.0.0.1:{port}/events"],
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                                for _ in range(args.sse_clients)]
@@ -103,6 +117,8 @@ def main() -> int:
     ap.add_argument("--browsers", type=int, default=5)
     ap.add_argument("--sse-clients", type=int, default=0,
                     help="also this many plain event-stream clients (curl): the server's cost without rendering")
+    ap.add_argument("--browser-nice", type=int, default=0, metavar="N",
+                    help="start the browsers at nice N (a browser on the station PC at low priority; default 0)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--warmup", type=float, default=3.0)
@@ -117,7 +133,8 @@ def main() -> int:
             print(dumps(r), flush=True)
     off = [r["fps_median"] for r in runs if not r["hmi"]]
     on = [r["fps_median"] for r in runs if r["hmi"]]
-    summary = {"browsers": args.browsers, "fps_off": off, "fps_on": on,
+    summary = {"browsers": args.browsers, "browser_nice": args.browser_nice, "sse_clients": args.sse_clients,
+               "fps_off": off, "fps_on": on,
                "ratio_of_medians": round(statistics.median(on) / statistics.median(off), 3), "runs": runs}
     print(dumps({k: v for k, v in summary.items() if k != "runs"}))
     if args.out:
