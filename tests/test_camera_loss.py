@@ -155,7 +155,7 @@ def test_a_camera_unplugged_mid_stream_goes_down_comes_back_and_every_frame_is_d
     assert code == 0
 
     # Heartbeats: up, then down, then up again (consecutive duplicates folded).
-    seen = [s for s, _ in states()]
+    seen = [s for s, _ in states() if s != "starting"]  # the first heartbeats may come before the camera opened
     folded = [s for i, s in enumerate(seen) if i == 0 or s != seen[i - 1]]
     assert folded[:1] == ["up"] and "down" in folded and folded[folded.index("down"):][:2] == ["down", "up"], folded
     assert faults.destroyed >= 1 and faults.failed_opens >= 3 and src.counters.reconnects == 1
