@@ -178,3 +178,5 @@ def test_a_camera_unplugged_mid_stream_goes_down_comes_back_and_every_frame_is_d
     assert lost_seen >= 3 and reasons["dropped"] == lost_seen == src.counters.dropped_lost, (reasons, lost_seen)
     assert src.counters.committed + src.counters.dropped_lost + src.counters.dropped_corrupt \
         + src.counters.dropped_full == src.frames_seen
+    print(f"camera loss: {src.frames_seen} frames, {lost_seen} lost on the link and decided 'dropped', "
+          f"{faults.failed_opens} reopens refused, {src.counters.reconnects} reconnect, heartbeats {folded}")
