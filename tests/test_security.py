@@ -9,9 +9,16 @@ real CurveServer, ZAP authenticator and bind are what is tested.
 
 from __future__ import annotations
 
+import ast
+import builtins
+import json
 import os
+import subprocess
+import tempfile
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import structlog
 import zmq
@@ -19,9 +26,13 @@ import zmq.auth
 from fakes import FakeEngine, FakeLog
 from waiting import wait_until
 
+from linewatch.engines.manifest import Manifest, sha256_file
+from linewatch.errors import ProfileError
+from linewatch.pipeline.acquire.base import SourceError
+from linewatch.pipeline.acquire.replay import ReplaySource
 from linewatch.pipeline.daemon import Daemon
 from linewatch.pipeline.publish import REFUSED_LOG_KEYS, _CurveClients
-from linewatch.profile import parse_profile
+from linewatch.profile import ReplayCamera, load_profile, parse_profile
 from linewatch.security import exposed, file_mode_warnings
 from linewatch.subscribe import CurveClient, Subscriber
 
@@ -251,3 +262,199 @@ def test_the_daemon_logs_every_unsafe_file_mode_at_start_and_starts_all_the_same
     assert set(warned) == {str(path), str(certs["keys"] / "server.key_secret")}
     assert warned[str(path)]["mode"] == "0666" and warned[str(certs["keys"] / "server.key_secret")]["mode"] == "0644"
     assert "publisher_bound" in log.names()  # a warning, not a refusal
+
+
+# -- (d) nothing in linewatch executes what a profile says ----------------------------------------------------
+
+MARK = "PWNED"
+CODE_LIKE = [
+    f"__import__('os').system('touch {MARK}')", "{x}", "{0.__class__.__mro__}", "{station.name}", f"$(touch {MARK})",
+    f"`touch {MARK}`", "${HOME}", "%s%s%n", "%(x)s", "%d", f"; touch {MARK}", f"| touch {MARK}", "{{x}}",
+    "\\x00 \\n", "exec(open('x').read())",
+]
+"""Strings a shell, str.format, %-formatting, eval or an f-string would act on."""
+
+
+def _toml(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a TOML basic string
+
+
+@pytest.mark.parametrize("text", CODE_LIKE)
+def test_profile_strings_that_look_like_code_stay_the_same_strings_or_are_refused(tmp_path, text):
+    monkey = tmp_path / "cwd"
+    monkey.mkdir()
+    v = _toml(text)
+    profile = (f'[station]\nendpoint = {_toml("tcp://" + text)}\n'
+               f'curve = {{ secret_key_file = {v}, authorized_keys_dir = {v} }}\n'
+               f'[model]\npath = {v}\nstore = {v}\n'
+               f'[[camera]]\nid = "r"\nsource = "replay"\npath = {v}\n'
+               f'[[camera]]\nid = "g"\nsource = "genicam"\ncti = {v}\ndevice = {v}\nfeatures = {{ DeviceUserID = {v} }}\n'
+               f'[archive]\ndir = {v}\n')
+    cwd = os.getcwd()
+    os.chdir(monkey)  # where a shell command of the strings would write its file
+    try:
+        prof = parse_profile(profile, name="station.toml", base_dir=tmp_path)
+        for key in ("name", "id"):  # the keys with a pattern refuse them
+            bad = profile.replace('id = "r"', f"id = {v}") if key == "id" else f"[station]\nname = {v}\n" + \
+                profile.removeprefix("[station]\n")
+            with pytest.raises(ProfileError, match=f"{'camera' if key == 'id' else 'station'}.*{key}"):
+                parse_profile(bad, name="station.toml", base_dir=tmp_path)
+    finally:
+        os.chdir(cwd)
+    cam, genicam = prof.camera
+    assert prof.station.endpoint == "tcp://" + text
+    assert prof.station.curve is not None
+    assert prof.station.curve.secret_key_file == prof.station.curve.authorized_keys_dir == text
+    assert prof.model.path == prof.model.store == cam.path == genicam.cti == genicam.device == text
+    assert genicam.features == {"DeviceUserID": text} and prof.archive is not None and prof.archive.dir == text
+    assert prof.resolve(text) == tmp_path / text  # a path joined, nothing expanded
+    assert os.listdir(monkey) == [] and not (tmp_path / MARK).exists()
+
+
+class Spy:
+    """Records every call of eval, exec, os.system, os.popen and subprocess.Popen whose arguments hold `needle`."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, needle: str) -> None:
+        self.calls: list[str] = []
+        for owner, name in ((builtins, "eval"), (builtins, "exec"), (os, "system"), (os, "popen"),
+                            (subprocess, "Popen")):
+            monkeypatch.setattr(owner, name, self._wrap(getattr(owner, name), f"{owner.__name__}.{name}", needle))
+
+    def _wrap(self, fn, name: str, needle: str):
+        def spy(*args, **kwargs):
+            if needle in repr((args, kwargs)):
+                self.calls.append(f"{name}{args!r}")
+            return fn(*args, **kwargs)
+
+        return spy
+
+
+def test_a_daemon_on_profile_strings_that_look_like_code_runs_none_of_them(tmp_path, monkeypatch):
+    """Every path of the profile (model, replay folder and its image, archive, ipc endpoint) is named with code
+    a shell, str.format or eval would run: the daemon uses each as a literal name and runs none."""
+    from linewatch.record import read
+
+    spy = Spy(monkeypatch, MARK)
+    monkeypatch.chdir(tmp_path)  # where `touch PWNED` would land
+    name = f"$(touch {MARK}) `touch {MARK}` {{x}} %s %d __import__('os').system('touch {MARK}')"
+    model = tmp_path / f"{name}.onnx"
+    model.write_bytes(b"not a network: the null engine never reads it")
+    Manifest(onnx=model.name, sha256=sha256_file(model), input_height=64, input_width=160).save(
+        model.with_suffix(".json"))
+    frames = tmp_path / name
+    frames.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(frames / f"{i} {name}.png"), np.full((32, 48, 3), 40 * i, np.uint8))
+    short = Path(tempfile.mkdtemp(prefix="lw-", dir="/tmp"))  # an ipc path must fit in 107 bytes
+    sock = short / f"$(touch {MARK}){{x}}%s.sock"
+    archive = tmp_path / f"archive {name}"
+    path = tmp_path / "station.toml"
+    path.write_text(f'[station]\nname = "sec"\nendpoint = {_toml("ipc://" + str(sock))}\n'
+                    f'[model]\npath = {_toml(model.name)}\nbackend = "null"\nmax_batch = 4\n'
+                    f'[[camera]]\nid = "cam0"\nsource = "replay"\npath = {_toml(name)}\n'
+                    f'[archive]\ndir = {_toml(archive.name)}\npass_every = 1\n')
+    path.chmod(0o640)
+    log = FakeLog()
+    d = Daemon(load_profile(path), profile_path=path, log=log)
+    try:
+        d.start()
+        assert sock.exists()  # the socket file under its literal name
+        assert d.join(30) == 0  # a finite replay: every camera done
+    finally:
+        d.stop()
+        d.join(30)
+    rows = read.query(archive)
+    assert [r["frame_id"] for r in rows] == [0, 1, 2] and all(r["decision"] == "pass" for r in rows)
+    assert all((archive / r["image"]).is_file() for r in rows)
+    assert d.model["path"] == str(model)
+    assert spy.calls == []
+    assert not list(tmp_path.rglob(MARK)) and not list(short.rglob(MARK)) and not Path(MARK).exists()
+
+
+def test_a_replay_video_path_with_a_percent_is_refused_not_read_as_a_numbered_sequence(tmp_path):
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"frame{i}.png"), np.full((24, 32, 3), 60 * i, np.uint8))
+    video = tmp_path / "frame%d.png"
+    video.write_bytes((tmp_path / "frame1.png").read_bytes())
+    cap = cv2.VideoCapture(str(video))  # what OpenCV does with it: frame0, frame1, frame2, not this file
+    seen = []
+    while (got := cap.read())[0]:
+        seen.append(int(got[1].mean()))
+    cap.release()
+    assert seen == [0, 60, 120]
+    with pytest.raises(SourceError, match=r"frame%d\.png.*numbered sequence.*rename it"):
+        ReplaySource(ReplayCamera(id="r", path=str(video)))
+    plain = ReplaySource(ReplayCamera(id="r", path="frame1.png"), path=Path(os.path.relpath(tmp_path / "frame1.png")))
+    assert plain.video is not None and plain.video.is_absolute()  # never read as a protocol (concat:, pipe:)
+
+
+# the grep-level guard: no code in linewatch evaluates, formats or unpickles what it reads
+
+RUNTIME = ("profile.py", "security.py", "protocol.py", "subscribe.py", "logs.py", "jsonfile.py", "pipeline/", "record/")
+"""The modules a profile's strings pass through on their way into the daemon (str.format is checked there)."""
+ALLOWED = {
+    ("profile.py", "bounds[t].format(**ctx)"): "templates from a literal dict in the function, values from pydantic",
+    ("cli/__init__.py", "importlib.import_module(f'linewatch.cli.{module}')"): "module names from the literal COMMANDS",
+    ("engines/factory.py", "ctypes.CDLL(lib)"): "library names from a literal tuple",
+}
+UNPICKLERS = {"pickle", "marshal", "shelve", "dill", "cloudpickle", "jsonpickle", "yaml"}
+
+
+def code_execution_sites(source: str, rel: str) -> list[str]:
+    """Every place in `source` that could run text as code: eval / exec / compile / __import__, format_map,
+    os.system / popen / exec* / spawn*, shell=True, an unpickler or yaml, string.Template, torch.load without
+    weights_only=True, a dynamic import or library load, and (in RUNTIME modules) str.format on anything but a
+    literal. `ALLOWED` sites are left out."""
+    out: list[str] = []
+    runtime = rel.startswith(RUNTIME)
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            if any(n.split(".")[0] in UNPICKLERS for n in names) or (
+                    isinstance(node, ast.ImportFrom) and node.module == "string" and "Template" in names):
+                out.append(f"{rel}:{node.lineno}: {ast.unparse(node)}")
+            continue
+        if not isinstance(node, ast.Call):
+            continue
+        call = ast.unparse(node)
+        f = node.func
+        bad = (isinstance(f, ast.Name) and f.id in ("eval", "exec", "compile", "__import__"))
+        if isinstance(f, ast.Attribute):
+            owner = ast.unparse(f.value)
+            bad = bad or f.attr == "format_map" or (owner == "string" and f.attr == "Template")
+            bad = bad or (owner == "os" and (f.attr in ("system", "popen") or f.attr.startswith(("exec", "spawn"))))
+            bad = bad or (owner == "importlib" and f.attr == "import_module") or f.attr in ("CDLL", "LoadLibrary")
+            bad = bad or (owner == "torch" and f.attr == "load" and not any(
+                k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                for k in node.keywords))
+            if runtime and f.attr == "format" and not (isinstance(f.value, ast.Constant) and isinstance(f.value.value, str)):
+                bad = True
+        bad = bad or any(k.arg == "shell" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
+                         for k in node.keywords)
+        if bad and not any(rel == r and call.startswith(c) for r, c in ALLOWED):
+            out.append(f"{rel}:{node.lineno}: {call[:120]}")
+    return out
+
+
+def test_no_code_in_linewatch_evaluates_formats_or_unpickles_what_it_reads():
+    root = Path(__file__).resolve().parent.parent / "linewatch"
+    files = sorted(root.rglob("*.py"))
+    sites = [s for p in files for s in code_execution_sites(p.read_text(encoding="utf-8"), p.relative_to(root).as_posix())]
+    assert len(files) > 80 and sites == []
+
+
+def test_the_guard_finds_each_way_of_running_text_as_code():
+    bad = {
+        "eval(text)": 1, "exec(text)": 1, "compile(text, 'p', 'exec')": 1, "__import__(text)": 1,
+        "template.format_map(values)": 1, "os.system(text)": 1, "os.popen(text)": 1, "os.execvp(a, b)": 1,
+        "subprocess.run(text, shell=True)": 1, "import pickle": 1, "from yaml import load": 1,
+        "from string import Template": 1, "string.Template(text)": 1, "torch.load(p)": 1,
+        "torch.load(p, weights_only=False)": 1, "importlib.import_module(name)": 1, "ctypes.CDLL(name)": 1,
+        "text.format(**values)": 1,
+    }
+    for code, n in bad.items():
+        assert len(code_execution_sites(code, "pipeline/x.py")) == n, code
+    assert code_execution_sites("text.format(**values)", "model/x.py") == []  # str.format is checked in RUNTIME only
+    fine = ("model.eval()", "'{} of {}'.format(a, b)", "torch.load(p, weights_only=True)", "subprocess.run(['ls'])",
+            "subprocess.run(args, shell=False)", "json.loads(text)", "re.compile(text)")
+    assert [c for c in fine if code_execution_sites(c, "pipeline/x.py")] == []

@@ -14,6 +14,9 @@ profile's folder) or `ReplaySource(camera_table, path=...)`.
 Frames are paced at `fps` on a monotonic clock (unset or 0 = as fast as they decode). An image that
 cannot be read becomes a DROP_CORRUPT record (its truth carried) and a warning naming the file; the
 replay goes on with the next one.
+
+A video path is opened by OpenCV's FFmpeg backend, which reads a `%` in a file name as a numbered
+sequence (`frame%d.png` = frame0.png, frame1.png ...): such a path is refused at start (rename the file).
 """
 
 from __future__ import annotations
@@ -86,7 +89,10 @@ class ReplaySource(BaseSource):
                     + (f" of split {config.split!r}" if config.split is not None else "")
                 )
         else:
-            self.video = path
+            if "%" in path.name:
+                raise SourceError(f"replay video {path}: OpenCV reads a '%' in a file name as a numbered sequence "
+                                  "(frame%d.png = frame0.png, frame1.png ...), not as this file: rename it")
+            self.video = path.absolute()  # absolute: FFmpeg never reads it as a protocol (concat:, pipe:)
         self._cap: cv2.VideoCapture | None = None
         self._buf: np.ndarray | None = None
         self._i = 0
