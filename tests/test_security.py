@@ -118,6 +118,22 @@ def test_a_curve_client_whose_key_is_not_listed_receives_nothing_and_its_refusal
     assert refusals[0]["endpoint"] == d.endpoint and refusals[0]["refused"] == 1
 
 
+def test_a_client_key_file_that_cannot_be_read_fails_start_naming_it_and_an_empty_folder_is_a_warning(tmp_path, certs):
+    from linewatch.pipeline.publish import CurveServer, Publisher, PublisherError
+
+    keys, clients = certs["keys"], certs["clients"]
+    (clients / "broken.key").write_text("not a certificate")
+    with pytest.raises(PublisherError, match=r"CURVE client key file .*broken\.key cannot be read"):
+        Publisher("tcp://127.0.0.1:0", "st", curve=CurveServer(keys / "server.key_secret", clients)).start()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with structlog.testing.capture_logs() as logs:
+        pub = Publisher("tcp://127.0.0.1:0", "st", curve=CurveServer(keys / "server.key_secret", empty)).start()
+        pub.stop()
+    assert [(e["log_level"], e["clients_dir"]) for e in logs if "no subscriber can connect" in e["event"]] == [
+        ("warning", str(empty))]
+
+
 def test_refusals_are_logged_once_a_minute_per_key_and_for_at_most_a_few_keys_a_minute():
     now = [1000.0]
     check = _CurveClients({b"listed"}, Path("/etc/linewatch/keys/clients"), "tcp://0.0.0.0:5555", clock=lambda: now[0])
