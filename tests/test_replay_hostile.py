@@ -15,7 +15,6 @@ import os
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import zlib
 from pathlib import Path
@@ -278,13 +277,15 @@ hostile_bytes = st.one_of(
                                b"II+\x00"]), st.binary(max_size=200)),
 )
 
-_DIR = Path(tempfile.mkdtemp(prefix="lw-hostile-"))
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("hostile")
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=hostile_bytes)
-def test_any_bytes_are_an_image_within_the_limit_or_corrupt(data):
-    path = _DIR / "x.png"
+def test_any_bytes_are_an_image_within_the_limit_or_corrupt(scratch, data):
+    path = scratch / "x.png"
     path.write_bytes(data)
     try:
         image = read_image(path)
