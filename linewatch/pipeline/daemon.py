@@ -11,6 +11,9 @@ Start order (`start()`): OpenCV set to one thread per caller (the engine owns th
 the engine's page-locked allocator when `engine.pinned`), decision stage, publisher (binds the
 endpoint), inference worker, one acquisition thread per camera, and the supervisor thread. Then
 `READY=1` goes to systemd. Any failure before READY undoes what was started and raises.
+Warnings at start (`linewatch.security`), never refusals: `unsafe_file_mode` for a profile others can
+write or a CURVE key others can read, `endpoint_exposed_without_curve` for an endpoint bound beyond
+loopback without CURVE.
 
 Shutdown (`stop()`, SIGTERM, `--duration`, `--max-frames`, or every finite camera done):
 `STOPPING=1`; acquisition stops (stop event, source threads joined); the ring is closed and the
@@ -249,6 +252,10 @@ class Daemon:
             slots = max(prof.ring.slots, self.engine.max_batch)
             self.ring = Ring(slots, h, w, alloc=alloc)
 
+            from linewatch.security import exposed, file_mode_warnings
+
+            for problem in file_mode_warnings(prof, self.profile_path):
+                self.log.warning("unsafe_file_mode", **problem.fields())
             if self.publisher is None:
                 self.recorder = self._make_recorder()
                 pub = self._make_publisher()
@@ -258,6 +265,11 @@ class Daemon:
                 pub.start()
                 self.endpoint = pub.endpoint
                 self.log.info("publisher_bound", endpoint=pub.endpoint)
+                if prof.station.curve is None and pub.endpoint is not None and exposed(pub.endpoint):
+                    self.log.warning("endpoint_exposed_without_curve", endpoint=pub.endpoint,
+                                     requested=prof.station.endpoint,
+                                     note="anyone who can reach this address reads every decision; bind to "
+                                          "127.0.0.1 or an ipc:// path, or set [station] curve (docs/operations.md)")
                 self._audit("start", version=__version__, profile=str(self.profile_path or "embedded"),
                             profile_sha256=self._profile_sha, model=self.model["id"], model_path=self.model["path"],
                             engine=self.engine.name, precision=self.engine.precision, device=self.engine.device,

@@ -39,6 +39,14 @@ on the publisher's context checks them. Generate keys with
 
 The daemon holds `server.key_secret`; subscribers hold `server.key` and their own `*.key_secret`
 (`linewatch subscribe --curve-server-key keys/server.key --curve-client-cert keys/plc1.key_secret`).
+
+The clients' keys are read once, at `start()` (a key added later needs a restart); a key file that cannot
+be read fails `start()` naming it, and a folder without any `*.key` is a warning (no subscriber can
+connect). A client whose key is not listed is refused during the handshake: it receives nothing, and
+the refusal is counted (`curve_refused`) and logged (`CURVE client refused`, with the client's public
+key) at most once a minute per key and for at most `REFUSED_LOG_KEYS` distinct keys a minute. ZeroMQ does
+not retry a refused handshake on its own (measured: one refusal in 30 s from one client); a gateway that
+reconnects in a loop is refused, and counted, each time.
 """
 
 from __future__ import annotations
@@ -76,6 +84,12 @@ from linewatch.protocol import (
 log = structlog.get_logger(__name__)
 
 _STOP = object()  # queue sentinel
+
+REFUSED_LOG_INTERVAL_S = 60.0
+"""A refused CURVE client key is logged at most once per this many seconds."""
+REFUSED_LOG_KEYS = 20
+"""At most this many distinct refused keys are logged per `REFUSED_LOG_INTERVAL_S` (a client that makes a
+new key for each try fills no disk); `curve_refused` counts every refusal."""
 
 
 class PublisherError(LinewatchError):
@@ -119,6 +133,54 @@ def _load_server_keys(curve: CurveServer) -> tuple[bytes, bytes]:
     if curve.clients_dir is not None and not Path(curve.clients_dir).is_dir():
         raise PublisherError(f"CURVE clients directory {curve.clients_dir} does not exist")
     return public, secret
+
+
+def _load_client_keys(clients_dir: Path) -> set[bytes]:
+    """The public keys (Z85) of the `*.key` certificates in `clients_dir`; PublisherError naming a file that
+    cannot be read."""
+    import zmq.auth
+
+    keys: set[bytes] = set()
+    for path in sorted(Path(clients_dir).glob("*.key")):
+        try:
+            public, _ = zmq.auth.load_certificate(path)
+        except Exception as exc:  # zmq raises ValueError / OSError with little context
+            raise PublisherError(f"CURVE client key file {path} cannot be read: {exc} "
+                                 "(expected a public *.key file from zmq.auth.create_certificates)") from exc
+        keys.add(public)
+    if not keys:
+        log.warning("CURVE clients directory holds no *.key file: no subscriber can connect",
+                    clients_dir=str(clients_dir))
+    return keys
+
+
+class _CurveClients:
+    """The ZAP check of CURVE clients (`zmq.auth` credentials provider, called in the authenticator's
+    thread): a client is allowed when its public key is one of `keys`; a refusal is counted and logged
+    (module doc: once a minute per key, at most REFUSED_LOG_KEYS keys a minute)."""
+
+    def __init__(self, keys: set[bytes], clients_dir: Path, endpoint: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.keys = frozenset(keys)
+        self.clients_dir = clients_dir
+        self.endpoint = endpoint
+        self.refused = 0
+        self._clock = clock
+        self._logged: dict[bytes, float] = {}
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """True when the client with this public key (Z85) may connect."""
+        if key in self.keys:
+            return True
+        self.refused += 1
+        now = self._clock()
+        self._logged = {k: t for k, t in self._logged.items() if now - t < REFUSED_LOG_INTERVAL_S}
+        if key not in self._logged and len(self._logged) < REFUSED_LOG_KEYS:
+            self._logged[key] = now
+            log.warning("CURVE client refused", client_key=key.decode("ascii", "replace"),
+                        clients_dir=str(self.clients_dir), endpoint=self.endpoint, refused=self.refused,
+                        note="its public key is not in the clients directory; logged once a minute per key")
+        return False
 
 
 RecordHook = Callable[[Decision, int, int, "np.ndarray | None", "np.ndarray | None"], None]
@@ -201,6 +263,7 @@ class Publisher:
         self._t_start = time.monotonic()
         self._stopping = False
         self._drain = True
+        self._clients: _CurveClients | None = None
 
     # ------------------------------------------------------------------ caller side
 
@@ -210,6 +273,9 @@ class Publisher:
             raise PublisherError("Publisher.start() called twice")
         if self.curve is not None:
             _load_server_keys(self.curve)  # fail here, in the caller, with a clear message
+            if self.curve.clients_dir is not None:
+                self._clients = _CurveClients(_load_client_keys(self.curve.clients_dir), self.curve.clients_dir,
+                                              self.requested_endpoint)
         self._t_start = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="linewatch-publisher", daemon=True)
         self._thread.start()
@@ -263,6 +329,11 @@ class Publisher:
                 return
             if slot >= 0:
                 self._overlays.submit(decision, slot)
+
+    @property
+    def curve_refused(self) -> int:
+        """CURVE handshakes refused because the client's key is not in `clients_dir` (0 without one)."""
+        return self._clients.refused if self._clients is not None else 0
 
     def counters(self) -> dict[str, int]:
         """A snapshot of the publisher's own counters (with its overlay encoder's `overlays_skipped`)."""
@@ -331,8 +402,8 @@ class Publisher:
                     public, secret = _load_server_keys(self.curve)
                     auth = ThreadAuthenticator(ctx)
                     auth.start()
-                    if self.curve.clients_dir is not None:
-                        auth.configure_curve(domain="*", location=str(self.curve.clients_dir))
+                    if self._clients is not None:
+                        auth.configure_curve_callback(domain="*", credentials_provider=self._clients)
                     else:
                         auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
                     sock.curve_secretkey = secret
@@ -343,6 +414,8 @@ class Publisher:
                     endpoint = endpoint[:-2] + ":*"
                 sock.bind(endpoint)
                 self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+                if self._clients is not None:
+                    self._clients.endpoint = self.endpoint
             except Exception as exc:
                 self._start_error = exc
                 return

@@ -7,10 +7,15 @@
 The date is the decision's local date. The frame's path, relative to the archive folder, is the
 journal row's `image` (one row, one frame; `mask_paths` derives the masks' paths from it). Masks are
 stored at the model's output size (1/8 of the input); `linewatch archive export` scales them up.
+
+A file under its name is whole: each is written as `<name>.part` and renamed once written (`os.replace`),
+the masks first and the frame last, so a frame on disk has its masks. A writer killed mid-file leaves
+only a `.part` file, which the next recorder removes when it opens the folder (`remove_partial`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -21,6 +26,8 @@ from linewatch import HEADS
 
 IMAGES_DIR = "images"
 FORMATS = ("png", "jpg")
+PARTIAL = ".part"
+"""Suffix of a file being written (module doc)."""
 
 
 def frame_path(camera: str, session: str, frame_id: int, t_decision_ns: int, fmt: str) -> str:
@@ -46,20 +53,45 @@ def write_frame(root: Path, rel: str, image: np.ndarray, masks: np.ndarray | Non
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if rel.endswith(".jpg") else \
         [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)]
-    files = [(path, bgr, params)]
+    files = []
     if masks is not None:
         m = np.clip(masks * 255.0 + 0.5, 0, 255).astype(np.uint8)
         for i, mrel in enumerate(mask_paths(rel).values()):
             files.append((root / mrel, m[i], [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)]))
+    files.append((path, bgr, params))  # last: a frame on disk has its masks
     total = 0
     for p, data, prm in files:
         ok, buf = cv2.imencode(p.suffix, data, prm)
         if not ok:
             raise OSError(f"{p}: OpenCV could not encode the image")
-        with open(p, "wb") as f:
-            f.write(buf.tobytes())
+        _write_whole(p, buf.tobytes())
         total += int(buf.size)
     return total
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """`data` into `path`, through `<path>.part` renamed once written: never a cut file under its name."""
+    part = path.with_name(path.name + PARTIAL)
+    try:
+        with open(part, "wb") as f:
+            f.write(data)
+        os.replace(part, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            part.unlink()
+        raise
+
+
+def remove_partial(root: Path) -> int:
+    """Delete the `.part` files under `<root>/images` (left by a writer that was killed); how many."""
+    removed = 0
+    for dirpath, _, names in os.walk(root / IMAGES_DIR):
+        for n in names:
+            if n.endswith(PARTIAL):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(dirpath, n))
+                    removed += 1
+    return removed
 
 
 def remove_frame(root: Path, rel: str) -> int:

@@ -274,6 +274,10 @@ class Recorder:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             self._journal = self._journal_factory(self.root)
+            removed = img.remove_partial(self.root)
+            if removed and self.log is not None:
+                self.log.warning("archive_partial_images_removed", dir=str(self.root), files=removed,
+                                 note=f"*{img.PARTIAL} files a writer killed mid-write left; no row named them")
             self._images_bytes = img.folder_bytes(self.root)
         except Exception as exc:  # the archive's fault: degraded, never the caller's
             self._journal = None
