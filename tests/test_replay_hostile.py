@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import structlog
 from fakes import FakeEngine, FakeLog, FakePublisher
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from linewatch.pipeline.acquire import replay
@@ -282,8 +282,15 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("hostile")
 
 
+WIDE_BMP = (b"BM6$\x00\x00\x00\x00\x00\x006\x00\x00\x00(\x00\x00\x00@\x00\x10\x000\x00\x00\x00\x01\x00\x18\x00"
+            + bytes(2000))
+"""Found by the property below in CI's first run on main: a BMP 1 048 640 px wide and 48 high (50 Mpx, under
+MAX_IMAGE_PIXELS) that OpenCV refuses with cv2.error (wider than its CV_IO_MAX_IMAGE_WIDTH) instead of None."""
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=hostile_bytes)
+@example(data=WIDE_BMP)
 def test_any_bytes_are_an_image_within_the_limit_or_corrupt(scratch, data):
     path = scratch / "x.png"
     path.write_bytes(data)

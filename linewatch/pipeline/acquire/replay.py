@@ -160,7 +160,10 @@ def read_image(path: Path, *, t_capture_ns: int | None = None, truth: Truth = (-
                       "(MAX_IMAGE_PIXELS): not decoded")
     if fmt == "JPEG" and not data[-4096:].rstrip(b"\x00").endswith(b"\xff\xd9"):
         raise corrupt("JPEG cut short (no end-of-image marker)")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # e.g. a BMP whose header OpenCV reads as another size than image_header did
+        raise corrupt(f"OpenCV refuses this {fmt}: {str(exc).strip().splitlines()[-1][:160]}") from None
     if image is None:
         raise corrupt(f"OpenCV cannot decode this {fmt} ({len(data)} bytes; cut short or broken)")
     return image
