@@ -182,3 +182,10 @@ def test_archive_serves_only_frames_and_masks_inside_the_archive_folder(fed, arc
             r = client.get(f"/archive/{path}")
             assert r.status_code == 404, path
             assert b"outside" not in r.content
+
+
+def test_the_page_subscribes_to_every_topic_but_reject_which_repeats_decisions():
+    from linewatch.hmi.server import HMI_TOPICS
+    from linewatch.protocol import TOPIC_REJECT, TOPICS
+
+    assert set(HMI_TOPICS) == set(TOPICS) - {TOPIC_REJECT} and len(HMI_TOPICS) == len(TOPICS) - 1

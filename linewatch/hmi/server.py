@@ -1,7 +1,7 @@
 """The operator page's web server: Starlette routes over an `Aggregator` (the `hmi` extra).
 
 `create_app(agg, archive=None)` is the app (tests drive it with Starlette's TestClient); `serve(...)`
-subscribes to a daemon (`linewatch.subscribe.Subscriber`, all topics, in its own thread, feeding the
+subscribes to a daemon (`linewatch.subscribe.Subscriber`, `HMI_TOPICS`, in its own thread, feeding the
 aggregator) and runs the app under uvicorn until SIGINT/SIGTERM. The daemon's hot path is untouched:
 this is one more subscriber, like a gateway.
 
@@ -225,6 +225,8 @@ def _reject_row(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+HMI_TOPICS = ("decision", "overlay", "heartbeat")
+"""What the page subscribes to (protocol.TOPIC_*): the reject topic repeats decisions it already has."""
 SSE_POLL_S = 0.05
 """How often each event stream looks for a new reject, and how long one snapshot text is shared."""
 
@@ -399,12 +401,12 @@ def serve(connect: str, *, host: str, port: int, archive: str | Path | None = No
     `ready(url)` is called once the server listens; `changes` as in `create_app`."""
     import uvicorn
 
-    from linewatch.protocol import TOPICS
     from linewatch.record.read import DEFAULT_SHIFTS
     from linewatch.subscribe import Subscriber
 
     agg = Aggregator(shifts=shifts or DEFAULT_SHIFTS, heartbeat_timeout=heartbeat_timeout)
-    sub = Subscriber(connect, TOPICS, on_message=agg.feed, on_error=agg.protocol_error,
+    # Not the reject topic: every reject is a decision too (half the messages again, for nothing).
+    sub = Subscriber(connect, HMI_TOPICS, on_message=agg.feed, on_error=agg.protocol_error,
                      heartbeat_timeout=heartbeat_timeout or 3.0, curve=curve)
 
     class _Server(uvicorn.Server):

@@ -1,7 +1,7 @@
 // linewatch operator page: reads /events (Server-Sent Events: the /api/status JSON once a second, and at once
 // when a reject arrives) and draws it. It redraws only what changed, and reloads a camera's overlay image at
-// once for a reject, at most once a second for a pass (each reload is a JPEG decode: on the station PC's
-// CPU, a browser's work is the engine's loss).
+// most once a second, except that a reject replaces a pass at once (each reload is a JPEG decode: on the
+// station PC's CPU, a browser's work is the engine's loss).
 // Plain JS, no framework, nothing loaded from outside. It only GETs, except the thresholds form, shown only
 // when the server runs with --allow-changes (POST /api/thresholds with the operator's token).
 "use strict";
@@ -36,9 +36,11 @@ function drawCameras(s) {
     q(".fs").textContent = cam.failsafe;
     const ov = cam.overlay;
     const now = Date.now();
-    if (ov && ov.frame_id !== c.frame && (ov.decision === "reject" || now - (c.loaded || 0) >= 1000)) {
+    const first = ov && ov.decision === "reject" && !c.showsReject;  // a reject replaces a pass at once
+    if (ov && ov.frame_id !== c.frame && (first || now - (c.loaded || 0) >= 1000)) {
       c.frame = ov.frame_id;
       c.loaded = now;
+      c.showsReject = ov.decision === "reject";
       const img = q("img.overlay");
       img.src = `/overlay/${encodeURIComponent(name)}.jpg?f=${ov.frame_id}`;
       img.classList.toggle("reject", ov.decision === "reject");
