@@ -305,6 +305,7 @@ def test_an_engine_that_raises_on_some_batches_rejects_those_frames_and_decides_
     check_decisions(by_id, spoiled, dropped=d.ring.counters.dropped_full)
     assert d.worker.engine_errors == engine.calls // 3  # one per failed batch
     assert max(by_id) not in spoiled or any(f > min(spoiled) and f not in spoiled for f in by_id)  # went on
+    print(f"\n{engine.calls} engine calls, {d.worker.engine_errors} raised: {len(spoiled)} of 90 frames engine-error")
 
 
 @pytest.mark.parametrize("fault, rule", [("nan", "present"), ("nan-adhesive", "ignore"), ("inf", "present"),
@@ -405,6 +406,8 @@ def test_a_hung_engine_stops_the_watchdog_and_after_release_it_resumes_with_one_
     assert dropped > 0 and sum(h["reason"] == "dropped" for h in by_id.values()) == dropped
     assert all(h["reason"] in ("dropped", expected_reason(f)) for f, h in by_id.items())
     assert set(engine.spoiled["hang"]) <= {f for f, h in by_id.items() if h["reason"] != "dropped"}
+    print(f"\nhung: {pets} pets before, none during {statuses() - s0} STATUS= (alive_age {age:.2f} s, growing); "
+          f"{n} frames, {dropped} dropped while hung, {count('WATCHDOG=1')} WATCHDOG=1 in all")
 
 
 # -- 2. publisher faults ---------------------------------------------------------------------------
