@@ -12,6 +12,7 @@ from linewatch.pipeline.decide import (
     REASON_ADHESIVE_MISSING,
     REASON_ADHESIVE_PRESENT,
     REASON_ANOMALY,
+    REASON_ENGINE_ERROR,
     REASON_LATE,
     REASON_PASS,
     Decider,
@@ -60,8 +61,8 @@ def test_numpy_row_scores_and_nan_rejects():
     d = Decider({"anomaly": 0.7, "adhesive": 0.7}, "present", 10**9)
     row = np.array([[0.2, 0.8]], np.float32)[0]
     assert decide(d, row).reasons == (REASON_PASS,)
-    nan = decide(d, np.array([np.nan, np.nan], np.float32))
-    assert nan.reject and nan.reasons == (REASON_ANOMALY, REASON_ADHESIVE_MISSING)
+    nan = decide(d, np.array([np.nan, np.nan], np.float32))  # a faulty engine (tests/test_faults.py)
+    assert nan.reject and nan.failsafe and nan.reasons == (REASON_ENGINE_ERROR,) and nan.scores is None
 
 
 def test_late_rejects_but_keeps_scores():

@@ -8,14 +8,27 @@ commands share live in `linewatch.cli.args`.
 
 Errors: a `LinewatchError` is printed as `linewatch COMMAND: error: MESSAGE` (exit status 2), the
 settings it names in backquotes (`pos_weight`) replaced by the command's options (--pos-weight).
+
+Signals: while `main` builds the parser and reads the command line, SIGTERM, SIGINT and SIGHUP
+(`HELD_SIGNALS`) are held: a provisional handler notes them. Before the command runs they are let in
+(`release`): the earlier handlers are put back and each signal that came is raised again, with the
+action it always had. A command whose parser sets `holds_signals=True` (`linewatch run`) lets them in
+itself, once its own handlers are in place (`args.release_signals()`): a SIGTERM or SIGHUP sent while
+the daemon starts up is then its drain or its reload, never the default action (the end of the process,
+for SIGHUP too). Only the interpreter's start and `import linewatch.cli` come before (some 0.1 s). A
+handler, not a blocked mask: numpy's threads, started at import, would take a signal the main thread
+blocks.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from linewatch import __version__
 from linewatch.cli.args import option_names, with_options
@@ -57,13 +70,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""Held while the command line is read (module doc, "Signals")."""
+
+
+def hold_signals() -> Callable[[], None]:
+    """Note `HELD_SIGNALS` instead of acting on them; returns `release`, which puts back the handlers
+    that were there (where nobody installed another meanwhile) and raises each noted signal again, in the
+    order they first came. `release` acts once; later calls do nothing. Off the main thread (where no
+    handler can be set) nothing is held."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    came: dict[int, None] = {}
+
+    def note(signum: int, _frame: Any) -> None:
+        came[signum] = None
+
+    previous = {s: signal.signal(s, note) for s in HELD_SIGNALS}
+    done = False
+
+    def release() -> None:
+        nonlocal done
+        if done:
+            return
+        done = True
+        for s, handler in previous.items():
+            if signal.getsignal(s) is note:
+                signal.signal(s, handler)
+        for signum in came:
+            signal.raise_signal(signum)
+
+    return release
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    release = hold_signals()
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except BaseException:
+        release()
+        raise
     if not getattr(args, "func", None):
+        release()
         parser.print_help()
         return 2
     try:
+        if getattr(args, "holds_signals", False):
+            args.release_signals = release
+        else:
+            release()
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
@@ -71,3 +127,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = with_options(str(exc), args.option_names)
         print(f"linewatch {args.command}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        release()  # a command that ended before it let them in

@@ -19,6 +19,7 @@ def register(subparsers: Any) -> None:
             "WATCHDOG=1. See docs/operations.md."
         ),
     )
+    p.set_defaults(holds_signals=True)  # let in by `run` once the daemon's handlers are in place
     add_profile(p)
     p.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
                    help="log rendering (default auto: console on a terminal, JSON otherwise)")
@@ -50,4 +51,7 @@ def run(args: argparse.Namespace) -> int:
     daemon = Daemon(profile, profile_path=args.profile, backend=args.backend, precision=args.precision, max_frames=args.max_frames,
                     duration_s=args.duration, log=log)
     daemon.install_signal_handlers()
+    release = getattr(args, "release_signals", None)
+    if release is not None:  # a SIGTERM or SIGHUP held since start-up reaches the handlers now
+        release()
     return daemon.run_until_stopped()

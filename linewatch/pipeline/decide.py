@@ -24,7 +24,8 @@ REASON_ADHESIVE_PRESENT = "adhesive-present"  # rule "absent" and adhesive score
 REASON_DROPPED = "dropped"                # no ring slot (fail-safe)
 REASON_CORRUPT = "corrupt"                # unreadable / wrong-size frame (fail-safe)
 REASON_LATE = "late"                      # not inferred within the profile's deadline (fail-safe)
-REASON_ENGINE_ERROR = "engine-error"      # the engine raised (fail-safe)
+REASON_ENGINE_ERROR = "engine-error"      # the engine failed: it raised, broke its output contract, or gave
+                                          # a score that is NaN or outside [0, 1] (fail-safe)
 FAILSAFE_REASONS = (REASON_DROPPED, REASON_CORRUPT, REASON_LATE, REASON_ENGINE_ERROR)
 
 AdhesiveRule = Literal["present", "absent", "ignore"]
@@ -94,16 +95,20 @@ class Decider:
 
     1. No scores (`scores is None`): reject with `reason_if_failsafe` (dropped, corrupt, engine-error,
        late). The decision carries no scores.
-    2. Late: `now_ns - t_capture_ns > deadline_ns` -> reject with reason "late", even when the frame
+    2. A score that is not a number in [0, 1] (NaN, infinite or out of range: the network ends in a
+       sigmoid, so the engine is faulty): reject "engine-error", without scores. Judged on its scores,
+       such a frame could pass (-inf, or NaN in a head the rule ignores), and its message could not
+       go on the wire, whose schema bounds scores to [0, 1].
+    3. Late: `now_ns - t_capture_ns > deadline_ns` -> reject with reason "late", even when the frame
        was inferred: the reject gate may already have passed the cell, so the line must treat it as
        a reject. The scores are kept in the decision (and in its message) for diagnosis.
-    3. Otherwise: reject "anomaly" when anomaly >= t_a; with rule `present` reject
+    4. Otherwise: reject "anomaly" when anomaly >= t_a; with rule `present` reject
        "adhesive-missing" when adhesive < t_h; with rule `absent` reject "adhesive-present" when
        adhesive >= t_h; with `ignore` the adhesive head never rejects. Every reason that applies is
        kept, in this order (e.g. ("anomaly", "adhesive-missing")); no reason -> pass.
 
     Each decision carries the adhesive rule it was decided under (`rule`) and `failsafe` (rules 1
-    and 2), so a decision made before a reload is reported under its own settings.
+    to 3), so a decision made before a reload is reported under its own settings.
 
     `update(...)` swaps the settings as one immutable `DecisionParams` (a single attribute store,
     atomic under the GIL): a `decide` running concurrently uses either the old or the new settings,
@@ -168,11 +173,13 @@ class Decider:
             return Decision(camera, int(frame_id), int(t_capture_ns), now, None, p.thresholds, True, reasons,
                             p.adhesive_rule, True, t_truth)
         s = (float(scores[0]), float(scores[1]))
+        if not (0.0 <= s[0] <= 1.0 and 0.0 <= s[1] <= 1.0):  # False for NaN too
+            return Decision(camera, int(frame_id), int(t_capture_ns), now, None, p.thresholds, True,
+                            _FAILSAFE[REASON_ENGINE_ERROR], p.adhesive_rule, True, t_truth)
         if now - int(t_capture_ns) > p.deadline_ns:
             return Decision(camera, int(frame_id), int(t_capture_ns), now, s, p.thresholds, True, _FAILSAFE[REASON_LATE],
                             p.adhesive_rule, True, t_truth)
         t_a, t_h = p.thresholds
-        # NaN scores compare False everywhere: treat them as the worst case (fail-safe reject).
         anomalous = not s[0] < t_a
         adhesive = None
         if p.adhesive_rule == "present" and not s[1] >= t_h:

@@ -11,8 +11,11 @@ Loop (one iteration per `ring.take`):
 2. Drop records (no slot, corrupt, lost): a fail-safe reject each, with the decision reason of the
    record's code (`reason_of`: the ring's DROP_* codes -> `linewatch.pipeline.decide.REASON_*`).
 3. Frames: `engine.infer(batch.images)` on the contiguous view of the ring. If the engine raises,
-   every frame of that batch is decided as a fail-safe reject "engine-error" (logged with the
-   exception); the worker keeps going with the next batch. Admission by predicted completion: a
+   or returns outputs that break the Engine contract (not float32 arrays, scores not [>= n, 2], masks
+   not [>= n, 2, H/8, W/8]; `check_outputs`), every frame of that batch is decided as a fail-safe
+   reject "engine-error" (logged with the reason); the worker keeps going with the next batch. A
+   frame whose score is NaN or outside [0, 1] is an "engine-error" reject too (`Decider`; counted in
+   `bad_scores`, one log line per batch that had any). Admission by predicted completion: a
    frame whose age plus the expected inference time (`expected_ns`) is past the deadline is
    rejected "late" at once, without scores, and the engine's time goes to the frames that can still
    make it — a backlog (a line faster than the engine, or a stall) is skipped through instead of
@@ -44,6 +47,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from linewatch import HEADS
+from linewatch.engines.base import output_hw
 from linewatch.pipeline.decide import (
     REASON_CORRUPT,
     REASON_DROPPED,
@@ -98,6 +103,34 @@ def reason_of(code: int) -> str:
         return DROP_REASONS[int(code)]
     except KeyError:
         raise ValueError(f"unknown drop reason code {code!r}; known: {sorted(DROP_REASONS)}") from None
+
+
+SCORES_SHAPE = (len(HEADS),)
+"""One frame's scores: one per head."""
+
+
+def mask_shape(engine: Engine) -> tuple[int, int, int]:
+    """One frame's masks from `engine`: (heads, H/8, W/8)."""
+    return (len(HEADS), *output_hw(engine.input_hw))
+
+
+def check_outputs(masks: Any, scores: Any, n: int, masks_shape: tuple[int, ...]) -> None:
+    """Raise EngineError unless (masks, scores) keep the Engine contract for a batch of `n` frames:
+    float32 arrays, scores [>= n, 2], masks [>= n, *masks_shape] (`mask_shape(engine)`). Cheap: a few
+    attribute reads per batch."""
+    _check_output("scores", scores, n, SCORES_SHAPE)
+    _check_output("masks", masks, n, masks_shape)
+
+
+def _check_output(what: str, a: Any, n: int, tail: tuple[int, ...]) -> None:
+    if type(a) is np.ndarray and a.dtype == np.float32 and a.ndim == 1 + len(tail) and a.shape[0] >= n \
+            and a.shape[1:] == tail:
+        return
+    from linewatch.errors import EngineError
+
+    got = f"{a.dtype} {list(a.shape)}" if isinstance(a, np.ndarray) else type(a).__name__
+    raise EngineError(f"engine returned {what} {got} for {n} frames; the Engine contract is float32 "
+                      f"[{n}, {', '.join(map(str, tail))}]")
 
 
 STAGES = ("wait", "infer", "decide", "submit", "end_to_end")
@@ -235,6 +268,7 @@ class InferenceWorker:
         self.take_timeout = float(take_timeout)
         self.max_batch = int(engine.max_batch)
         self.max_take = min(int(max_take), self.max_batch) if max_take else self.max_batch
+        self._mask_shape = mask_shape(engine)
         """Most frames taken per batch (`batch_limit`), at most the engine's max_batch."""
         self.model_id = str(model_id)
         """Stamped on every decision (`Decision.model`): the model deciding now."""
@@ -256,6 +290,9 @@ class InferenceWorker:
         self.reasons: dict[tuple[str, ...], int] = {}
         """Decisions per `Decision.reasons` (reported by `counters()` under their wire text, `anomaly+...`)."""
         self.engine_errors = 0
+        """Batches the engine failed (it raised or broke its output contract): their frames are rejects."""
+        self.bad_scores = 0
+        """Frames whose score was NaN or outside [0, 1]: "engine-error" rejects (`Decider`)."""
         self.late_skipped = 0
         """Frames not inferred because they could not be decided in time (age + expected inference time
         past the deadline when taken): rejected "late" at once."""
@@ -324,6 +361,7 @@ class InferenceWorker:
             return
         engine, model_id, max_take, done = pending
         self.retired, self.engine = self.engine, engine
+        self._mask_shape = mask_shape(engine)
         self.max_batch = min(int(engine.max_batch), MAX_BATCH)
         self.max_take = min(int(max_take), self.max_batch) if max_take else self.max_batch
         self._announce = (self.model_id, model_id)
@@ -420,6 +458,7 @@ class InferenceWorker:
         if scores is not None:
             self._measured(m, took)
         self.frames += m
+        bad = 0
         for j in range(m):
             i = k + j
             t1 = time.perf_counter_ns()
@@ -427,7 +466,16 @@ class InferenceWorker:
                                     None if scores is None else scores[j], failsafe, truths[i])
             self.hist["decide"].record(time.perf_counter_ns() - t1)
             d.model = model
+            if scores is not None and d.scores is None:  # the decider refused its scores
+                bad += 1
             self._emit(d, batch.images[i], None if masks is None else masks[j])
+        if bad:
+            self.bad_scores += bad
+            if self.log is not None:
+                assert scores is not None
+                self.log.error("engine_bad_scores", frames=bad, of=m, engine=self.engine.name,
+                               scores=[f"{a:.4g}/{h:.4g}" for a, h in scores[:min(m, 4)].tolist()],
+                               note="scores must be numbers in [0, 1]: the frames are engine-error rejects")
 
     def expected_ns(self, n: int) -> float:
         """What a batch of `n` frames is expected to take (ns; 0 = not measured yet): admission's estimate."""
@@ -451,8 +499,7 @@ class InferenceWorker:
 
     def _infer(self, images: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         masks, scores = self.engine.infer(images)
-        if scores.shape[0] < n or masks.shape[0] < n:
-            raise RuntimeError(f"engine returned {scores.shape[0]} scores / {masks.shape[0]} masks for {n} frames")
+        check_outputs(masks, scores, n, self._mask_shape)
         return masks, scores
 
     def _emit(self, d: Decision, image: np.ndarray | None, masks: np.ndarray | None) -> None:
@@ -485,6 +532,7 @@ class InferenceWorker:
                 "frames": self.frames,
                 "drops": self.drops,
                 "engine_errors": self.engine_errors,
+                "bad_scores": self.bad_scores,
                 "late_skipped": self.late_skipped,
                 "submit_errors": self.submit_errors,
                 "reasons": {reason_text(k): v for k, v in self.reasons.items()},
