@@ -8,7 +8,7 @@ The frame id is written into the pixels, so the wrapper knows which frames it sp
 
 Where the promise is about the process (exit status, signals, file descriptors) `linewatch run` runs as a
 subprocess on the synthetic line with the null engine (tests/test_daemon_cli.py's stand-in model).
-docs/reliability-faults.md has the measured figures.
+docs/reliability.md has the measured figures.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hostile image files in a replay folder (docs/reliability-security.md): each file is one decision, a fail-safe
+"""Hostile image files in a replay folder (docs/reliability.md): each file is one decision, a fail-safe
 reject ("corrupt") or a frame resized and inferred; never a crash, and memory stays bounded (a 20000 x 20000
 PNG is refused from its header, never decoded).
 
@@ -247,7 +247,7 @@ print(json.dumps({"frames": frames, "drops": drops, "peak_rss_mib": resource.get
 
 
 def test_replaying_a_20000_x_20000_png_keeps_memory_bounded(tmp_path, huge_png):
-    """OpenCV alone decodes it at 2.3 GB peak RSS (measured once, docs/reliability-security.md); the replay
+    """OpenCV alone decodes it at 2.3 GB peak RSS (measured once, docs/reliability.md); the replay
     refuses it from its header: the whole child process stays under 300 MiB."""
     (tmp_path / "frames").mkdir()
     os.link(huge_png, tmp_path / "frames" / "huge.png")

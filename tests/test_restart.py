@@ -1,4 +1,4 @@
-"""SIGKILL and restart (docs/reliability-security.md): `linewatch run` on the synthetic line with a station record,
+"""SIGKILL and restart (docs/reliability.md): `linewatch run` on the synthetic line with a station record,
 killed at a moment drawn at random (while it starts, at its first decision, mid-stream), then started again on
 the same profile. A subscriber (`linewatch.subscribe`) sees the new session (`on_restart`) and goes on receiving
 decisions; the journal passes `PRAGMA integrity_check`; every image file in the archive is whole (each a row names,

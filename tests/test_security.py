@@ -1,4 +1,4 @@
-"""Security (docs/reliability-security.md): CURVE refuses an unknown client key and says so in the log (once a
+"""Security (docs/reliability.md): CURVE refuses an unknown client key and says so in the log (once a
 minute per key); an endpoint bound beyond loopback without CURVE is a warning at start; a profile others can
 write and a CURVE secret key others can read are warnings naming the file and its mode; nothing in linewatch
 executes what a profile says (strings that look like code stay strings, or are refused).

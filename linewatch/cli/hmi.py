@@ -165,15 +165,10 @@ def run(args: argparse.Namespace) -> int:
     def stop(_signum: int, _frame: FrameType | None) -> None:
         raise SystemExit(0)  # SIGTERM is the ordinary stop: uvicorn shuts down, then re-raises it here
 
-    if args.nice:
-        try:
-            os.nice(args.nice)
-        except OSError as exc:  # e.g. a sandbox that forbids it: the page still works
-            print(f"linewatch hmi: --nice {args.nice} not applied ({exc.strerror or exc})", file=sys.stderr)
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         serve(args.connect, host=host, port=port, archive=args.archive, curve=curve, shifts=shifts,
-              heartbeat_timeout=args.heartbeat_timeout, ready=ready, changes=changes)
+              heartbeat_timeout=args.heartbeat_timeout, ready=ready, changes=changes, nice=args.nice)
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0

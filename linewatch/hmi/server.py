@@ -43,6 +43,7 @@ import math
 import os
 import signal
 import sqlite3
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -396,10 +397,17 @@ def create_app(agg: Aggregator, *, archive: str | Path | None = None, events_per
 
 def serve(connect: str, *, host: str, port: int, archive: str | Path | None = None, curve: Any = None,
           shifts: tuple[str, ...] | None = None, heartbeat_timeout: float | None = None,
-          ready: Callable[[str], Any] | None = None, changes: Changes | None = None) -> None:
+          ready: Callable[[str], Any] | None = None, changes: Changes | None = None, nice: int = 0) -> None:
     """Subscribe to the daemon at `connect` and serve the page on host:port until SIGINT/SIGTERM.
-    `ready(url)` is called once the server listens; `changes` as in `create_app`."""
+    `ready(url)` is called once the server listens; `changes` as in `create_app`; `nice`: this process's
+    CPU priority is lowered by that much first (`linewatch hmi --nice`; a refusal is a warning on stderr)."""
     import uvicorn
+
+    if nice:
+        try:
+            os.nice(nice)
+        except OSError as exc:  # e.g. a sandbox that forbids it: the page still works
+            print(f"linewatch hmi: --nice {nice} not applied ({exc.strerror or exc})", file=sys.stderr)
 
     from linewatch.record.read import DEFAULT_SHIFTS
     from linewatch.subscribe import Subscriber
