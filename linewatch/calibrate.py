@@ -2,8 +2,8 @@
 
 `score_split` runs a model (any backend, through `open_engine`) over a split of a dataset folder:
 scores float [N, 2] and labels int [N, 2] (1, 0, -1 = unknown; columns in `linewatch.HEADS` order).
-Frames are fitted to the model's input the way the acquisition fits them (`fit_into`: INTER_AREA
-when shrinking). `calibrate` then proposes per head the threshold that maximises balanced accuracy
+Frames become the model input by `linewatch.preprocess.to_model_input`, the rule of training and
+of the acquisition (whole images: the dataset's frames are taken as the station's ROI already). `calibrate` then proposes per head the threshold that maximises balanced accuracy
 ((TPR + TNR) / 2, the midpoint of the best gap between scores) or, with a target TNR, the lowest
 threshold whose TNR (share of negatives with score < t) reaches it; a head without labelled
 positives and negatives keeps its current threshold. Proposals are written with 4 decimals,
@@ -118,16 +118,17 @@ def calibrate(scores: np.ndarray, labels: np.ndarray, current: tuple[float, ...]
 
 def collect_scores(engine: Any, dataset: Any, samples: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     """Scores float [N, 2] of `samples` through `engine`, and labels int [N, 2] (-1 = unknown)."""
-    from linewatch.pipeline.acquire.frames import fit_into
+    from linewatch.preprocess import Scratch, to_model_input
 
     h, w = engine.input_hw
     batch = np.empty((engine.max_batch, h, w, 3), np.uint8)
     scores = np.zeros((len(samples), 2), np.float32)
     labels = np.full((len(samples), 2), -1, np.int64)
+    scratch = Scratch()
     for start in range(0, len(samples), engine.max_batch):
         chunk = samples[start : start + engine.max_batch]
         for i, s in enumerate(chunk):
-            fit_into(dataset.load_image(s), None, batch[i])
+            to_model_input(dataset.load_image(s), dst=batch[i], scratch=scratch)
             for j, head in enumerate(HEADS):
                 v = s.labels.get(head)
                 labels[start + i, j] = -1 if v is None else int(v)

@@ -1,5 +1,6 @@
-"""acquire.frames: ROI crop + resize into a slot, pixel formats to RGB; acquire.base: the thread loop's error
-paths and the Source protocol; acquire.pacer: the frame-rate schedule."""
+"""acquire.frames: camera frames into a slot, pixel formats to RGB (the crop/resize rule itself:
+test_preprocess.py); acquire.base: the thread loop's error paths and the Source protocol;
+acquire.pacer: the frame-rate schedule."""
 
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ from linewatch.pipeline.acquire.frames import (
     CorruptFrame,
     FrameWriter,
     as_image,
-    fit_into,
-    interpolation_for,
     to_rgb,
 )
 from linewatch.pipeline.acquire.pacer import Pacer
@@ -32,35 +31,20 @@ def gradient(h: int, w: int) -> np.ndarray:
     return img
 
 
-def test_fit_into_same_size_roi_is_an_exact_copy_into_the_slot():
+def test_frame_writer_turns_a_roi_outside_the_frame_or_a_wrong_slot_into_a_corrupt_frame():
+    src = gradient(100, 160)
+    with pytest.raises(CorruptFrame, match=r"ROI \(x=150, y=0, w=20, h=10\) does not fit the 160x100"):
+        FrameWriter((150, 0, 20, 10)).write(src, "RGB8", np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(CorruptFrame, match=r"dst is uint8 \(10, 10\); need uint8 \[H, W, 3\]"):
+        FrameWriter().write(src, "RGB8", np.zeros((10, 10), np.uint8))
+
+
+def test_frame_writer_writes_a_same_size_roi_as_an_exact_copy_into_the_slot():
     src = gradient(100, 160)
     ring = np.zeros((2, 40, 50, 3), np.uint8)
-    out = fit_into(src, (10, 20, 50, 40), ring[1])
-    assert out is ring[1] or np.shares_memory(out, ring)
+    FrameWriter((10, 20, 50, 40)).write(src, "RGB8", ring[1])
     np.testing.assert_array_equal(ring[1], src[20:60, 10:60])
     assert not ring[0].any()
-
-
-def test_fit_into_resizes_down_and_up_in_place():
-    src = gradient(200, 300)
-    slots = np.zeros((2, 50, 75, 3), np.uint8)
-    before = slots.ctypes.data
-    fit_into(src, None, slots[0])
-    np.testing.assert_array_equal(slots[0], cv2.resize(src, (75, 50), interpolation=cv2.INTER_AREA))
-    fit_into(src, (0, 0, 30, 20), slots[1])  # upscale of a small ROI
-    np.testing.assert_array_equal(slots[1], cv2.resize(src[:20, :30], (75, 50), interpolation=cv2.INTER_LINEAR))
-    assert slots.ctypes.data == before
-    assert interpolation_for((200, 300), (50, 75)) == cv2.INTER_AREA
-    assert interpolation_for((20, 30), (50, 75)) == cv2.INTER_LINEAR
-
-
-def test_fit_into_rejects_roi_outside_and_layout_mismatch():
-    src = gradient(100, 160)
-    dst = np.zeros((10, 10, 3), np.uint8)
-    with pytest.raises(CorruptFrame, match=r"ROI \(x=150, y=0, w=20, h=10\) does not fit the 160x100"):
-        fit_into(src, (150, 0, 20, 10), dst)
-    with pytest.raises(CorruptFrame, match="does not match"):
-        fit_into(src[..., 0], None, dst)
 
 
 def test_to_rgb_formats():
@@ -121,9 +105,10 @@ def test_frame_writer_matches_convert_then_resize(fmt):
     writer.write(src, fmt, dst)
     expect = cv2.resize(to_rgb(src, fmt)[10:110, 20:180], (80, 50), interpolation=cv2.INTER_AREA)
     np.testing.assert_array_equal(dst, expect)
-    scratch = {k: v.ctypes.data for k, v in writer._scratch.items()}
+    scratch = {k: v.ctypes.data for k, v in writer.scratch.buffers().items()}
+    assert scratch or fmt == "RGB8"  # RGB8 resizes straight into the slot
     writer.write(src, fmt, dst)  # scratch buffers are reused, not reallocated
-    assert {k: v.ctypes.data for k, v in writer._scratch.items()} == scratch
+    assert {k: v.ctypes.data for k, v in writer.scratch.buffers().items()} == scratch
 
 
 def test_as_image_views_flat_buffers_and_rejects_truncated_ones():

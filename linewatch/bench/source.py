@@ -24,23 +24,24 @@ def render_pool(n: int, hw: tuple[int, int], seed: int = 0, defect_rate: float |
 
     Rendered the simulated camera's way (`acquire.synthetic.synth_config`: the rates, None = the
     renderer's defaults) at `hw` when both sides are >= 128 px (the renderer's minimum), else at a
-    valid size and resized once here (tiny test models)."""
-    import cv2
-
+    valid size and made the model input once here (`linewatch.preprocess.to_model_input`, the
+    line's rule; tiny test models)."""
     from linewatch.data.synth import render_into
     from linewatch.pipeline.acquire.synthetic import synth_config
+    from linewatch.preprocess import Scratch, to_model_input
 
     h, w = hw
     rh, rw = max(128, -(-h // 8) * 8), max(128, -(-w // 8) * 8)
     cfg = synth_config(rh, rw, defect_rate, adhesive_rate)
     pool = np.empty((n, h, w, 3), np.uint8)
     truth = np.full((n, 2), -1, np.int8)
-    scratch = np.empty((rh, rw, 3), np.uint8) if (rh, rw) != (h, w) else None
+    rendered = np.empty((rh, rw, 3), np.uint8) if (rh, rw) != (h, w) else None
+    scratch = Scratch()
     for i in range(n):
-        out = pool[i] if scratch is None else scratch
+        out = pool[i] if rendered is None else rendered
         truth[i] = render_into(seed, i, out, cfg)
-        if scratch is not None:
-            cv2.resize(scratch, (w, h), dst=pool[i], interpolation=cv2.INTER_AREA)
+        if rendered is not None:
+            to_model_input(rendered, dst=pool[i], scratch=scratch)
     return pool, truth
 
 

@@ -4,8 +4,9 @@ Runs the model (any backend) over a split of a dataset folder, then picks per he
 that maximises balanced accuracy ((TPR + TNR) / 2, the midpoint of the best gap between scores), or
 with `--target-tnr` the lowest threshold whose TNR (share of negatives with score < t) reaches the
 target. Prints the proposal beside the current thresholds; `--write` puts it into the profile's
-`[decision]` thresholds (a textual edit: comments and every other line stay). Frames are resized to
-the model's input the way the acquisition does (INTER_AREA when shrinking).
+`[decision]` thresholds (a textual edit: comments and every other line stay). Frames become the
+model input by the one rule of training and the line (`linewatch.preprocess`; docs/architecture.md,
+"Model input").
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
     linewatch infer --model engines/<model>.onnx [--backend auto|onnxruntime|tensorrt|torch|null]
                     [--out DIR] [--threshold 0.7 | --threshold anomaly=0.6 ...] [--json] IMAGE...
 
-Images of any size are resized to the model's input (RGB; grayscale is replicated). A head is
+Images of any size become the model's input by the one rule of training and the line
+(`linewatch.preprocess`: RGB, grayscale replicated, the per-axis resize rule). A head is
 flagged when its score >= its threshold (default: the manifest's thresholds). With `--out`, one
 overlay per image (mask contours of both heads + scores) is written as `<name>.overlay.jpg`.
 """

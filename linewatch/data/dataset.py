@@ -116,18 +116,13 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def read_frame(path: Path, hw: tuple[int, int]) -> np.ndarray:
-    """An image file as a model input: RGB uint8 [H, W, 3] resized to ``hw`` (INTER_AREA when an axis
-    shrinks, else INTER_LINEAR); DatasetError when the file is missing or unreadable."""
-    import cv2
+    """An image file as a model input: RGB uint8 [H, W, 3] at ``hw`` by `linewatch.preprocess.to_model_input`
+    (the one rule of training and the line); DatasetError when the file is missing or unreadable."""
+    from linewatch.preprocess import to_model_input
 
     if not path.is_file():
         raise DatasetError(f"{path}: no such image")
-    rgb = read_image(path)
-    h, w = hw
-    if rgb.shape[:2] != (h, w):
-        shrink = rgb.shape[0] > h or rgb.shape[1] > w
-        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return np.ascontiguousarray(rgb)
+    return to_model_input(read_image(path), hw)
 
 
 def read_mask(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:

@@ -10,7 +10,7 @@ is at most `max_ap_drop` (absolute). The result is an OpenVINO model (`<stem>.in
 beside the ONNX; the manifest's `int8` entry names it with both sha256s, the calibration data and
 the AP before and after. `precision="int8"` on the openvino engine then runs it.
 
-Frames are fitted to the model input by the acquisition's own rule (`linewatch.pipeline.acquire.frames.fit_into`).
+Frames become the model input by the one rule of training and the line (`linewatch.preprocess.to_model_input`).
 Needs `pip install 'linewatch[int8]'` (nncf).
 """
 
@@ -33,9 +33,9 @@ INT8_EXTRA = "pip install 'linewatch[int8]'"
 
 def load_frames(data: str | Path, split: str, hw: tuple[int, int], limit: int | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 frames [N, H, W, 3] of one split, fitted to `hw` as the line fits them, and labels [N, 2]."""
+    """uint8 frames [N, H, W, 3] of one split at `hw` (`to_model_input`, as the line makes them), and labels [N, 2]."""
     from linewatch.data.dataset import open_dataset
-    from linewatch.pipeline.acquire.frames import fit_into
+    from linewatch.preprocess import Scratch, to_model_input
 
     ds = open_dataset(data)
     samples = ds.split(split)[:limit] if limit else ds.split(split)
@@ -43,8 +43,9 @@ def load_frames(data: str | Path, split: str, hw: tuple[int, int], limit: int | 
         raise EngineError(f"{data}: split {split!r} has no samples")
     frames = np.empty((len(samples), hw[0], hw[1], 3), np.uint8)
     labels = np.full((len(samples), len(HEADS)), -1, np.int64)
+    scratch = Scratch()
     for i, s in enumerate(samples):
-        fit_into(ds.load_image(s), None, frames[i])
+        to_model_input(ds.load_image(s), dst=frames[i], scratch=scratch)
         for j, head in enumerate(HEADS):
             v = s.labels.get(head)
             labels[i, j] = -1 if v is None else int(v)

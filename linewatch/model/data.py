@@ -2,7 +2,7 @@
 
 The dataset (`linewatch.data.dataset`) is decoded once into a `TensorCache`:
 
-    images      uint8 [N, H, W, 3]        resized to the model's input size (grayscale is already RGB)
+    images      uint8 [N, H, W, 3]        the model input (`linewatch.preprocess.to_model_input`: the line's rule)
     masks       uint8 [N, 2, H/4, W/4]    {0,1}; a cell is 1 when ANY pixel of the full-size mask under it is
     mask_known  bool  [N, 2]              pixel supervision known per head (mask file, or label 0)
     labels      float [N, 2]              1 / 0 / NaN (unknown)
@@ -39,17 +39,6 @@ MASK_STRIDE = 4
 """The cache keeps masks at 1/4 of the input size (max-pooled), the target grid is 1/8."""
 DELTA_MIN = 0.75
 """Δ of the paper's crop augmentation."""
-
-
-def resize_image(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """HxWx3 uint8 -> hw; area interpolation when shrinking, bilinear when enlarging."""
-    import cv2
-
-    h, w = hw
-    if img.shape[:2] == (h, w):
-        return np.ascontiguousarray(img)
-    shrink = img.shape[0] * img.shape[1] > h * w
-    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 def resize_mask_max(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -108,7 +97,12 @@ class TensorCache:
 def build_cache(
     dataset: Dataset, samples: list[Sample], input_hw: tuple[int, int], workers: int = 4
 ) -> TensorCache:
-    """Decode `samples` once into a CPU TensorCache at `input_hw` (threads: cv2 releases the GIL)."""
+    """Decode `samples` once into a CPU TensorCache at `input_hw` (threads: cv2 releases the GIL).
+
+    Images by `linewatch.preprocess.to_model_input` (the line's rule); masks by `resize_mask_max` over
+    the same geometry (the whole image onto the input size, at 1/MASK_STRIDE)."""
+    from linewatch.preprocess import to_model_input
+
     h, w = input_hw
     if h % 8 or w % 8:
         raise ValueError(f"input size {h}x{w} must be divisible by 8")
@@ -122,7 +116,7 @@ def build_cache(
         s = samples[i]
         img = dataset.load_image(s)
         m, k = dataset.load_masks(s, img.shape[:2])
-        images[i] = resize_image(img, (h, w))
+        to_model_input(img, dst=images[i])
         for c in range(2):
             if k[c]:
                 masks[i, c] = resize_mask_max(m[c], (h // MASK_STRIDE, w // MASK_STRIDE))

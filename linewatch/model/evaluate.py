@@ -3,8 +3,8 @@
 The model is a PyTorch checkpoint (`RUN/best.pt`, exported `<stem>.pt`) or an ONNX model with its
 manifest (`engines/x.onnx` or `engines/x.json`), run through `open_engine` on a CPU backend
 (`onnxruntime`, the FP32 reference, by default; `openvino` with a precision to score what a station
-runs, e.g. its INT8 model). Images are
-resized to the model's input size (as in training). Writes, in the folder `out`:
+runs, e.g. its INT8 model). Images
+become the model input by `linewatch.preprocess.to_model_input`, as in training and on the line. Writes, in the folder `out`:
 
     metrics.json        per head: AP_pos, AP_neg, TPR_t, TNR_t, counts; plus model/data/split
     metrics.md          the same as a Markdown table
@@ -70,13 +70,17 @@ def open_predictor(
 
 
 def predict_samples(predict: Predict, dataset: Any, samples: list[Any], hw: tuple[int, int], batch: int = 8) -> np.ndarray:
-    from linewatch.model.data import resize_image
+    """Scores float [N, 2] of `samples`, each image made the model input by `to_model_input` (the line's rule)."""
+    from linewatch.preprocess import Scratch, to_model_input
 
     scores = np.zeros((len(samples), 2), np.float32)
+    frames = np.empty((batch, hw[0], hw[1], 3), np.uint8)
+    scratch = Scratch()
     for i in range(0, len(samples), batch):
         chunk = samples[i : i + batch]
-        frames = np.stack([resize_image(dataset.load_image(s), hw) for s in chunk])
-        scores[i : i + len(chunk)] = predict(frames)
+        for j, s in enumerate(chunk):
+            to_model_input(dataset.load_image(s), dst=frames[j], scratch=scratch)
+        scores[i : i + len(chunk)] = predict(frames[: len(chunk)])
     return scores
 
 
