@@ -7,7 +7,7 @@
 It writes a station profile (the embedded demo profile: a synthetic camera at `--fps`, endless, an `ipc://`
 endpoint in a temporary folder, `--backend`), starts `linewatch run` on it as a subprocess and subscribes
 with the library a PLC gateway uses (`linewatch.subscribe.Subscriber`: gaps, restarts, bad messages). Every
-`--sample-s` seconds it reads the daemon process's resident memory (`VmRSS`), open file descriptors
+`--sample-s` seconds from the first decision it reads the daemon process's resident memory (`VmRSS`), open file descriptors
 (`/proc/PID/fd`) and threads (`/proc/PID/task`). At the end it sends SIGTERM and reads the daemon's last log
 line (`stopped`: decisions, and the camera's `frames_seen`).
 
@@ -117,6 +117,7 @@ class Tally:
         self.restarts = 0
         self.failsafes = 0
         self.bad = 0
+        self.bad_examples: list[str] = []
 
 
 def last_stopped_line(log_path: Path) -> dict[str, Any]:
@@ -158,6 +159,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
 
     def on_error(exc: Exception) -> None:
         tally.bad += 1
+        if len(tally.bad_examples) < 3:
+            tally.bad_examples.append(str(exc)[:300])
 
     samples: list[dict[str, float]] = []
     with open(log_path, "w", encoding="utf-8") as log:
@@ -169,6 +172,9 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             sub.start()
             if not sub.wait_ready(120.0):
                 raise SystemExit(f"soak: no heartbeat from the daemon within 120 s (log: {log_path})")
+            t_ready = time.monotonic()  # the clock starts at the first decision: the line is running
+            while tally.decisions == 0 and proc.poll() is None and time.monotonic() - t_ready < 120.0:
+                time.sleep(0.05)
             t0 = time.monotonic()
             stop = threading.Event()
             while not stop.wait(max(0.0, t0 + len(samples) * args.sample_s - time.monotonic())):
@@ -221,6 +227,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         "missing": tally.missing,
         "restarts": tally.restarts,
         "bad_messages": tally.bad,
+        "bad_examples": tally.bad_examples,
         "resources": resources,
         "series": samples if args.series else None,
         "log": str(log_path),
@@ -235,8 +242,8 @@ def problems(r: dict[str, Any], max_rss_mb_per_h: float) -> list[str]:
     if r["frames_seen"] is None or r["decisions"] != r["frames_seen"]:
         out.append(f"decisions {r['decisions']} != frames {r['frames_seen']}")
     if r["gaps"] or r["bad_messages"] or r["restarts"]:
-        out.append(f"subscriber: {r['gaps']} gaps ({r['missing']} missing), {r['bad_messages']} bad, "
-                   f"{r['restarts']} restarts")
+        out.append(f"subscriber: {r['gaps']} gaps ({r['missing']} missing), {r['bad_messages']} bad "
+                   f"{r.get('bad_examples') or ''}, {r['restarts']} restarts")
     if r["samples_after_warmup"] < 2:
         out.append("fewer than 2 samples after warm-up")
     res = r["resources"]
