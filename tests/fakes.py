@@ -1,10 +1,11 @@
 """Stand-ins the pipeline tests share: an engine that scores from the pixels, a publisher that keeps every
-decision, a log that keeps every event."""
+decision, a log that keeps every event, a stand-in model file for the null engine."""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 from waiting import wait_until
@@ -13,6 +14,18 @@ from linewatch.protocol import reason_text
 
 HW = (16, 24)
 """The fake engine's input size (height, width)."""
+
+
+def stub_model(folder: Path, name: str = "stub.onnx") -> Path:
+    """A stand-in model for the null engine in `folder`: any bytes + a manifest (`<stem>.json`) with their
+    sha256 and a 64 x 160 input. Returns the .onnx path."""
+    from linewatch.engines.manifest import Manifest, sha256_file
+
+    onnx = folder / name
+    onnx.write_bytes(b"not a network: the null engine never reads it")
+    Manifest(onnx=onnx.name, sha256=sha256_file(onnx), input_height=64, input_width=160).save(
+        onnx.with_suffix(".json"))
+    return onnx
 
 
 class FakeEngine:

@@ -12,18 +12,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from fakes import stub_model
 from waiting import wait_until
-
-from linewatch.engines.manifest import Manifest, sha256_file
-
-
-def write_model(folder: Path) -> Path:
-    """A stand-in model for the null engine: any bytes + a manifest with their sha256."""
-    onnx = folder / "stub.onnx"
-    onnx.write_bytes(b"not a real network: the null engine never reads it")
-    Manifest(onnx=onnx.name, sha256=sha256_file(onnx), input_height=64, input_width=160).save(folder / "stub.json")
-    return onnx
-
 
 PROFILE = """
 [station]
@@ -105,7 +95,7 @@ class Proc:
 
 @pytest.mark.slow
 def test_run_sighup_reload_then_sigterm_drains_and_exits_0(tmp_path):
-    write_model(tmp_path)
+    stub_model(tmp_path)
     prof = tmp_path / "station.toml"
     prof.write_text(PROFILE)
     with Proc(["run", "--profile", str(prof), "--log-format", "json", "--endpoint", "tcp://127.0.0.1:0"],
@@ -138,7 +128,7 @@ def test_run_bad_profile_exits_2_naming_the_key(tmp_path):
 
 
 def test_run_max_frames(tmp_path):
-    write_model(tmp_path)
+    stub_model(tmp_path)
     prof = tmp_path / "station.toml"
     prof.write_text(PROFILE)
     r = subprocess.run([sys.executable, "-m", "linewatch", "run", "--profile", str(prof), "--log-format", "json",
@@ -177,7 +167,7 @@ def test_run_with_the_onnxruntime_engine(tmp_path):
 
 
 def test_the_daemon_never_imports_torch(tmp_path):
-    write_model(tmp_path)
+    stub_model(tmp_path)
     prof = tmp_path / "station.toml"
     prof.write_text(PROFILE.replace("pool = 2", "pool = 2\ncount = 20"))
     code = (

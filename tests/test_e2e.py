@@ -165,11 +165,9 @@ def test_viky_camera_through_the_daemon_publishes_decisions_and_heartbeats(tmp_p
 
 
 def test_a_killed_subscriber_costs_no_decision(tmp_path: Path) -> None:
-    from linewatch.engines.manifest import Manifest, sha256_file
+    from fakes import stub_model
 
-    stub = tmp_path / "stub.onnx"  # the null engine never reads it; the manifest must match its bytes
-    stub.write_bytes(b"null engine stand-in")
-    Manifest(onnx=stub.name, sha256=sha256_file(stub), input_height=64, input_width=160).save(tmp_path / "stub.json")
+    stub_model(tmp_path)
     endpoint = f"ipc://{tmp_path}/kill.sock"
     profile = tmp_path / "kill.toml"
     profile.write_text(f"""

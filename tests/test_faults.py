@@ -7,7 +7,7 @@ subscriber receives: one decision per frame id, no gap in `seq`, every message v
 The frame id is written into the pixels, so the wrapper knows which frames it spoiled.
 
 Where the promise is about the process (exit status, signals, file descriptors) `linewatch run` runs as a
-subprocess on the synthetic line with the null engine (tests/test_daemon_cli.py's stand-in model).
+subprocess on the synthetic line with the null engine (tests/fakes.py's stand-in model).
 docs/reliability.md has the measured figures.
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import HW, FakeEngine, FakeLog
+from fakes import HW, FakeEngine, FakeLog, stub_model
 from waiting import wait_until
 
 from linewatch.pipeline.daemon import Daemon
@@ -539,9 +539,7 @@ pool = 2
 
 def station(tmp_path: Path, text: str = RUN_PROFILE) -> Path:
     """The stand-in model of the null engine and a profile for it, in `tmp_path`."""
-    from test_daemon_cli import write_model
-
-    write_model(tmp_path)
+    stub_model(tmp_path)
     prof = tmp_path / "station.toml"
     prof.write_text(text)
     return prof

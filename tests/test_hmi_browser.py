@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_daemon_cli import PROFILE, write_model
+from tests.fakes import stub_model
+from tests.test_daemon_cli import PROFILE
 from tests.test_hmi_cli import free_port, status
 from tests.waiting import wait_until
 
@@ -42,7 +43,7 @@ def browser():
 def test_the_page_in_chromium_counts_shows_an_overlay_and_raises_the_banner_when_the_daemon_stops(tmp_path):
     pytest.importorskip("starlette")
     driver = browser()
-    write_model(tmp_path)
+    stub_model(tmp_path)
     prof = tmp_path / "station.toml"
     prof.write_text(PROFILE + "[publish]\noverlay_pass_every = 5\nheartbeat_s = 0.5\n")
     endpoint, port = f"tcp://127.0.0.1:{free_port()}", free_port()

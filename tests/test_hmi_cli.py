@@ -17,7 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_daemon_cli import PROFILE, write_model
+from fakes import stub_model
+from test_daemon_cli import PROFILE
 from waiting import wait_until
 
 from linewatch.cli import main
@@ -94,7 +95,7 @@ def status(base: str) -> dict | None:
 def test_hmi_follows_a_running_daemon_serves_an_overlay_and_shows_the_banner_within_3_s_of_its_stop_or_death(tmp_path):
     pytest.importorskip("starlette")
     pytest.importorskip("uvicorn")
-    write_model(tmp_path)
+    stub_model(tmp_path)
     prof = tmp_path / "station.toml"
     prof.write_text(PROFILE + "[publish]\noverlay_pass_every = 5\nheartbeat_s = 0.5\n")
     endpoint, port = f"tcp://127.0.0.1:{free_port()}", free_port()

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+from fakes import stub_model
 
-from linewatch.engines.manifest import Manifest, sha256_file
 from linewatch.record import read
 from linewatch.record.journal import db_path
 
@@ -43,13 +43,6 @@ heartbeat_s = 0.2
 dir = "{archive}"
 pass_every = 10
 """
-
-
-def stub_model(folder: Path) -> None:
-    """A stand-in model for the null engine: any bytes + a manifest with their sha256."""
-    onnx = folder / "stub.onnx"
-    onnx.write_bytes(b"not a network: the null engine never reads it")
-    Manifest(onnx=onnx.name, sha256=sha256_file(onnx), input_height=64, input_width=160).save(folder / "stub.json")
 
 
 def write_profile(tmp_path: Path, archive: Path, fps: float = 100, count: int | None = None) -> Path:

@@ -23,9 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fakes import stub_model
 from waiting import wait_until
 
-from linewatch.engines.manifest import Manifest, sha256_file
 from linewatch.pipeline.acquire.frames import CorruptFrame
 from linewatch.pipeline.acquire.replay import read_image
 from linewatch.record import images, read
@@ -58,9 +58,7 @@ pass_every = 2
 
 def station(tmp_path: Path) -> Path:
     """A profile on the null engine (a stub model) with a station record beside it."""
-    onnx = tmp_path / "stub.onnx"
-    onnx.write_bytes(b"not a network: the null engine never reads it")
-    Manifest(onnx=onnx.name, sha256=sha256_file(onnx), input_height=64, input_width=160).save(tmp_path / "stub.json")
+    stub_model(tmp_path)
     path = tmp_path / "station.toml"
     path.write_text(PROFILE.format(endpoint=f"ipc://{tmp_path}/st.sock"))
     path.chmod(0o640)

@@ -24,10 +24,9 @@ import pytest
 import structlog
 import zmq
 import zmq.auth
-from fakes import FakeEngine, FakeLog
+from fakes import FakeEngine, FakeLog, stub_model
 from waiting import wait_until
 
-from linewatch.engines.manifest import Manifest, sha256_file
 from linewatch.errors import ProfileError
 from linewatch.pipeline.acquire.base import SourceError
 from linewatch.pipeline.acquire.replay import ReplaySource
@@ -354,10 +353,7 @@ def test_a_daemon_on_profile_strings_that_look_like_code_runs_none_of_them(tmp_p
     spy = Spy(monkeypatch, MARK)
     monkeypatch.chdir(tmp_path)  # where `touch PWNED` would land
     name = f"$(touch {MARK}) `touch {MARK}` {{x}} %s %d __import__('os').system('touch {MARK}')"
-    model = tmp_path / f"{name}.onnx"
-    model.write_bytes(b"not a network: the null engine never reads it")
-    Manifest(onnx=model.name, sha256=sha256_file(model), input_height=64, input_width=160).save(
-        model.with_suffix(".json"))
+    model = stub_model(tmp_path, f"{name}.onnx")
     frames = tmp_path / name
     frames.mkdir()
     for i in range(3):
