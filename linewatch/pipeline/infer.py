@@ -493,8 +493,8 @@ class InferenceWorker:
             mean += 0.125 * (took - mean)
         self._infer_ns[m], self._infer_dev[m] = mean, dev
         self._expect_ns[m] = mean + EXPECT_DEVIATIONS * dev
-        for j in range(m + 1, len(self._expect_ns)):
-            self._expect_ns[j] = max(self._expect_ns[j], self._expect_ns[m])
+        tail = self._expect_ns[m + 1:]  # a view: larger sizes at least this, in place (no allocation)
+        np.maximum(tail, self._expect_ns[m], out=tail)
         self._ran_ns = time.monotonic_ns()
 
     def _infer(self, images: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
