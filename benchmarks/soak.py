@@ -169,9 +169,9 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         sub = Subscriber(endpoint, topics=("decision",), on_message=on_message, on_gap=on_gap,
                          on_restart=on_restart, on_failsafe=on_failsafe, on_error=on_error, heartbeat_timeout=5.0)
         try:
-            sub.start()
-            if not sub.wait_ready(120.0):
+            if not sub.wait_ready(120.0):  # before start(): the socket is then the subscriber thread's
                 raise SystemExit(f"soak: no heartbeat from the daemon within 120 s (log: {log_path})")
+            sub.start()
             t_ready = time.monotonic()  # the clock starts at the first decision: the line is running
             while tally.decisions == 0 and proc.poll() is None and time.monotonic() - t_ready < 120.0:
                 time.sleep(0.05)

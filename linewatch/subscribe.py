@@ -206,6 +206,7 @@ class Subscriber:
         Handles heartbeats, gaps and the watchdog on the way (calling the callbacks), calls
         `on_message` and returns the message; returns None on timeout.
         """
+        self._check_owner("poll")
         if self._pending:
             msg = self._pending.popleft()
             self.on_message(msg)
@@ -229,7 +230,9 @@ class Subscriber:
         return None
 
     def wait_ready(self, timeout: float) -> bool:
-        """Wait until a heartbeat arrives (the subscription is live); messages received meanwhile are kept."""
+        """Wait until a heartbeat arrives (the subscription is live); messages received meanwhile are kept.
+        Call it before `start()` (or without it): afterwards the socket is the background thread's."""
+        self._check_owner("wait_ready")
         deadline = time.monotonic() + timeout
         seen = self.last_heartbeat is not None and not self.failsafe_active
         while not seen and not self._closed:
@@ -267,6 +270,14 @@ class Subscriber:
         self._thread = threading.Thread(target=self._run_guarded, name="linewatch-subscriber", daemon=True)
         self._thread.start()
         return self
+
+    def _check_owner(self, what: str) -> None:
+        """SubscriberError when another thread than start()'s would use the socket: a ZeroMQ socket used by two
+        threads at once aborts the whole process (seen: `wait_ready` called after `start()`)."""
+        t = self._thread
+        if t is not None and threading.current_thread() is not t:
+            raise SubscriberError(f"Subscriber.{what}() called from another thread after start(): the socket "
+                                  "belongs to the background thread (call wait_ready() before start())")
 
     def _run_guarded(self) -> None:
         while not self._closed and not self._stop.is_set():

@@ -274,3 +274,19 @@ def test_real_publisher_final_heartbeat_counts_what_it_sent() -> None:
     assert len(final) == 1 and final[0]["sent"] == {"decision": 7, "reject": 7, "overlay": 0}
     assert not any(b.header["final"] for b in beats[:-1]) and beats[-1].header["final"]
     assert len(decisions) == 7 and gaps == []
+
+
+def test_wait_ready_or_poll_from_another_thread_after_start_is_an_error_not_a_process_abort():
+    """Found in CI: benchmarks/soak.py called wait_ready() after start(); two threads polled one ZeroMQ socket and
+    the whole test process aborted (Fatal Python error). Now the second user gets a SubscriberError."""
+    sub = Subscriber("tcp://127.0.0.1:1", heartbeat_timeout=5.0)
+    try:
+        assert not sub.wait_ready(0.01)  # before start(): fine
+        sub.start()
+        with pytest.raises(SubscriberError, match=r"wait_ready\(\) called from another thread after start\(\)"):
+            sub.wait_ready(0.01)
+        with pytest.raises(SubscriberError, match=r"poll\(\) called from another thread"):
+            sub.poll(0.01)
+    finally:
+        sub.stop()
+
