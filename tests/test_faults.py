@@ -581,14 +581,32 @@ class Run:
         self.p = subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
         self.records: list[dict] = []
+        self.noise: list[str] = []
+        """stdout lines that are not one JSON record (kept, not fatal: the reader must never die of one)."""
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
+        self._err: list[str] = []
+        self.err_reader = threading.Thread(target=self._read_err, daemon=True)  # a full stderr pipe would block it
+        self.err_reader.start()
         self.stderr = ""
 
     def _read(self):
         assert self.p.stdout is not None
         for text in self.p.stdout:
-            self.records.append(json.loads(text))
+            try:
+                rec = json.loads(text)
+            except ValueError:
+                self.noise.append(text)
+                continue
+            if isinstance(rec, dict):
+                self.records.append(rec)
+            else:
+                self.noise.append(text)
+
+    def _read_err(self):
+        assert self.p.stderr is not None
+        for text in self.p.stderr:
+            self._err.append(text)
 
     def wait_event(self, event: str, timeout: float = 60.0) -> dict:
         def found():
@@ -596,7 +614,7 @@ class Run:
             for rec in list(self.records):
                 if rec.get("event") == event:
                     return rec
-            assert not ended, f"no {event!r} record; exit {self.p.wait()}; stderr: {self.p.stderr.read()[-2000:]}"
+            assert not ended, f"no {event!r} record; exit {self.p.wait()}; stderr: {''.join(self._err)[-2000:]}"
             return None
 
         return wait_until(found, timeout, f"a {event!r} log record", interval=0.01)
@@ -610,8 +628,8 @@ class Run:
             self.p.send_signal(sig)
         code = self.p.wait(60)
         self.reader.join(30)
-        assert self.p.stderr is not None
-        self.stderr = self.p.stderr.read()
+        self.err_reader.join(30)
+        self.stderr = "".join(self._err)
         return code
 
     def __enter__(self) -> Run:
@@ -772,7 +790,9 @@ def test_a_storm_of_100_sighups_reloads_coalesced_and_every_frame_is_decided_onc
             for _ in range(100):
                 os.kill(run.p.pid, signal.SIGHUP)
             wait_until(lambda: [r for r in run.events("reloaded") if r["thresholds"] == [0.4, 0.7]], 30,
-                       "a reload with the new thresholds")
+                       lambda: f"a reload with the new thresholds (reloads {run.events('reloaded')}, "
+                               f"failed {run.events('reload_failed')}, exit {run.p.poll()}, "
+                               f"not JSON {run.noise[-3:]}, stderr {''.join(run._err)[-500:]!r})")
             wait_until(lambda: any(m.header["thresholds"]["anomaly"] == 0.4 for m in sub.topic("decision")), 30,
                        "a decision under the new thresholds")
             after = sub.count("decision")
