@@ -12,6 +12,13 @@ rounded up (a TNR target still holds, and the rates reported are those of the va
 (`profile.rewrite_thresholds`: comments and every other line stay), checked to be a valid profile
 and replaced atomically.
 
+`recommend` is the same rule applied by training to its validation part (the model's recommended
+operating point, written into the checkpoint and the manifest: a profile that leaves a head's threshold
+out decides at it). Stated before any score was seen: per head, the threshold with the best balanced
+accuracy on the validation part, placed midway between the two adjacent validation scores; among equal
+candidates the lowest (a miss costs more than a false reject); a head without labelled positives and
+negatives there keeps the paper's 0.7.
+
 Errors: `SettingError` naming the setting (`target_tnr`, `split`) and what is allowed; the profile's
 and the engine's own errors (`ProfileError`, `EngineError`, `DatasetError`) as they come.
 """
@@ -26,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from linewatch import HEADS
+from linewatch import DEFAULT_THRESHOLD, HEADS
 from linewatch.errors import SettingError
 
 DECIMALS = 4
@@ -89,6 +96,31 @@ def choose_threshold(labels: np.ndarray, scores: np.ndarray, target_tnr: float |
     tpr = (pos[None, :] >= cands[:, None]).mean(axis=1)
     tnr = (neg[None, :] < cands[:, None]).mean(axis=1)
     return float(cands[int(np.argmax(tpr + tnr))])
+
+
+RECOMMEND_RULE = "max balanced accuracy on validation, midway between adjacent scores, lowest of equals"
+"""The rule of `recommend`, as the checkpoint and the manifest name it."""
+
+
+def recommend(labels: np.ndarray, scores: np.ndarray) -> dict[str, dict[str, Any]]:
+    """The recommended operating point per head (`HEADS` order columns) from validation labels [N, 2]
+    (1 / 0; NaN or -1 = unknown) and scores [N, 2]: `threshold` (written with `DECIMALS`), the `TPR` and
+    `TNR` it gives there, `n_pos`, `n_neg`, and `rule` (RECOMMEND_RULE, or why the paper's 0.7 is kept)."""
+    labels = np.nan_to_num(np.asarray(labels, np.float64), nan=-1.0)
+    scores = np.asarray(scores, np.float64)
+    out: dict[str, dict[str, Any]] = {}
+    for j, head in enumerate(HEADS):
+        y, s = labels[:, j], scores[:, j]
+        t = choose_threshold(y, s)
+        rule = RECOMMEND_RULE
+        if t is None:
+            t, rule = DEFAULT_THRESHOLD, "the paper's 0.7: validation has no labelled positives and negatives"
+        else:
+            t = written_threshold(t)
+        tpr, tnr = rates(y, s, t)
+        out[head] = {"threshold": t, "TPR": tpr, "TNR": tnr, "n_pos": int((y == 1).sum()),
+                     "n_neg": int((y == 0).sum()), "rule": rule}
+    return out
 
 
 def written_threshold(t: float) -> float:

@@ -105,10 +105,12 @@ def run_demo(frames: int = 300, fps: float | None = None, out: str | None = None
         "camera": [cam.model_copy(update={"count": int(frames), "fps": float(fps)})],
     })
     rule = prof.decision.adhesive_rule
-    print(f"linewatch demo: a simulated battery line at {fps:g} fps sends {frames} cells; "
-          f"model {prof.model.path}, thresholds {prof.decision.thresholds.as_tuple()}, adhesive rule {rule!r}",
-          flush=True)
     daemon = Daemon(prof, backend=backend, precision=precision)
+    t = daemon.decider.thresholds
+    src = prof.decision.thresholds.sources(daemon.model_thresholds)
+    print(f"linewatch demo: a simulated battery line at {fps:g} fps sends {frames} cells; "
+          f"model {prof.model.path}, thresholds anomaly {t[0]:g} ({src['anomaly']}), adhesive {t[1]:g} "
+          f"({src['adhesive']}), adhesive rule {rule!r}", flush=True)
     t0 = time.monotonic()
     daemon.start()
     endpoint, eng = daemon.endpoint, daemon.engine

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from linewatch import HEADS
+from linewatch import DEFAULT_THRESHOLD, HEADS
 from linewatch.engines.factory import Backend
 from linewatch.engines.openvino import Precision
 from linewatch.errors import ProfileError, SettingError
@@ -203,11 +203,35 @@ Threshold = Annotated[float, Field(ge=0, le=1)]
 
 
 class Thresholds(_Section):
-    anomaly: Threshold = 0.7
-    adhesive: Threshold = 0.7
+    """Per head, the score at or above which a frame is rejected. A head left out decides at the model's
+    recommended threshold (its manifest's `thresholds`, chosen by training on its validation part;
+    `linewatch.calibrate.recommend`), else at the paper's 0.7. `linewatch calibrate --write` sets them."""
 
-    def as_tuple(self) -> tuple[float, float]:
-        return (float(self.anomaly), float(self.adhesive))
+    anomaly: Threshold | None = None
+    adhesive: Threshold | None = None
+
+    def resolve(self, model: Mapping[str, float] | None = None) -> tuple[float, float]:
+        """(anomaly, adhesive) in force: the profile's value, else the model's (a valid number in [0, 1]),
+        else DEFAULT_THRESHOLD."""
+        return (self._one("anomaly", model), self._one("adhesive", model))
+
+    def sources(self, model: Mapping[str, float] | None = None) -> dict[str, str]:
+        """Per head where its threshold comes from: "profile", "model" or "default"."""
+        return {h: "profile" if getattr(self, h) is not None else "model" if _valid(model, h) else "default"
+                for h in HEADS}
+
+    def _one(self, head: str, model: Mapping[str, float] | None) -> float:
+        own = getattr(self, head)
+        if own is not None:
+            return float(own)
+        return float(model[head]) if model is not None and _valid(model, head) else DEFAULT_THRESHOLD
+
+
+def _valid(model: Mapping[str, float] | None, head: str) -> bool:
+    if model is None:
+        return False
+    v = model.get(head)
+    return isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= float(v) <= 1.0
 
 
 class DecisionConfig(_Section):
@@ -384,12 +408,25 @@ def _fmt(v: float) -> str:
 
 
 def rewrite_thresholds(text: str, thresholds: dict[str, float]) -> str:
-    """The profile text with `[decision]` thresholds set to `thresholds` (every head of HEADS).
+    """The profile text with `[decision]` thresholds set to `thresholds` (some or all heads of HEADS;
+    a head the profile sets and `thresholds` leaves out keeps its value, a head neither sets stays out:
+    it decides at the model's recommended threshold).
 
     Handles a `[decision.thresholds]` table, `thresholds = { ... }` or `thresholds.<head> = ...` in
     `[decision]`, and profiles without either (the keys are added); comments and every other line stay.
     The result is checked by parsing it back; `ProfileError` when the edit could not be made safely.
     """
+    try:
+        explicit = tomllib.loads(text).get("decision", {}).get("thresholds", {})
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"the profile is not valid TOML ({exc}); set the thresholds by hand") from exc
+    if not isinstance(explicit, dict):
+        explicit = {}
+    try:
+        thresholds = {h: float(v) for h, v in {**explicit, **thresholds}.items() if h in HEADS and v is not None}
+    except (TypeError, ValueError) as exc:
+        raise ProfileError(f"[decision] thresholds {explicit!r} are not numbers ({exc}); set them by hand") from exc
+    heads = [h for h in HEADS if h in thresholds]
     lines = text.splitlines(keepends=True)
     section: str | None = None
     idx_decision = idx_table = None
@@ -409,43 +446,43 @@ def rewrite_thresholds(text: str, thresholds: dict[str, float]) -> str:
         if section == "decision":
             mi = _INLINE.match(line)
             if mi:
-                inner = ", ".join(f"{h} = {_fmt(thresholds[h])}" for h in HEADS)
+                inner = ", ".join(f"{h} = {_fmt(thresholds[h])}" for h in heads)
                 out.append(f"{mi.group(1)}{{ {inner} }}{mi.group(2)}\n")
                 inline_done = True
-                done.update(HEADS)
+                done.update(heads)
                 continue
-            for h in HEADS:
+            for h in heads:
                 md = re.match(rf"^(\s*thresholds\.{h}\s*=\s*)[^#\n]*?(\s*#.*)?$", line.rstrip("\n"))
                 if md:
                     line = f"{md.group(1)}{_fmt(thresholds[h])}{md.group(2) or ''}\n"
                     done.add(h)
         elif section == "decision.thresholds":
-            for h in HEADS:
+            for h in heads:
                 md = re.match(rf"^(\s*{h}\s*=\s*)[^#\n]*?(\s*#.*)?$", line.rstrip("\n"))
                 if md:
                     line = f"{md.group(1)}{_fmt(thresholds[h])}{md.group(2) or ''}\n"
                     done.add(h)
         out.append(line)
-    missing = [h for h in HEADS if h not in done]
+    missing = [h for h in heads if h not in done]
     if missing:
         if idx_table is not None:
             out[idx_table:idx_table] = [f"{h} = {_fmt(thresholds[h])}\n" for h in missing]
-        elif idx_decision is not None and not inline_done and len(missing) == len(HEADS):
-            inner = ", ".join(f"{h} = {_fmt(thresholds[h])}" for h in HEADS)
+        elif idx_decision is not None and not inline_done and len(missing) == len(heads):
+            inner = ", ".join(f"{h} = {_fmt(thresholds[h])}" for h in heads)
             out[idx_decision:idx_decision] = [f"thresholds = {{ {inner} }}\n"]
         elif idx_decision is not None:
             out[idx_decision:idx_decision] = [f"thresholds.{h} = {_fmt(thresholds[h])}\n" for h in missing]
         else:
             if out and not out[-1].endswith("\n"):
                 out[-1] += "\n"
-            inner = ", ".join(f"{h} = {_fmt(thresholds[h])}" for h in HEADS)
+            inner = ", ".join(f"{h} = {_fmt(thresholds[h])}" for h in heads)
             out.append(f"\n[decision]\nthresholds = {{ {inner} }}\n")
     new = "".join(out)
     try:
         got = tomllib.loads(new).get("decision", {}).get("thresholds", {})
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"could not rewrite the thresholds safely ({exc}); set them by hand") from exc
-    if any(abs(float(got.get(h, -1)) - round(thresholds[h], 4)) > 1e-9 for h in HEADS):
+    if any(abs(float(got.get(h, -1)) - round(thresholds[h], 4)) > 1e-9 for h in heads):
         raise ProfileError(f"could not rewrite the thresholds safely (read back {got}); set them by hand")
     return new
 

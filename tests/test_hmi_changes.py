@@ -149,7 +149,7 @@ def test_a_change_rewrites_the_profile_signals_the_heartbeats_pid_and_logs_one_l
     assert r.status_code == 200, r.text
     assert r.json() == {"old": {"anomaly": 0.7, "adhesive": 0.7}, "new": {"anomaly": 0.55, "adhesive": 0.8},
                         "pid": 4242, "signalled": True, "profile": str(profile)}
-    assert load_profile(profile).decision.thresholds.as_tuple() == (0.55, 0.8)
+    assert load_profile(profile).decision.thresholds.resolve() == (0.55, 0.8)
     text = profile.read_text()
     assert text.startswith("# line 3, cell inspection\n") and "# tuned 2026-09" in text
     assert sig.pids == [4242]
@@ -163,7 +163,7 @@ def test_one_head_alone_keeps_the_other_and_the_file_mode(profile):
     with client:
         r = client.post("/api/thresholds", json={"adhesive": 0.25}, headers=AUTH)
     assert r.status_code == 200 and r.json()["new"] == {"anomaly": 0.7, "adhesive": 0.25}
-    assert load_profile(profile).decision.thresholds.as_tuple() == (0.7, 0.25)
+    assert load_profile(profile).decision.thresholds.resolve() == (0.7, 0.25)
     assert profile.stat().st_mode & 0o777 == 0o640
     assert not [p for p in profile.parent.iterdir() if p.name.endswith(".tmp")]
 

@@ -37,7 +37,7 @@ def test_minimal_profile_gets_the_defaults():
     p = parse_profile(MINIMAL)
     assert p.station.endpoint == DEFAULT_ENDPOINT and p.station.curve is None
     assert p.model.backend == "auto" and p.model.max_batch == 8 and p.model.threads == 0
-    assert p.decision.thresholds.as_tuple() == (0.7, 0.7)
+    assert p.decision.thresholds.resolve() == (0.7, 0.7)
     assert p.decision.adhesive_rule == "present" and p.decision.deadline_ns == 200_000_000
     assert p.ring.slots == 32
     assert (p.publish.overlay_pass_every, p.publish.heartbeat_s, p.publish.jpeg_quality) == (25, 1.0, 80)

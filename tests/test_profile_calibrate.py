@@ -73,7 +73,7 @@ def test_save_thresholds_edits_the_profile_in_place_and_keeps_it_valid(tmp_path)
     prof = tmp_path / "s.toml"
     prof.write_text("# line 3\n" + CAM + "[decision]\nthresholds = { anomaly = 0.7, adhesive = 0.7 }  # old\n")
     save_thresholds(prof, NEW)
-    assert load_profile(prof).decision.thresholds.as_tuple() == (0.4321, 0.55)
+    assert load_profile(prof).decision.thresholds.resolve() == (0.4321, 0.55)
     assert prof.read_text().startswith("# line 3\n") and "# old" in prof.read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["s.toml"]  # no temporary file left
     prof.write_text(CAM + "[decision]\nadhesive_rule = \"sometimes\"\n")  # invalid before the edit
@@ -104,7 +104,7 @@ def test_rewrite_keeps_everything_else(decision):
     if "# calibrated 2026-01" in decision:
         assert "# calibrated 2026-01" in new
     p = parse_profile(new)
-    assert p.decision.thresholds.as_tuple() == (0.4321, 0.55)
+    assert p.decision.thresholds.resolve() == (0.4321, 0.55)
 
 
 def test_rewrite_refuses_what_it_cannot_do_safely():
@@ -116,7 +116,7 @@ def test_shipped_profiles_rewrite_cleanly():
     for name in ("demo.toml", "viky.toml", "example-station.toml"):
         text = (REPO / "calib" / name).read_text()
         new = rewrite_thresholds(text, NEW)
-        assert parse_profile(new).decision.thresholds.as_tuple() == (0.4321, 0.55)
+        assert parse_profile(new).decision.thresholds.resolve() == (0.4321, 0.55)
         assert len(new.splitlines()) == len(text.splitlines())  # edited in place
 
 
@@ -140,6 +140,8 @@ def test_calibrate_command_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0 and "wrote thresholds" in out and "needs labelled positives and negatives" in out
     p = load_profile(prof)
-    # every null score is 0: TNR 100% needs t just above 0; the adhesive head (unknown) keeps 0.7
-    assert 0 < p.decision.thresholds.anomaly <= 1e-4 and p.decision.thresholds.adhesive == 0.7
+    # every null score is 0: TNR 100% needs t just above 0; the adhesive head (unknown) is not written:
+    # it stays the model's (the stub's manifest says 0.7)
+    assert 0 < p.decision.thresholds.anomaly <= 1e-4 and p.decision.thresholds.adhesive is None
+    assert p.decision.thresholds.resolve({"adhesive": 0.7})[1] == 0.7
     assert p.decision.adhesive_rule == "ignore"

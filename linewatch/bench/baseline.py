@@ -38,10 +38,12 @@ def _frames(man: Any, cfg: BenchConfig, pool: np.ndarray | None) -> np.ndarray:
 
 
 def _timed_loop(one: Callable[[np.ndarray], Any], pool: np.ndarray, cfg: BenchConfig,
-                progress: Callable[..., None] | None, sync: Callable[[], None] = lambda: None) -> dict[str, Any]:
-    """Call `one(frame) -> scores` over the pool for the baseline's duration; decide each frame."""
+                progress: Callable[..., None] | None, sync: Callable[[], None] = lambda: None,
+                model_thresholds: dict[str, float] | None = None) -> dict[str, Any]:
+    """Call `one(frame) -> scores` over the pool for the baseline's duration; decide each frame (at the
+    profile's thresholds, a head it leaves out at the model's, as the daemon does)."""
     d = cfg.profile.decision
-    decider = Decider(d.thresholds.as_tuple(), d.adhesive_rule, d.deadline_ns)
+    decider = Decider(d.thresholds.resolve(model_thresholds), d.adhesive_rule, d.deadline_ns)
     dur = cfg.baseline_duration_s if cfg.baseline_duration_s is not None else min(cfg.duration_s, 10.0)
     dur = max(dur, 1.0)
     for k in range(3):  # warm-up (allocators, kernel choice, cudnn autotune)
@@ -91,7 +93,7 @@ def torch_baseline(model_path: Path | None, engine: Any, cfg: BenchConfig, pool:
         return model(x).scores[0].cpu().tolist()
 
     with torch.no_grad():
-        out = _timed_loop(one, _frames(man, cfg, pool), cfg, progress, sync)
+        out = _timed_loop(one, _frames(man, cfg, pool), cfg, progress, sync, model_thresholds=man.thresholds)
     return {"what": f"PyTorch {torch.__version__} eager FP32 on {device}, batch 1, torch.no_grad(), "
                     f"{torch.get_num_threads()} intra-op threads: tensor, normalise, model(x), threshold",
             "device": device, **out}
@@ -120,7 +122,7 @@ def openvino_baseline(model_path: Path | None, engine: Any, cfg: BenchConfig, po
     def one(frame: np.ndarray) -> np.ndarray:
         return request.infer({0: frame[None]})[scores_port][0]
 
-    out = _timed_loop(one, _frames(man, cfg, pool), cfg, progress)
+    out = _timed_loop(one, _frames(man, cfg, pool), cfg, progress, model_thresholds=man.thresholds)
     return {"what": f"OpenVINO {ov.get_version().split('-')[0]} on cpu, {precision}, batch 1, compile_model(onnx, "
                     f"'CPU', INFERENCE_PRECISION_HINT={hint}), request.infer({{0: frame[None]}}), threshold",
             "device": "cpu", "precision": precision, **out}

@@ -173,6 +173,25 @@ def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return ov
 
 
+def pos_weight_arg(text: str) -> tuple[float, ...] | str:
+    """--pos-weight: "auto" or two numbers A,H."""
+    return "auto" if text.strip() == "auto" else floats_arg(2, "3,1")(text)
+
+
+RECIPE_OPTIONS = ("dilate", "seg_distance_p", "balance", "joint_epochs", "pos_weight")
+"""The train options a `--recipe` sets (dests); each given option wins over the recipe."""
+
+
+def recipe_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """TrainConfig fields of the recipe options: the named recipe's values, then those given on the
+    command line; options neither sets are left out (TrainConfig's defaults)."""
+    from linewatch.model.train import RECIPES
+
+    out = dict(RECIPES[args.recipe]) if getattr(args, "recipe", None) else {}
+    out.update({k: getattr(args, k) for k in RECIPE_OPTIONS if getattr(args, k, None) is not None})
+    return out
+
+
 def add_train_args(p: argparse.ArgumentParser) -> None:
     """Training options shared by train and ablate (dests: the TrainConfig fields they set)."""
     p.add_argument("--epochs-seg", type=int, default=200, help="stage 1 epochs (default 200)")
@@ -191,9 +210,21 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="share of train held out for validation when the dataset has no val split (default 0.1)")
     p.add_argument("--limit-steps", type=int, default=0, help="cap steps per epoch (tests, smoke runs)")
     p.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (default 1)")
-    p.add_argument("--pos-weight", type=floats_arg(2, "3,1"), default=(1.0, 1.0), metavar="A,H",
+    p.add_argument("--pos-weight", type=pos_weight_arg, default=None, metavar="A,H|auto",
                    help="stage 2: weight of positive labels per head, anomaly,adhesive (default 1,1 = eq. 5); "
-                   "above 1 where a miss costs more than a false alarm")
+                   "above 1 where a miss costs more than a false alarm; auto = negatives/positives per head")
+    r = p.add_argument_group("recipe options (docs/model.md, \"Recipe options\"); off = the paper's recipe")
+    r.add_argument("--recipe", choices=["paper"], default=None,
+                   help="paper: exactly the paper's recipe (every option below off, pos-weight 1,1); options "
+                   "given beside it win")
+    r.add_argument("--dilate", type=int, default=None, metavar="PX",
+                   help="dilate every mask by an odd square of PX model-input pixels (rough annotations; default 0)")
+    r.add_argument("--seg-distance-p", type=float, default=None, metavar="P",
+                   help="distance-weighted segmentation loss: defect pixels weigh (d/d_max)^P (default 0 = off)")
+    r.add_argument("--balance", action="store_true", default=None,
+                   help="balanced sampling: defective and defect-free images equally likely in every epoch")
+    r.add_argument("--joint-epochs", type=int, default=None, metavar="N",
+                   help="the last N stage-2 epochs also train the segmentation stage (cls + seg loss; default 0)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch output (log.jsonl is still written)")
 
 

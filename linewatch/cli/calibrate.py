@@ -50,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
     model = args.model or profile.model_path()
     scores, labels = score_split(model, args.data, args.split, backend=args.backend, precision=args.precision,
                                  max_batch=profile.model.max_batch)
-    heads = calibrate(scores, labels, profile.decision.thresholds.as_tuple(), args.target_tnr)
+    from linewatch.pipeline.swap import model_thresholds
+
+    heads = calibrate(scores, labels, profile.decision.thresholds.resolve(model_thresholds(model)), args.target_tnr)
 
     rule = f"TNR >= {args.target_tnr:.3f}" if args.target_tnr is not None else "best balanced accuracy"
     print(f"calibration of {prof_path} on {args.data} split {args.split!r} ({len(scores)} frames), {model.name}, {rule}")
@@ -65,8 +67,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.write:
         print("not written (add --write to update the profile)")
         return 0
-    proposal = {c.head: c.threshold for c in heads}
+    proposal = {c.head: c.proposed for c in heads if c.proposed is not None}  # a kept head is not written
+    if not proposal:
+        print("nothing written: no head has labelled positives and negatives here")
+        return 0
     save_thresholds(prof_path, proposal)
-    print(f"wrote thresholds anomaly={proposal['anomaly']:.4f} adhesive={proposal['adhesive']:.4f} to {prof_path}; "
+    print("wrote thresholds " + " ".join(f"{h}={t:.4f}" for h, t in proposal.items()) + f" to {prof_path}; "
           "a running daemon applies them on SIGHUP (systemctl reload linewatch@<station>)")
     return 0

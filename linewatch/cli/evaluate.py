@@ -20,7 +20,8 @@ def register(subparsers: Any) -> None:
     add_data(p)
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split (default test)")
     p.add_argument("--out", help="folder for metrics.json, metrics.md, scores.csv, pr_<head>.png")
-    p.add_argument("--threshold", type=float, help="t of TPR_t/TNR_t (default: the manifest's, else 0.7)")
+    p.add_argument("--threshold", type=float, help="t of TPR_t/TNR_t (default: the model's recommended threshold: the manifest's, "
+                   "or the checkpoint's operating point; else 0.7)")
     p.add_argument("--batch", type=int, default=8, help="frames per inference call (default 8)")
     p.add_argument("--device", default="cpu", help="device for a .pt checkpoint: cpu | cuda (default cpu)")
     add_backend(p, default="onnxruntime", choices=("onnxruntime", "openvino"),

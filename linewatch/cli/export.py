@@ -29,7 +29,8 @@ def register(subparsers: Any) -> None:
                    help="largest allowed drop of the mean AP_pos on --val-split, absolute (default 0.01)")
     q.add_argument("--max-calib", type=int, default=300, metavar="N", help="calibration frames at most (default 300)")
     p.add_argument("--threshold", type=float, action="append", metavar="T",
-                   help="default decision threshold (once for both heads, or twice: anomaly then adhesive)")
+                   help="the model's decision threshold (once for both heads, or twice: anomaly then adhesive); "
+                   "default: the checkpoint's recommended operating point, else 0.7")
     p.add_argument("--metrics", action="append", metavar="SPLIT=JSON",
                    help="add held-out metrics to the manifest: a metrics.json of `linewatch evaluate --out`, "
                    "e.g. --metrics test=runs/x/heldout/metrics.json (repeatable)")
@@ -76,9 +77,11 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--metrics {path}: not a metrics.json of `linewatch evaluate` ({exc})") from exc
     model = load_model(args.checkpoint)
     training = {"checkpoint": str(args.checkpoint), **ckpt.get("training", {})}
-    man = export_onnx(model, args.out, training=training, metrics=metrics,
-                      thresholds=thresholds, opset=args.opset, self_check=not args.no_check)
-    print(f"wrote {args.out} (sha256 {man.sha256[:12]}…), manifest and weights beside it")
+    man = export_onnx(model, args.out, training=training, metrics=metrics, thresholds=thresholds,
+                      operating_point=ckpt.get("operating_point"), opset=args.opset, self_check=not args.no_check)
+    print(f"wrote {args.out} (sha256 {man.sha256[:12]}…), manifest and weights beside it; thresholds "
+          + ", ".join(f"{h} {man.thresholds[h]:.4f}" for h in HEADS)
+          + (" (recommended on validation)" if man.operating_point else " (given)" if thresholds else " (the paper's 0.7)"))
     if args.int8:
         return _int8(args, args.out)
     return 0

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from linewatch.cli.args import add_command, add_data, add_model_args, add_train_args, model_overrides
+from linewatch.cli.args import (
+    add_command,
+    add_data,
+    add_model_args,
+    add_train_args,
+    model_overrides,
+    recipe_settings,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -84,7 +91,7 @@ def train_config(args: argparse.Namespace, **extra: Any) -> Any:
         data=args.data, epochs_seg=args.epochs_seg, epochs_cls=args.epochs_cls, batch=args.batch, lr=args.lr,
         crop=not args.no_crop, delta_min=args.delta_min, device=args.device, amp=args.amp, seed=args.seed,
         workers=args.workers, val_split=args.val_split, limit_steps=args.limit_steps,
-        eval_every=args.eval_every, pos_weight=args.pos_weight, quiet=args.quiet, model=cfg.to_dict(), **extra,
+        eval_every=args.eval_every, quiet=args.quiet, model=cfg.to_dict(), **{**recipe_settings(args), **extra},
     )
 
 

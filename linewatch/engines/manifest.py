@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from linewatch import HEADS, jsonfile
+from linewatch import DEFAULT_THRESHOLD, HEADS, jsonfile
 from linewatch.errors import EngineError
 
 MANIFEST_FORMAT = "linewatch-model/1"
@@ -25,7 +25,12 @@ class Manifest:
     input_height: int
     input_width: int
     heads: list[str] = field(default_factory=lambda: list(HEADS))
-    thresholds: dict[str, float] = field(default_factory=lambda: {h: 0.7 for h in HEADS})
+    thresholds: dict[str, float] = field(default_factory=lambda: {h: DEFAULT_THRESHOLD for h in HEADS})
+    """The model's recommended threshold per head: where a profile that leaves a head out decides.
+    From training's `operating_point` (chosen on its validation part), else the paper's 0.7."""
+    operating_point: dict[str, Any] = field(default_factory=dict)
+    """How `thresholds` were chosen, per head: `threshold`, `rule`, the validation `TPR`/`TNR` they give
+    and `n_pos`/`n_neg` (`linewatch.calibrate.recommend`); empty = not chosen (0.7, or `export --threshold`)."""
     model: dict[str, Any] = field(default_factory=dict)
     """The model configuration (depth, ResSE placement, widths, kernels ...)."""
     training: dict[str, Any] = field(default_factory=dict)

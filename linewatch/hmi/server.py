@@ -153,9 +153,10 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def rewrite_profile(profile: Path, heads: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+def rewrite_profile(profile: Path, heads: dict[str, float]) -> tuple[dict[str, float | None], dict[str, float | None]]:
     """Set `heads` in the profile's [decision] thresholds (the others kept): (old, new) thresholds as read
-    back by `load_profile`. _ChangeError(500) naming why when it cannot be done; the file is then as it was."""
+    back by `load_profile` (None: the profile leaves that head to the model's recommended threshold).
+    _ChangeError(500) naming why when it cannot be done; the file is then as it was."""
     from linewatch.errors import ProfileError
     from linewatch.profile import load_profile, rewrite_thresholds
 
@@ -166,9 +167,9 @@ def rewrite_profile(profile: Path, heads: dict[str, float]) -> tuple[dict[str, f
     except (OSError, ProfileError) as exc:
         raise _ChangeError(500, f"the profile {profile} cannot be read or does not validate now, nothing "
                                 f"written: {exc}") from exc
-    old = {h: float(getattr(old_t, h)) for h in HEADS}
+    old = {h: _maybe_float(getattr(old_t, h)) for h in HEADS}
     try:
-        new_text = rewrite_thresholds(old_text, {**old, **heads})
+        new_text = rewrite_thresholds(old_text, heads)
     except ProfileError as exc:
         raise _ChangeError(500, f"the profile {profile}, nothing written: {exc}") from exc
     try:
@@ -182,7 +183,11 @@ def rewrite_profile(profile: Path, heads: dict[str, float]) -> tuple[dict[str, f
         _write_atomic(path, old_text)
         raise _ChangeError(500, f"the rewritten profile {profile} does not validate, the old one is back: "
                                 f"{exc}") from exc
-    return old, {h: float(getattr(new_t, h)) for h in HEADS}
+    return old, {h: _maybe_float(getattr(new_t, h)) for h in HEADS}
+
+
+def _maybe_float(v: float | None) -> float | None:
+    return None if v is None else float(v)
 
 
 def _error(status: int, message: str) -> JSONResponse:

@@ -4,6 +4,12 @@
     table 4  ResSE none / v1 / v2 / v3 on depth v2                   (paper Table 4)
     table 5  seg loss linear+MSE, sigmoid+MSE, sigmoid+CE on ResSE v1 (paper Table 5)
 
+A row key may carry recipe options after `+` (docs/model.md, "Recipe options"), each measured as a row
+of its own against the same folds: `resse-v3+balance`, `resse-v1+dilate7`, `resse-v1+dist2`,
+`resse-v1+joint20`, `resse-v1+posauto`, combined as `resse-v3+balance+dist2`. Every row's test metrics are
+reported at the paper's 0.7 and at that run's recommended thresholds (chosen on its validation part by
+training, never on the test part).
+
 A row that appears in two tables (baseline v2 = Table 4's baseline; ResSE v1 = sigmoid+CE) is trained
 once. Without folds (`folds` 0), each row trains on the dataset's train split (validation: its val split
 or a held-out share) and is measured on its test split. With `folds` K, all samples are dealt into K
@@ -18,6 +24,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -57,21 +65,47 @@ TABLES: dict[str, tuple[str, list[tuple[str, str]]]] = {
     ]),
 }
 
-METRIC_KEYS = ("AP_pos", "AP_neg", "TPR", "TNR")
+METRIC_KEYS = ("AP_pos", "AP_neg", "TPR", "TNR", "TPR_rec", "TNR_rec", "t_rec")
+"""Per head in the summary: the paper's four at 0.7, then TPR/TNR at the recommended threshold, and it."""
+
+_OPTIONS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], dict[str, Any]], str]] = [
+    (re.compile(r"balance"), lambda m: {"balance": True}, "balance"),
+    (re.compile(r"dilate(\d+)"), lambda m: {"dilate": int(m.group(1))}, "dilate<px>"),
+    (re.compile(r"dist(\d+(?:\.\d+)?)"), lambda m: {"seg_distance_p": float(m.group(1))}, "dist<p>"),
+    (re.compile(r"joint(\d+)"), lambda m: {"joint_epochs": int(m.group(1))}, "joint<epochs>"),
+    (re.compile(r"posauto"), lambda m: {"pos_weight": "auto"}, "posauto"),
+]
+
+
+def row_config(key: str) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """(model overrides, seg loss, train overrides) of a row key `BASE[+OPTION...]` (module doc)."""
+    base, *opts = key.split("+")
+    if base not in ROWS:
+        raise SettingError(f"`tables`: unknown table or row {key!r}; allowed: tables {', '.join(TABLES)}, rows "
+                           f"{', '.join(ROWS)}, each optionally with +{', +'.join(o[2] for o in _OPTIONS)}")
+    overrides, loss = ROWS[base]
+    train: dict[str, Any] = {}
+    for opt in opts:
+        for pattern, make, _ in _OPTIONS:
+            m = pattern.fullmatch(opt)
+            if m:
+                train.update(make(m))
+                break
+        else:
+            raise SettingError(f"`tables`: row {key!r}: unknown option {opt!r}; allowed: "
+                               f"{', '.join(o[2] for o in _OPTIONS)}")
+    return overrides, loss, train
 
 
 def plan(tables: list[str]) -> list[str]:
     """Row keys to train for the given tables (or row keys given directly), each once, in order."""
     keys: list[str] = []
     for t in tables:
-        if t in ROWS:
+        if t not in TABLES:
+            row_config(t)  # a row key, else a SettingError naming what is allowed
             if t not in keys:
                 keys.append(t)
             continue
-        if t not in TABLES:
-            raise SettingError(
-                f"`tables`: unknown table or row {t!r}; allowed: tables {', '.join(TABLES)}, rows {', '.join(ROWS)}"
-            )
         for _, key in TABLES[t][1]:
             if key not in keys:
                 keys.append(key)
@@ -80,16 +114,20 @@ def plan(tables: list[str]) -> list[str]:
 
 def _run_one(base: TrainConfig, key: str, run_dir: Path, splits: tuple[Any, list[Any], list[Any]],
              test: list[Any], device: str) -> dict[str, Any]:
-    from linewatch.model.evaluate import evaluate
+    from linewatch.model.evaluate import checkpoint_thresholds, evaluate
 
     done = run_dir / "eval.json"
     if done.is_file():
         return json.loads(done.read_text())
-    overrides, loss = ROWS[key]
-    tc = replace(base, out=str(run_dir), seg_loss=loss, model={**base.model, **overrides, "seg_activation": "sigmoid"})
+    overrides, loss, train_overrides = row_config(key)
+    tc = replace(base, out=str(run_dir), seg_loss=loss, model={**base.model, **overrides, "seg_activation": "sigmoid"},
+                 **train_overrides)
     train(tc, resume=(run_dir / "last.pt").is_file(), splits=splits)  # an interrupted row continues
-    res = evaluate(run_dir / "best.pt", base.data, out=run_dir / "eval", samples=test, device=device)
+    best = run_dir / "best.pt"
+    res = evaluate(best, base.data, out=run_dir / "eval", samples=test, device=device, threshold=DEFAULT_THRESHOLD,
+                   also_at={"recommended": checkpoint_thresholds(best)})
     res["metrics"] = jsonfile.clean(res["metrics"])
+    res["also"] = jsonfile.clean(res["also"])
     done.write_text(jsonfile.dumps(res, indent=2) + "\n")
     return res
 
@@ -127,7 +165,9 @@ def run_ablation(base: TrainConfig, out: str | Path, tables: list[str], folds: i
             raise SettingError(f"{base.data}: no 'test' split to measure the ablation on (or use `folds` K >= 2)")
         jobs.append(("", resolve_splits(base.data, base.val_split, base.seed), test))
 
-    runs = [(key, sub, splits, test) for key in keys for sub, splits, test in jobs]
+    # fold-major: every row's fold 0 before any row's fold 1, so an interrupted (CPU) run still compares
+    # the rows on the same folds
+    runs = [(key, sub, splits, test) for sub, splits, test in jobs for key in keys]
     results: dict[str, list[dict[str, Any]]] = {key: [] for key in keys}
     if parallel <= 1:
         for key, sub, splits, test in runs:
@@ -146,7 +186,7 @@ def run_ablation(base: TrainConfig, out: str | Path, tables: list[str], folds: i
             for key, fut in futures:
                 results[key].append(fut.result())
                 print(f"ablate: {key} done ({len(results[key])}/{len(jobs)})", flush=True)
-    summary = {key: aggregate([r["metrics"] for r in rs]) for key, rs in results.items()}
+    summary = {key: aggregate(rs) for key, rs in results.items()}
     (out / "results.json").write_text(jsonfile.dumps({"folds": folds, "seed": base.seed, "rows": summary,
                                                   "runs": results}, indent=2) + "\n")
     md = markdown(summary, tables, folds, base)
@@ -155,20 +195,29 @@ def run_ablation(base: TrainConfig, out: str | Path, tables: list[str], folds: i
     return summary
 
 
-def _metric(m: dict[str, Any], name: str) -> float:
+def _metric(run: dict[str, Any], head: str, name: str) -> float:
+    """One metric of one eval.json result (`evaluate`'s, with `also.recommended`); NaN when absent."""
+    m = run["metrics"][head]
+    if name.endswith("_rec") or name == "t_rec":
+        m = run.get("also", {}).get("recommended", {}).get(head)
+        if m is None:
+            return math.nan
+        if name == "t_rec":
+            return float(m["threshold"])
+        name = name[:-4]
     if name in ("TPR", "TNR"):
         name = f"{name}_{m.get('threshold', DEFAULT_THRESHOLD):g}"
     v = m.get(name)
     return math.nan if v is None else float(v)
 
 
-def aggregate(runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, list[float]]]:
-    """Per head and metric: [mean, std] over runs (folds), ignoring NaN."""
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
+    """Per head and metric: [mean, std] over runs (folds; `evaluate` results), ignoring NaN."""
     agg: dict[str, dict[str, list[float]]] = {}
     for head in HEADS:
         agg[head] = {}
         for name in METRIC_KEYS:
-            vals = np.array([_metric(r[head], name) for r in runs], np.float64)
+            vals = np.array([_metric(r, head, name) for r in runs], np.float64)
             vals = vals[~np.isnan(vals)]
             agg[head][name] = [float(vals.mean()), float(vals.std())] if vals.size else [math.nan, math.nan]
     return agg
@@ -180,17 +229,23 @@ def markdown(summary: dict[str, Any], tables: list[str], folds: int, base: Train
         + (f"{folds}-fold cross-validation (mean ± std)." if folds else "test split."),
         "",
     ]
-    for t in tables:
-        title, rows = TABLES[t] if t in TABLES else (f"row {t}", [(t, t)])
+    groups = [TABLES[t] for t in tables if t in TABLES]
+    single = [(t, t) for t in tables if t not in TABLES]
+    if single:
+        groups.append(("Rows", single))
+    for title, rows in groups:
         for head in HEADS:
-            lines += [f"### {title}: {head}", "", "| network | AP_pos | AP_neg | TPR_0.7 | TNR_0.7 |",
-                      "|---|---:|---:|---:|---:|"]
+            lines += [f"### {title}: {head}", "",
+                      "| network | AP_pos | AP_neg | TPR_0.7 | TNR_0.7 | TPR_rec | TNR_rec | t_rec |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|"]
             for label, key in rows:
                 cells = []
                 for name in METRIC_KEYS:
                     mean, std = summary[key][head][name]
                     if math.isnan(mean):
                         cells.append("—")
+                    elif name == "t_rec":
+                        cells.append(f"{mean:.3f}" + (f" ± {std:.3f}" if folds else ""))
                     else:
                         cells.append(f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if folds else ""))
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")

@@ -94,13 +94,26 @@ class TensorCache:
         )
 
 
+def dilate_mask(mask: np.ndarray, pixels: int, input_hw: tuple[int, int]) -> np.ndarray:
+    """{0,1} HxW dilated by a square of `pixels` pixels *of the model input* (odd), i.e. by the same
+    share of the image in each axis: the kernel is scaled by the image's size over the input's."""
+    import cv2
+
+    if pixels <= 1 or not mask.any():
+        return mask
+    kh = max(1, int(round(pixels * mask.shape[0] / input_hw[0]))) | 1
+    kw = max(1, int(round(pixels * mask.shape[1] / input_hw[1]))) | 1
+    return cv2.dilate(mask.astype(np.uint8), np.ones((kh, kw), np.uint8))
+
+
 def build_cache(
-    dataset: Dataset, samples: list[Sample], input_hw: tuple[int, int], workers: int = 4
+    dataset: Dataset, samples: list[Sample], input_hw: tuple[int, int], workers: int = 4, dilate: int = 0
 ) -> TensorCache:
     """Decode `samples` once into a CPU TensorCache at `input_hw` (threads: cv2 releases the GIL).
 
     Images by `linewatch.preprocess.to_model_input` (the line's rule); masks by `resize_mask_max` over
-    the same geometry (the whole image onto the input size, at 1/MASK_STRIDE)."""
+    the same geometry (the whole image onto the input size, at 1/MASK_STRIDE), after `dilate_mask` by
+    `dilate` input pixels (0 = as annotated)."""
     from linewatch.preprocess import to_model_input
 
     h, w = input_hw
@@ -119,7 +132,7 @@ def build_cache(
         to_model_input(img, dst=images[i])
         for c in range(2):
             if k[c]:
-                masks[i, c] = resize_mask_max(m[c], (h // MASK_STRIDE, w // MASK_STRIDE))
+                masks[i, c] = resize_mask_max(dilate_mask(m[c], dilate, input_hw), (h // MASK_STRIDE, w // MASK_STRIDE))
         known[i] = k
         for c, head in enumerate(HEADS):
             label = s.labels[head]

@@ -29,6 +29,14 @@ Predict = Callable[[np.ndarray], np.ndarray]
 """uint8 [N, H, W, 3] -> scores float [N, 2]."""
 
 
+def checkpoint_thresholds(path: str | Path) -> dict[str, float]:
+    """A checkpoint's recommended thresholds (training's `operating_point`), else 0.7 per head."""
+    from linewatch.model.export import load_checkpoint
+
+    op = load_checkpoint(path).get("operating_point") or {}
+    return {h: float(op[h]["threshold"]) if isinstance(op.get(h), dict) else DEFAULT_THRESHOLD for h in HEADS}
+
+
 def open_predictor(
     model_path: str | Path, threads: int = 0, device: str = "cpu", backend: str = "onnxruntime",
     precision: str | None = None, batch: int = 8,
@@ -64,7 +72,7 @@ def open_predictor(
                 x = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
                 return deploy(x)[1].float().cpu().numpy()
 
-        return predict_torch, (model.cfg.input_height, model.cfg.input_width), {h: DEFAULT_THRESHOLD for h in HEADS}
+        return predict_torch, (model.cfg.input_height, model.cfg.input_width), checkpoint_thresholds(path)
     raise SettingError(f"`model_path` {path}: expected a checkpoint (.pt) or an ONNX model (.onnx / its .json "
                        "manifest)")
 
@@ -127,8 +135,11 @@ def draw_pr_curves(curves: list[tuple[str, np.ndarray, np.ndarray, tuple[int, in
 def evaluate(model_path: str | Path, data: str | Path, split: str = "test", out: str | Path | None = None,
              threshold: float | None = None, batch: int = 8, threads: int = 0, device: str = "cpu",
              samples: list[Any] | None = None, backend: str = "onnxruntime",
-             precision: str | None = None) -> dict[str, Any]:
-    """Metrics per head of `model_path` on `split` of `data`; writes the files of the module doc to `out`."""
+             precision: str | None = None, also_at: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+    """Metrics per head of `model_path` on `split` of `data`; writes the files of the module doc to `out`.
+
+    `also_at` {name: thresholds per head}: the same scores measured at those thresholds too
+    (`result["also"][name]`; e.g. the paper's 0.7 and the model's recommended point side by side)."""
     from linewatch.data.dataset import open_dataset
 
     predict, hw, thresholds = open_predictor(model_path, threads, device, backend, precision, batch)
@@ -146,6 +157,8 @@ def evaluate(model_path: str | Path, data: str | Path, split: str = "test", out:
               "backend": backend if Path(model_path).suffix in (".onnx", ".json") else f"torch ({device})",
               "precision": precision,
               "input_hw": list(hw), "metrics": metrics}
+    if also_at:
+        result["also"] = {name: all_metrics(labels, scores, t) for name, t in also_at.items()}
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from linewatch import HEADS, jsonfile
+from linewatch import DEFAULT_THRESHOLD, HEADS, jsonfile
 from linewatch.engines.base import INPUT_NAME, OUTPUT_NAMES
 from linewatch.engines.manifest import Manifest, sha256_file
 from linewatch.errors import EngineError, SettingError
@@ -138,12 +138,16 @@ def export_onnx(
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     thresholds: dict[str, float] | None = None,
+    operating_point: dict[str, Any] | None = None,
     opset: int = OPSET,
     self_check: bool = True,
     write_weights: bool = True,
     write_manifest: bool = True,
 ) -> Manifest:
-    """Export `model` to `out_path` (.onnx) with its manifest `<stem>.json` and weights `<stem>.pt`."""
+    """Export `model` to `out_path` (.onnx) with its manifest `<stem>.json` and weights `<stem>.pt`.
+
+    The manifest's thresholds: `thresholds` when given, else the `operating_point`'s (training's
+    recommendation, kept in the manifest with its rule and validation rates), else the paper's 0.7."""
     out_path = Path(out_path)
     if out_path.suffix != ".onnx":
         raise SettingError(f"{out_path}: the export target must end in .onnx")
@@ -179,7 +183,10 @@ def export_onnx(
         input_height=cfg.input_height,
         input_width=cfg.input_width,
         heads=list(HEADS),
-        thresholds=dict(thresholds) if thresholds else {h: 0.7 for h in HEADS},
+        thresholds=dict(thresholds) if thresholds else {
+            h: float(operating_point[h]["threshold"]) if operating_point and h in operating_point else DEFAULT_THRESHOLD
+            for h in HEADS},
+        operating_point={} if thresholds or not operating_point else jsonfile.clean(dict(operating_point)),
         model=cfg.to_dict(),
         training={**(training or {}), "onnx_opset": opset},
         metrics=jsonfile.clean({**(metrics or {}), **({"parity_max_abs_diff": parity} if parity else {})}),

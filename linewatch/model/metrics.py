@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from linewatch import HEADS
+from linewatch import DEFAULT_THRESHOLD, HEADS
 
-DEFAULT_THRESHOLD = 0.7
+__all__ = ["DEFAULT_THRESHOLD", "all_metrics", "average_precision", "head_metrics", "markdown_table", "pr_curve"]
 
 
 def pr_curve(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -14,7 +14,10 @@ on CUDA; losses are accumulated on the device and read once per epoch (no per-st
 Outputs in RUN/: `last.pt` (every epoch: model, optimizer, epoch, stage, RNG, best so far),
 `best.pt` (lowest validation loss of the current stage; at the switch to stage 2 the best stage-1
 weights are restored first), `log.jsonl` (one JSON line per epoch), `metrics.json` (validation
-metrics of best.pt). Checkpoints hold only tensors and plain Python values:
+metrics of best.pt at 0.7 and at its recommended thresholds). Training ends by choosing, on the
+validation part only, the recommended threshold per head (`linewatch.calibrate.recommend`: the best
+balanced accuracy) and stores it with the validation TPR/TNR it gives as `best.pt["operating_point"]`;
+`linewatch export` writes it into the manifest, where the daemon takes its default thresholds from. Checkpoints hold only tensors and plain Python values:
 `torch.load(path, weights_only=True)` reads them. `train(tc, resume=True)` continues from `last.pt`.
 
 A wrong setting raises `SettingError` naming the `TrainConfig` field (or `resume`) in backquotes.
@@ -38,6 +41,14 @@ from linewatch.model.data import TensorCache, augment, build_cache, cropped_labe
 from linewatch.model.resse import NetworkConfig, ResSENet
 
 SEG_LOSSES = ("bce", "mse-sigmoid", "mse-linear")
+DIST_CAP = 8
+"""Erosions counted by the distance weighting (`inner_distance`): defect cells deeper than this weigh as deep."""
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {"dilate": 0, "seg_distance_p": 0.0, "balance": False, "joint_epochs": 0, "pos_weight": (1.0, 1.0)},
+}
+"""Named recipes: `--recipe paper` turns every recipe option to the paper's (§3: eq. 4 and 5, frozen
+segmentation in stage 2, uniform sampling), whatever the defaults become; the paper's batch 16, Adam
+lr 1e-3, crop Δ 0.75 and sigmoid + CE are the defaults of their own options."""
 
 
 @dataclass
@@ -66,10 +77,26 @@ class TrainConfig:
     stop_after_epochs: int = 0
     """Stop this invocation after that many epochs (0 = never); `train(..., resume=True)` continues."""
     eval_every: int = 1
-    pos_weight: tuple[float, float] = (1.0, 1.0)
+    pos_weight: tuple[float, float] | str = (1.0, 1.0)
     """Stage 2: weight of a positive label's loss term per head (anomaly, adhesive); (1, 1) is eq. 5.
     Above 1 for a head whose misses cost more than its false alarms (a defect that passes the gate);
-    it moves that head's scores up, so the fixed threshold catches more positives (docs/model.md §2)."""
+    it moves that head's scores up, so the fixed threshold catches more positives (docs/model.md §2).
+    "auto": per head, negatives / positives among the training part's labels (a balanced eq. 5)."""
+    # -- recipe options (docs/model.md "Recipe options"); each off = the paper's recipe (`RECIPES["paper"]`)
+    dilate: int = 0
+    """Mask dilation for rough annotations: every mask is dilated by a square of this many pixels of the
+    model input (odd; 0 = none), scaled to the image's own size before the mask is reduced."""
+    seg_distance_p: float = 0.0
+    """Distance-weighted segmentation loss: a defect pixel's term is weighted by (d / d_max)^p, d its
+    distance to the nearest background cell of the 1/8 target (Chebyshev, capped at DIST_CAP), d_max the
+    largest in that mask; background terms keep weight 1. 0 = eq. 4 as it is."""
+    balance: bool = False
+    """Balanced sampling: each epoch draws defective and defect-free images (any head labelled 1 vs
+    not) with equal probability, with replacement, as many as one pass over the training part."""
+    joint_epochs: int = 0
+    """The classification loss reaches the segmentation stage late: the last N of the `epochs_cls` epochs
+    train both stages (loss = eq. 5 + eq. 4, BatchNorm in train mode, a fresh Adam), starting from the
+    best stage-2 weights. 0 = the paper's frozen segmentation stage throughout stage 2."""
     quiet: bool = False
     model: dict[str, Any] = field(default_factory=dict)
     """NetworkConfig as a dict."""
@@ -83,8 +110,29 @@ class TrainConfig:
 # ------------------------------------------------------------------------------------ losses
 
 
-def seg_loss(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor, kind: str) -> torch.Tensor:
-    """Eq. 4 (or its MSE ablations): mean over pixels, then over the (sample, head) pairs that are known."""
+def inner_distance(target: torch.Tensor, cap: int = DIST_CAP) -> torch.Tensor:
+    """Per foreground cell of a {0,1} target [B, C, h, w]: its Chebyshev distance to the nearest background
+    cell (1 on a defect's edge), counted by up to `cap` 3×3 erosions (deeper cells read `cap`); 0 on
+    background. Outside the image counts as neither (a defect at the border is not an edge there)."""
+    d = torch.zeros_like(target)
+    cur = target
+    for _ in range(cap):  # fixed count: no host sync
+        d = d + cur
+        cur = -F.max_pool2d(-cur, 3, stride=1, padding=1)
+    return d
+
+
+def distance_weights(target: torch.Tensor, p: float) -> torch.Tensor:
+    """The distance weighting of `TrainConfig.seg_distance_p`: (d / d_max)^p on defect cells, 1 on background."""
+    d = inner_distance(target)
+    d_max = d.flatten(2).amax(2).clamp_min(1.0)[:, :, None, None]
+    return torch.where(target > 0, (d / d_max) ** p, torch.ones_like(target))
+
+
+def seg_loss(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor, kind: str,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 4 (or its MSE ablations): mean over pixels, then over the (sample, head) pairs that are known.
+    `weight` [B, 2, h, w] multiplies each pixel's term (`distance_weights`); None = eq. 4."""
     logits = logits.float()
     if kind == "bce":
         per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")  # = CE after sigmoid
@@ -94,6 +142,8 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor, ki
         per_pixel = (logits - target) ** 2
     else:
         raise SettingError(f"`seg_loss` {kind!r} is invalid; allowed: {', '.join(SEG_LOSSES)}")
+    if weight is not None:
+        per_pixel = per_pixel * weight
     per_head = per_pixel.mean(dim=(2, 3))  # [B, 2]
     w = known.float()
     return (per_head * w).sum() / w.sum().clamp_min(1.0)
@@ -113,17 +163,49 @@ def cls_loss(logits: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tenso
 # ------------------------------------------------------------------------------------ helpers
 
 
-def check_pos_weight(values: Any) -> tuple[float, float]:
-    """The stage-2 positive weights as a pair of finite floats > 0 (one per head), else a SettingError."""
+def check_pos_weight(values: Any) -> tuple[float, float] | str:
+    """The stage-2 positive weights as a pair of finite floats > 0 (one per head), or "auto"; else a SettingError."""
+    if values == "auto":
+        return "auto"
     try:
         pair = tuple(float(v) for v in values)
     except (TypeError, ValueError):
         pair = ()
     if len(pair) != 2 or not all(math.isfinite(v) and v > 0 for v in pair):
         raise SettingError(f"`pos_weight` {values!r} is invalid; expected two numbers > 0 (anomaly,adhesive), "
-                           "e.g. 3,1 (1,1 = eq. 5)")
+                           "e.g. 3,1 (1,1 = eq. 5), or auto")
     anomaly, adhesive = pair
     return anomaly, adhesive
+
+
+def auto_pos_weight(labels: torch.Tensor) -> tuple[float, float]:
+    """`pos_weight` "auto": per head, labelled negatives / labelled positives (1 where a class is missing)."""
+    out = []
+    for c in range(2):
+        y = labels[:, c]
+        pos, neg = int((y == 1).sum()), int((y == 0).sum())
+        out.append(neg / pos if pos and neg else 1.0)
+    return out[0], out[1]
+
+
+def check_recipe(tc: TrainConfig) -> None:
+    """SettingError naming the recipe option whose value is out of range."""
+    if tc.dilate < 0 or (tc.dilate and tc.dilate % 2 == 0):
+        raise SettingError(f"`dilate` {tc.dilate} is invalid; allowed: 0 (none) or an odd number of pixels, e.g. 7")
+    if not (math.isfinite(tc.seg_distance_p) and tc.seg_distance_p >= 0):
+        raise SettingError(f"`seg_distance_p` {tc.seg_distance_p} is invalid; allowed: 0 (off) or a number > 0, e.g. 2")
+    if not 0 <= tc.joint_epochs <= tc.epochs_cls:
+        raise SettingError(f"`joint_epochs` {tc.joint_epochs} is invalid; allowed: 0 to `epochs_cls` ({tc.epochs_cls})")
+
+
+def balanced_indices(defective: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    """`n` indices drawn with replacement, defective (True) and defect-free images equally likely; a
+    plain permutation when either class is missing."""
+    n_pos = int(defective.sum())
+    if n_pos == 0 or n_pos == defective.numel():
+        return torch.randperm(n, generator=gen, device=defective.device)
+    w = torch.where(defective, 0.5 / n_pos, 0.5 / (defective.numel() - n_pos)).float()
+    return torch.multinomial(w, n, replacement=True, generator=gen)
 
 
 def pick_device(name: str) -> torch.device:
@@ -181,16 +263,19 @@ def load_init(path: str) -> dict[str, Any]:
 
 
 def set_stage(model: ResSENet, stage: int) -> list[torch.nn.Parameter]:
-    """Train mode for the trained part; stage 2 freezes the segmentation stage. Returns the trained params."""
+    """Train mode for the trained part; stage 2 freezes the segmentation stage, stage 3 (`joint_epochs`)
+    trains both. Returns the trained params."""
     model.train()
-    seg_trainable = stage == 1
+    seg_trainable = stage in (1, 3)
     for p in model.segmentation.parameters():
         p.requires_grad_(seg_trainable)
     for p in model.classification.parameters():
-        p.requires_grad_(stage == 2)
+        p.requires_grad_(stage >= 2)
     if stage == 2:
         model.segmentation.eval()
         return list(model.classification.parameters())
+    if stage == 3:
+        return list(model.parameters())
     return list(model.segmentation.parameters())
 
 
@@ -291,6 +376,7 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
     if tc.batch < 1 or tc.epochs_seg < 0 or tc.epochs_cls < 0:
         raise SettingError("`batch` must be >= 1 and the epoch counts (`epochs_seg`, `epochs_cls`) >= 0")
     tc.pos_weight = check_pos_weight(tc.pos_weight)
+    check_recipe(tc)
     init = load_init(tc.init) if tc.init and ckpt is None else None
     if tc.model:
         cfg = NetworkConfig.from_dict(tc.model)
@@ -310,17 +396,21 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
         torch.backends.cudnn.allow_tf32 = True
     gen = torch.Generator(device=device)
     gen.manual_seed(tc.seed)
-    pos_weight = torch.tensor(tc.pos_weight, device=device)
 
     # data: decode once, keep on the device
     t0 = time.time()
     ds, train_s, val_s = splits if splits is not None else resolve_splits(tc.data, tc.val_split, tc.seed)
     hw = (cfg.input_height, cfg.input_width)
-    train_c = build_cache(ds, train_s, hw, tc.workers).to(device)
-    val_c = build_cache(ds, val_s, hw, tc.workers).to(device) if val_s else None
+    train_c = build_cache(ds, train_s, hw, tc.workers, dilate=tc.dilate).to(device)
+    val_c = build_cache(ds, val_s, hw, tc.workers, dilate=tc.dilate).to(device) if val_s else None
     log = print if not tc.quiet else (lambda *a, **k: None)
     log(f"data {tc.data}: {len(train_c)} train, {len(val_c) if val_c else 0} val, input {hw[0]}x{hw[1]}, "
         f"decoded in {time.time() - t0:.1f}s; device {device}, amp {dtype}")
+    pw = auto_pos_weight(train_c.labels) if tc.pos_weight == "auto" else tc.pos_weight
+    pos_weight = torch.tensor(pw, device=device)
+    if tc.pos_weight == "auto":
+        log(f"pos_weight auto: {pw[0]:.3f}, {pw[1]:.3f} (negatives / positives per head)")
+    defective = (train_c.labels == 1).any(dim=1)
 
     model = ResSENet(cfg).to(device)
     if init is not None:
@@ -363,28 +453,33 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
     ran = 0
     try:
         for epoch in range(start_epoch, n_epochs):
-            new_stage = 1 if epoch < tc.epochs_seg else 2
-            if new_stage != stage:  # stage 1 -> 2: restore the best segmentation, freeze it, fresh Adam
+            new_stage = 1 if epoch < tc.epochs_seg else 3 if epoch >= n_epochs - tc.joint_epochs else 2
+            if new_stage != stage:  # next stage: restore the best weights so far, (un)freeze, fresh Adam
                 if ckpt_best.is_file():
                     best = torch.load(ckpt_best, map_location="cpu", weights_only=True)
                     model.load_state_dict(best["model"])
-                stage, best_val = new_stage, math.inf
+                # stage 1 -> 2 changes the loss (eq. 4 -> eq. 5): best so far starts again; 2 -> 3 keeps
+                # eq. 5 as the measure, so the joint epochs must beat the best frozen one to replace it
+                if stage == 1:
+                    best_val = math.inf
+                stage = new_stage
                 params = set_stage(model, stage)
                 opt = torch.optim.Adam(params, lr=tc.lr, fused=fused)
             set_stage(model, stage)
             t_ep = time.time()
             loss_sum = torch.zeros((), device=device)
-            perm = torch.randperm(n, generator=gen, device=device)
+            perm = balanced_indices(defective, n, gen) if tc.balance else torch.randperm(n, generator=gen, device=device)
             for step in range(steps):
                 idx = perm[step * bs : (step + 1) * bs]
                 x, target = augment(train_c.images[idx], train_c.masks[idx], gen, crop=tc.crop,
                                     delta_min=tc.delta_min, channels_last=True)
                 with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    weight = distance_weights(target, tc.seg_distance_p) if tc.seg_distance_p else None
                     if stage == 1:
                         _, logits = model.segmentation(x)
-                        loss = seg_loss(logits, target, train_c.mask_known[idx], tc.seg_loss)
+                        loss = seg_loss(logits, target, train_c.mask_known[idx], tc.seg_loss, weight)
                     else:
-                        with torch.no_grad():
+                        with torch.set_grad_enabled(stage == 3):  # stage 2: the segmentation stage is frozen
                             feats, seg_logits = model.segmentation(x)
                             masks = torch.sigmoid(seg_logits) if cfg.seg_activation == "sigmoid" else seg_logits
                         logits = model.classification(feats, masks)
@@ -392,6 +487,8 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
                         if tc.crop:  # a crop that cut the defect off leaves no defective image
                             labels = cropped_labels(labels, train_c.masks[idx], target)
                         loss = cls_loss(logits, labels, pos_weight)
+                        if stage == 3:  # the segmentation stage keeps its own supervision
+                            loss = loss + seg_loss(seg_logits, target, train_c.mask_known[idx], tc.seg_loss, weight)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
@@ -438,23 +535,30 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
         progress.close()
         logf.close()
 
-    # final validation metrics of best.pt (stored in it, and in metrics.json)
+    # final validation metrics of best.pt and its recommended operating point (stored in it, and in metrics.json)
     if val_c is not None and ckpt_best.is_file():
+        from linewatch.calibrate import recommend
         from linewatch.model.metrics import all_metrics
 
         best = torch.load(ckpt_best, map_location="cpu", weights_only=True)
         model.load_state_dict(best["model"])
         _, _, cls_l = predict(model, val_c, max(bs, 32), dtype)
-        metrics = {"val": all_metrics(val_c.labels.cpu().numpy(), torch.sigmoid(cls_l).cpu().numpy())}
+        val_labels, val_scores = val_c.labels.cpu().numpy(), torch.sigmoid(cls_l).cpu().numpy()
+        op = recommend(val_labels, val_scores)
+        metrics = {"val": all_metrics(val_labels, val_scores),
+                   "val_recommended": all_metrics(val_labels, val_scores, {h: op[h]["threshold"] for h in op})}
         best["metrics"] = jsonfile.clean(metrics)  # plain floats only
+        best["operating_point"] = jsonfile.clean(op)
         best["training"] = {
             "data": str(tc.data), "n_train": len(train_c), "n_val": len(val_c), "epochs_seg": tc.epochs_seg,
             "epochs_cls": tc.epochs_cls, "batch": tc.batch, "lr": tc.lr, "seg_loss": tc.seg_loss,
-            "pos_weight": list(tc.pos_weight),
+            "pos_weight": list(pw), "recipe": {k: getattr(tc, k) for k in ("dilate", "seg_distance_p", "balance",
+                                                                         "joint_epochs")},
             "seed": tc.seed, "device": str(device), "amp": str(dtype), "init": tc.init or None,
             "wall_s": round(time.time() - t_start, 1),
         }
         save_atomic(best, ckpt_best)
-        (out / "metrics.json").write_text(jsonfile.dumps(metrics, indent=2) + "\n")
+        (out / "metrics.json").write_text(jsonfile.dumps({**metrics, "operating_point": op}, indent=2) + "\n")
         summary["val_metrics"] = metrics["val"]
+        summary["operating_point"] = op
     return summary

@@ -48,7 +48,7 @@ from linewatch.errors import LinewatchError
 from linewatch.logs import get_logger
 from linewatch.pipeline.decide import Decider
 from linewatch.pipeline.infer import DecisionPublisher, InferenceWorker, batch_limit
-from linewatch.pipeline.swap import changed_keys, model_info
+from linewatch.pipeline.swap import changed_keys, model_info, model_thresholds
 from linewatch.pipeline.swap import model_id as swap_model_id
 from linewatch.profile import Profile, load_profile
 from linewatch.sdnotify import Notifier
@@ -180,7 +180,9 @@ class Daemon:
         self.log = log if log is not None else get_logger("linewatch.daemon", station=profile.station.name)
 
         p = profile.decision
-        self.decider = Decider(p.thresholds.as_tuple(), p.adhesive_rule, p.deadline_ns)
+        self.model_thresholds: dict[str, float] = model_thresholds(self._model_path())
+        """The deciding model's recommended thresholds (its manifest's): a head the profile leaves out decides at it."""
+        self.decider = Decider(p.thresholds.resolve(self.model_thresholds), p.adhesive_rule, p.deadline_ns)
         self.ring: Ring | None = None
         self.recorder: Recorder | None = None
         """The station record (`[archive]`), hooked into the publisher the daemon makes; None = off."""
@@ -297,8 +299,9 @@ class Daemon:
         self._supervisor = threading.Thread(target=self._supervise, name="linewatch-supervisor", daemon=True)
         self._supervisor.start()
         self.log.info("ready", station=prof.station.name, cameras=list(prof.camera_ids), slots=self.ring.slots,
-                      thresholds=list(self.decider.thresholds), adhesive_rule=self.decider.params.adhesive_rule,
-                      watchdog_s=self.notifier.watchdog_interval_s)
+                      thresholds=list(self.decider.thresholds),
+                      threshold_source=prof.decision.thresholds.sources(self.model_thresholds),
+                      adhesive_rule=self.decider.params.adhesive_rule, watchdog_s=self.notifier.watchdog_interval_s)
         return self
 
     def _make_recorder(self) -> Recorder | None:
@@ -401,7 +404,7 @@ class Daemon:
         if new.decision != cur.decision:
             d = new.decision
             try:
-                self.decider.update(d.thresholds.as_tuple(), d.adhesive_rule, d.deadline_ns)
+                self.decider.update(d.thresholds.resolve(self.model_thresholds), d.adhesive_rule, d.deadline_ns)
             except ValueError as exc:
                 refused.append(f"decision: {exc}")
             else:
@@ -412,6 +415,10 @@ class Daemon:
             if why is None:
                 applied.append("model")
                 cur = cur.model_copy(update={"model": new.model})
+                t = cur.decision.thresholds.resolve(self.model_thresholds)
+                if t != self.decider.thresholds:  # a head the profile leaves out follows the new model
+                    self.decider.update(t)
+                    applied.append("decision.thresholds (the new model's)")
             else:
                 refused.append(f"model: {why}")
         for section, old_value, new_value in (("station", cur.station, new.station), ("camera", cur.camera, new.camera),
@@ -481,6 +488,7 @@ class Daemon:
         self.worker.retired = None
         self.batch_limit = limit
         previous, self.model = self.model, info
+        self.model_thresholds = model_thresholds(path)
         try:
             if old is not None:
                 old.close()

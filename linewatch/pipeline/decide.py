@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from linewatch import HEADS
+from linewatch import DEFAULT_THRESHOLD, HEADS
 
 # Reasons a frame is rejected or passed. "pass" is the only reason of a passing frame.
 REASON_PASS = "pass"
@@ -126,7 +126,7 @@ class Decider:
             unknown = set(thresholds) - set(HEADS)
             if unknown:
                 raise ValueError(f"thresholds: unknown head(s) {sorted(unknown)}; allowed: {', '.join(HEADS)}")
-            t = (float(thresholds.get(HEADS[0], 0.7)), float(thresholds.get(HEADS[1], 0.7)))
+            t = (float(thresholds.get(HEADS[0], DEFAULT_THRESHOLD)), float(thresholds.get(HEADS[1], DEFAULT_THRESHOLD)))
         else:
             if len(thresholds) != 2:
                 raise ValueError(f"thresholds={thresholds!r}: need 2 values ({', '.join(HEADS)})")

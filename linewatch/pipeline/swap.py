@@ -54,6 +54,20 @@ def model_id(path: str | Path) -> str:
     return man.sha256[:12]
 
 
+def model_thresholds(path: str | Path | None) -> dict[str, float]:
+    """A model's recommended thresholds per head (its manifest's `thresholds`); {} without a readable manifest."""
+    from linewatch.engines.manifest import load_manifest
+    from linewatch.errors import EngineError
+
+    if not path:
+        return {}
+    try:
+        man, _ = load_manifest(path, verify=False)
+    except EngineError:
+        return {}
+    return dict(man.thresholds) if isinstance(man.thresholds, dict) else {}
+
+
 def model_info(engine: Engine, path: str | Path | None) -> dict[str, str]:
     """What a heartbeat says of the model deciding: id, path, backend, device."""
     return {"id": model_id(path) if path else "", "path": str(path or ""), "backend": str(engine.name),
