@@ -189,6 +189,32 @@ def score_split(model: Path, data: str | Path, split: str, *, backend: str, prec
 
 # -- writing -------------------------------------------------------------------------------------
 
+def save_manifest_thresholds(model: str | Path, heads: list[HeadCalibration], rule: str, data: str) -> dict[str, Any]:
+    """Make the proposals of `heads` the model's recommended thresholds: its manifest's `thresholds` and
+    `operating_point` (with `rule`, the rates and `data`, the labelled set they were measured on), for a
+    model trained before training chose them. A head without a proposal keeps its entry. The ONNX, its
+    sha256 and so the model id stay; the manifest is replaced atomically. Returns the new thresholds."""
+    from dataclasses import asdict
+
+    from linewatch import jsonfile
+    from linewatch.engines.manifest import load_manifest, manifest_path_for
+
+    man, _ = load_manifest(model, verify=True)
+    op = dict(man.operating_point)
+    for c in heads:
+        if c.proposed is None or c.proposed_rates is None:
+            continue
+        man.thresholds[c.head] = c.proposed
+        op[c.head] = {"threshold": c.proposed, "TPR": c.proposed_rates[0], "TNR": c.proposed_rates[1],
+                      "n_pos": c.positives, "n_neg": c.negatives, "rule": rule, "data": data}
+    man.operating_point = jsonfile.clean(op)
+    path = manifest_path_for(Path(model))
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(jsonfile.dumps(asdict(man), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return dict(man.thresholds)
+
+
 def save_thresholds(path: str | Path, thresholds: dict[str, float]) -> None:
     """Write `thresholds` (every head) into the profile file `path`: `rewrite_thresholds`, checked to
     parse as a valid profile, then an atomic replace (a running daemon applies it on SIGHUP)."""

@@ -41,8 +41,9 @@ def test_nan_and_infinity_become_null_and_numpy_values_plain_numbers() -> None:
 def test_ablate_results_with_a_head_without_labels_are_strict_json() -> None:
     from linewatch.model.ablate import aggregate
 
-    runs = [{"anomaly": {"AP_pos": 0.9, "AP_neg": 0.8, "TPR_0.7": 0.7, "TNR_0.7": 0.9},
-             "adhesive": {"AP_pos": math.nan, "AP_neg": math.nan, "TPR_0.7": math.nan, "TNR_0.7": math.nan}}] * 2
+    runs = [{"metrics": {"anomaly": {"AP_pos": 0.9, "AP_neg": 0.8, "TPR_0.7": 0.7, "TNR_0.7": 0.9},
+                         "adhesive": {"AP_pos": math.nan, "AP_neg": math.nan, "TPR_0.7": math.nan,
+                                      "TNR_0.7": math.nan}}}] * 2
     summary = aggregate(runs)
     assert math.isnan(summary["adhesive"]["AP_pos"][0])
     back = strict_loads(jsonfile.dumps({"rows": {"resse-v1": summary}}))

@@ -172,6 +172,28 @@ def test_keys_that_need_a_restart_are_named_and_the_rest_still_applies(tmp_path:
     assert any(e[1] == "reload_needs_restart" for e in log.events)
 
 
+def test_a_swapped_in_model_brings_its_own_thresholds_for_the_heads_the_profile_leaves_out(
+    tmp_path: Path, models: Path,
+) -> None:
+    import json
+
+    d, pub, log, prof = start(tmp_path, models)
+    try:
+        assert d.decider.thresholds == (0.7, 0.7)  # model a's manifest: the paper's
+        man = json.loads((tmp_path / "b.json").read_text())
+        man["thresholds"] = {"anomaly": 0.35, "adhesive": 0.55}
+        (tmp_path / "b.json").write_text(json.dumps(man))
+        write(prof, "b.onnx")
+        prof.write_text(prof.read_text().replace("[decision]\n", "[decision]\nthresholds.adhesive = 0.8\n"))
+        assert d.reload(), d.last_reload
+        pub.wait_for_decision(lambda x: x.thresholds == (0.35, 0.8))
+    finally:
+        d.stop()
+        assert d.join(60) == 0
+    assert d.decider.thresholds == (0.35, 0.8), "anomaly follows model b, adhesive is the profile's own"
+    assert d.last_reload is not None and "decision.thresholds (the new model's)" in d.last_reload["applied"]
+
+
 def test_changed_keys_names_nested_and_listed_values() -> None:
     from linewatch.profile import default_profile
 

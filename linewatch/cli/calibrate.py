@@ -32,6 +32,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--target-tnr", type=float, default=None, metavar="R",
                    help="instead of the best balanced accuracy: the lowest threshold with TNR >= R (e.g. 0.99)")
     p.add_argument("--write", action="store_true", help="write the proposal into the profile's [decision] thresholds")
+    p.add_argument("--write-manifest", action="store_true",
+                   help="instead: make the proposal the model's recommended thresholds (its manifest's: where a "
+                   "profile that leaves a head out decides), for a model trained before training chose them; "
+                   "calibrate on the model's own validation part")
 
 
 def _pct(v: float) -> str:
@@ -64,6 +68,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"{cur}{'(kept)':>8}  needs labelled positives and negatives")
         else:
             print(f"{cur}{c.proposed:>8.4f} {_pct(c.proposed_rates[0])} {_pct(c.proposed_rates[1])}")
+    if args.write and args.write_manifest:
+        from linewatch.errors import UsageError
+
+        raise UsageError("--write (the station's profile) or --write-manifest (the model's own thresholds), not both")
+    if args.write_manifest:
+        from linewatch.calibrate import RECOMMEND_RULE, save_manifest_thresholds
+
+        how = RECOMMEND_RULE if args.target_tnr is None else f"lowest threshold with TNR >= {args.target_tnr:g}"
+        new = save_manifest_thresholds(model, heads, how, f"{args.data}:{args.split}")
+        print("wrote the model's recommended thresholds " + " ".join(f"{h}={t:.4f}" for h, t in new.items())
+              + f" into the manifest of {model}")
+        return 0
     if not args.write:
         print("not written (add --write to update the profile)")
         return 0
