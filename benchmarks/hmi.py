@@ -1,13 +1,20 @@
 """What the operator page costs the line, and how fast a reject reaches it.
 
     python benchmarks/hmi.py [--browsers 5] [--browser-nice 19] [--sse-clients 5] [--rounds 2] [--duration 20]
+    python benchmarks/hmi.py --line [--browsers 5] [--duration 30]
 
 Each round runs `linewatch bench` (the shipped model, closed loop, the profile's settings) twice, side by
 side: once alone, once with `linewatch hmi` connected to the bench's publisher and `--browsers` headless
 Debian chromium pages open on it (selenium + chromedriver), plus `--sse-clients` plain event-stream
 clients (curl: what the server costs when the browsers run on other machines). Reported: the bench's median decisions/s and
 p99 latency for both, their ratio, and, from the first browser, the time from each reject's decision to
-its display in the page (p50 / p95 / max, ms; daemon and browser share this machine's clock).
+its display in the page (p50 / p95 / max, ms; daemon and browser share this machine's clock), and the CPU
+the `linewatch hmi` process used (its utime + stime from /proc over the bench, in % of one core).
+
+`--line`: the browser test's setting instead of the bench's closed loop — `linewatch run` on the embedded
+synthetic line at its own rate (25 fps, 20 % defects), `linewatch hmi` and `--browsers` pages on it; reported:
+the reject display times of every page (pooled; rejects of the page's first snapshot left out), the hmi's CPU
+and the daemon's own late and dropped counts from its final status.
 
 Needs the `hmi` and `dev` extras and Debian's chromium + chromium-driver. Run it on a quiet machine.
 """
@@ -38,25 +45,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def browser_binary(nice: int) -> str:
-    """Debian's chromium, or a wrapper that starts it at `nice` (a browser on the station PC at low priority)."""
-    if not nice:
+def browser_binary(nice: int, idle: bool = False) -> str:
+    """Debian's chromium, or a wrapper that starts it at `nice` and/or at SCHED_IDLE (`chrt --idle`: a browser
+    on the station PC that only gets CPU time nothing else wants)."""
+    if not nice and not idle:
         return "/usr/bin/chromium"
     import tempfile
 
     path = os.path.join(tempfile.mkdtemp(prefix="linewatch-hmi-bench-"), "chromium")
+    prefix = ("chrt --idle 0 " if idle else "") + (f"nice -n {int(nice)} " if nice else "")
     with open(path, "w") as f:
-        f.write(f'#!/bin/sh\nexec nice -n {int(nice)} /usr/bin/chromium "$@"\n')
+        f.write(f'#!/bin/sh\nexec {prefix}/usr/bin/chromium "$@"\n')
     os.chmod(path, 0o755)
     return path
 
 
-def open_pages(url: str, n: int, nice: int = 0) -> list:
+def open_pages(url: str, n: int, nice: int = 0, idle: bool = False) -> list:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     drivers = []
-    binary = browser_binary(nice)
+    binary = browser_binary(nice, idle)
     for _ in range(n):
         opts = webdriver.ChromeOptions()
         opts.binary_location = binary
@@ -66,6 +75,62 @@ def open_pages(url: str, n: int, nice: int = 0) -> list:
         d.get(url)
         drivers.append(d)
     return drivers
+
+
+def hmi_args(args: argparse.Namespace) -> list[str]:
+    return ["--idle"] if args.hmi_idle else []
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process so far (/proc/PID/stat, clock ticks -> seconds)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def shown_stats(values: list[float]) -> dict:
+    a = np.array(values, np.float64)
+    if not a.size:
+        return {"n": 0}
+    return {"n": int(a.size), "p50": round(float(np.percentile(a, 50)), 1),
+            "p95": round(float(np.percentile(a, 95)), 1), "max": round(float(a.max()), 1)}
+
+
+def line(args: argparse.Namespace) -> dict:
+    """The embedded synthetic line at its own rate, the hmi and the pages (module doc, `--line`)."""
+    pub_port, port = free_port(), free_port()
+    daemon = subprocess.Popen([sys.executable, "-m", "linewatch", "run", "--duration", str(args.duration + 20),
+                               "--endpoint", f"tcp://127.0.0.1:{pub_port}", "--log-format", "json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    hmi = subprocess.Popen([sys.executable, "-m", "linewatch", "hmi", "--connect", f"tcp://127.0.0.1:{pub_port}",
+                            "--bind", f"127.0.0.1:{port}", *hmi_args(args)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    drivers: list = []
+    try:
+        time.sleep(8.0)  # the daemon warm, the server listening
+        drivers = open_pages(f"http://127.0.0.1:{port}/", args.browsers, args.browser_nice, args.browser_idle)
+        time.sleep(3.0)
+        for d in drivers:  # from now on: rejects decided while the pages were open
+            d.execute_script("window.linewatchRejectShownMs = []")
+        c0, t0 = cpu_seconds(hmi.pid), time.monotonic()
+        time.sleep(args.duration)
+        shown = [list(d.execute_script("return window.linewatchRejectShownMs || []")) for d in drivers]
+        hmi_cpu = (cpu_seconds(hmi.pid) - c0) / (time.monotonic() - t0)
+    finally:
+        for d in drivers:
+            d.quit()
+        hmi.send_signal(signal.SIGTERM)
+        hmi.wait(20)
+    out, _ = daemon.communicate(timeout=120)
+    stopped = [json.loads(x) for x in out.splitlines() if x.startswith("{") and '"stopped"' in x]
+    counters = stopped[-1] if stopped else {}
+    return {"mode": "line", "browsers": args.browsers, "browser_nice": args.browser_nice,
+            "browser_idle": args.browser_idle, "hmi_idle": args.hmi_idle,
+            "reject_shown_ms": shown_stats([v for s in shown for v in s]),
+            "per_page_p95_ms": [shown_stats(s).get("p95") for s in shown],
+            "hmi_cpu_pct_of_one_core": round(100 * hmi_cpu, 2),
+            "daemon": {"decisions": counters.get("decisions"), "rejects": counters.get("rejects"),
+                       "drops": counters.get("drops"), "late": dict(counters.get("reasons") or {}).get("late", 0)}}
 
 
 def bench(args: argparse.Namespace, with_hmi: bool) -> dict:
@@ -84,14 +149,18 @@ def bench(args: argparse.Namespace, with_hmi: bool) -> dict:
                 if with_hmi:
                     port = free_port()
                     hmi = subprocess.Popen([sys.executable, "-m", "linewatch", "hmi", "--connect", m.group(1), "--bind",
-                                            f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                            f"127.0.0.1:{port}", *hmi_args(args)],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(2.0)  # the server listening (the bench warms its engine meanwhile)
-                    drivers = open_pages(f"http://127.0.0.1:{port}/", args.browsers, args.browser_nice)
+                    drivers = open_pages(f"http://127.0.0.1:{port}/", args.browsers, args.browser_nice, args.browser_idle)
                     streams = [subprocess.Popen(["curl", "-sN", f"http://127.0.0.1:{port}/events"],
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                                for _ in range(args.sse_clients)]
+                    c0, t0 = cpu_seconds(hmi.pid), time.monotonic()
                 break
         out, _ = p.communicate(timeout=args.duration + args.warmup + 300)
+        if hmi is not None:
+            hmi_cpu = (cpu_seconds(hmi.pid) - c0) / (time.monotonic() - t0)
         if drivers:
             shown = list(drivers[0].execute_script("return window.linewatchRejectShownMs || []"))
     finally:
@@ -105,6 +174,8 @@ def bench(args: argparse.Namespace, with_hmi: bool) -> dict:
     r = json.loads(out)
     res = {"hmi": with_hmi, "fps_median": r["throughput"]["fps"]["median"], "p99_ms": r["latency_ms"]["p99"],
            "decisions": r["frames"]["decisions"], "rejects": r["frames"]["rejects"]}
+    if with_hmi:
+        res["hmi_cpu_pct_of_one_core"] = round(100 * hmi_cpu, 2)  # warm-up and drain included
     if shown:
         a = np.array(shown[1:], np.float64)  # the first may predate the page (it lists the recent rejects)
         res["reject_shown_ms"] = {"n": int(a.size), "p50": round(float(np.percentile(a, 50)), 1),
@@ -119,11 +190,23 @@ def main() -> int:
                     help="also this many plain event-stream clients (curl): the server's cost without rendering")
     ap.add_argument("--browser-nice", type=int, default=0, metavar="N",
                     help="start the browsers at nice N (a browser on the station PC at low priority; default 0)")
+    ap.add_argument("--browser-idle", action="store_true",
+                    help="start the browsers at SCHED_IDLE (chrt --idle): they get only CPU time the line leaves")
+    ap.add_argument("--hmi-idle", action="store_true", help="run `linewatch hmi --idle`")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--line", action="store_true",
+                    help="the browser test's setting: the synthetic line at its own rate, not the bench (module doc)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.line:
+        r = line(args)
+        print(dumps(r), flush=True)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(dumps(r, indent=1) + "\n")
+        return 0
     runs = []
     for i in range(args.rounds):
         for with_hmi in (False, True):
@@ -133,7 +216,8 @@ def main() -> int:
             print(dumps(r), flush=True)
     off = [r["fps_median"] for r in runs if not r["hmi"]]
     on = [r["fps_median"] for r in runs if r["hmi"]]
-    summary = {"browsers": args.browsers, "browser_nice": args.browser_nice, "sse_clients": args.sse_clients,
+    summary = {"browsers": args.browsers, "browser_nice": args.browser_nice, "browser_idle": args.browser_idle,
+               "hmi_idle": args.hmi_idle, "sse_clients": args.sse_clients,
                "fps_off": off, "fps_on": on,
                "ratio_of_medians": round(statistics.median(on) / statistics.median(off), 3), "runs": runs}
     print(dumps({k: v for k, v in summary.items() if k != "runs"}))

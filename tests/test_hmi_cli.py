@@ -120,6 +120,7 @@ def test_hmi_follows_a_running_daemon_serves_an_overlay_and_shows_the_banner_wit
 
         st = wait_until(counting, 60, lambda: f"decisions > 200 on {base}/api/status: {status(base)}", interval=0.1)
         assert os.getpriority(os.PRIO_PROCESS, hmi.pid) - os.getpriority(os.PRIO_PROCESS, 0) == 10  # --nice 10
+        assert os.sched_getscheduler(hmi.pid) == os.SCHED_OTHER  # not --idle
         assert set(st["cameras"]) == {"cam0", "cam1"}
         assert st["rejects"] > 0 and "corrupt" in st["by_reason"]  # cam0 sends a corrupt frame every 11th
         assert st["model"]["backend"] == "null" and st["station"] == "cli-test"
@@ -175,3 +176,22 @@ def test_the_package_data_carries_the_page(tmp_path):
     on_disk = {p.name for p in (root / "linewatch" / "hmi" / "static").iterdir()}
     covered = {n for n in on_disk if any(Path(n).match(Path(g).name) for g in data)}
     assert covered == on_disk == {"index.html", "app.js", "app.css"}
+
+
+def test_hmi_idle_runs_the_server_and_its_threads_at_the_idle_scheduling_class(tmp_path):
+    pytest.importorskip("starlette")
+    pytest.importorskip("uvicorn")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    hmi = subprocess.Popen([sys.executable, "-m", "linewatch", "hmi", "--connect", f"tcp://127.0.0.1:{free_port()}",
+                            "--bind", f"127.0.0.1:{port}", "--idle"], cwd=tmp_path, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: status(base), 60, f"{base}/api/status answering", interval=0.1)
+        threads = list(Path(f"/proc/{hmi.pid}/task").iterdir())
+        assert len(threads) >= 2, "the subscriber's thread and the server's"
+        assert all(os.sched_getscheduler(int(t.name)) == os.SCHED_IDLE for t in threads)
+    finally:
+        hmi.send_signal(signal.SIGTERM)
+        hmi.wait(30)

@@ -201,3 +201,12 @@ def test_calibrate_can_give_an_older_model_its_recommended_thresholds_in_its_man
     assert after.thresholds == want and after.thresholds != before.thresholds
     assert after.operating_point["anomaly"]["data"] == f"{data}:val"
     assert after.operating_point["anomaly"]["rule"] == RECOMMEND_RULE
+
+
+def test_a_metrics_table_at_per_head_thresholds_names_each_heads_threshold() -> None:
+    from linewatch.model.metrics import all_metrics, markdown_table
+
+    labels, scores = both([0, 1, 0, 1]), both([0.1, 0.6, 0.2, 0.9])
+    table = markdown_table(all_metrics(labels, scores, {"anomaly": 0.4257, "adhesive": 0.7}))
+    assert "| TPR_t | TNR_t | t |" in table and "| 0.4257 |" in table and "| 0.7 |" in table
+    assert "| TPR_0.7 | TNR_0.7 |" in markdown_table(all_metrics(labels, scores, 0.7))

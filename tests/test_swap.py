@@ -111,7 +111,11 @@ def test_a_swap_under_load_decides_every_frame_once_and_the_model_id_changes_at_
     seq = [x.model for x in pub.decisions]
     changes = [i for i in range(1, len(seq)) if seq[i] != seq[i - 1]]
     assert len(changes) == 1 and seq[0] == a and seq[-1] == b, "the model id changes at exactly one frame"
-    assert d.last_reload is not None and d.last_reload["applied"] == ["model"] and d.last_reload["ok"]
+    # a (the shipped model) has recommended thresholds, b (untrained) the paper's 0.7: the profile leaves
+    # them to the model, so they follow the swap
+    assert d.last_reload is not None and d.last_reload["ok"]
+    assert d.last_reload["applied"] == ["model", "decision.thresholds (the new model's)"]
+    assert d.decider.thresholds == (0.7, 0.7)
     assert d.status()["model"]["id"] == b and d.status()["reload"]["n"] == 1
     switched = [e for e in log.events if e[1] == "model_switched"]
     assert len(switched) == 1 and switched[0][2]["old"] == a and switched[0][2]["new"] == b

@@ -61,6 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--nice", type=int, default=DEFAULT_NICE, metavar="N",
                    help=f"lower this process's CPU priority by N (0..19, default {DEFAULT_NICE}): on the station "
                         "PC the engine comes first, the page takes what is left")
+    p.add_argument("--idle", action="store_true",
+                   help="run at the idle scheduling class (Linux SCHED_IDLE): the page gets only CPU time nothing "
+                        "else wants, so it cannot delay a decision even on a saturated station; the page then "
+                        "freezes while the station has no idle time")
     add_curve(p)
 
 
@@ -168,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         serve(args.connect, host=host, port=port, archive=args.archive, curve=curve, shifts=shifts,
-              heartbeat_timeout=args.heartbeat_timeout, ready=ready, changes=changes, nice=args.nice)
+              heartbeat_timeout=args.heartbeat_timeout, ready=ready, changes=changes, nice=args.nice,
+              idle=args.idle)
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0

@@ -135,6 +135,9 @@ class Aggregator:
         self._restarts = 0
         self.errors = 0
         self.messages = 0
+        self.on_reject: Callable[[], None] | None = None
+        """Called after a message that counted a reject, in the feeding thread, outside the lock (the event
+        stream's push; it must not block)."""
 
     @property
     def rejects(self) -> int:
@@ -146,21 +149,30 @@ class Aggregator:
     def feed(self, msg: Message) -> None:
         """Take one message (any topic), in the order received."""
         with self._lock:
-            now = self.clock()
-            self.messages += 1
-            self._track(msg, now)
-            h = msg.header
-            if msg.topic == TOPIC_HEARTBEAT:
-                self._heartbeat = h
-                self._t_heartbeat = now
-                if h.get("final"):
-                    self._check_tail(h, now)
-                for cam, state in dict(h.get("cameras") or {}).items():
-                    self._cam(str(cam)).state = str(state)
-            elif msg.topic == TOPIC_DECISION:
-                self._decision(h, now)
-            elif msg.topic == TOPIC_OVERLAY and msg.payload:
-                self._overlay(h, msg.payload, now)
+            rejects = self._total[1]
+            self._feed(msg)
+            counted = self._total[1] != rejects
+        hook = self.on_reject
+        if counted and hook is not None:
+            hook()
+
+    def _feed(self, msg: Message) -> None:
+        """`feed` under the lock."""
+        now = self.clock()
+        self.messages += 1
+        self._track(msg, now)
+        h = msg.header
+        if msg.topic == TOPIC_HEARTBEAT:
+            self._heartbeat = h
+            self._t_heartbeat = now
+            if h.get("final"):
+                self._check_tail(h, now)
+            for cam, state in dict(h.get("cameras") or {}).items():
+                self._cam(str(cam)).state = str(state)
+        elif msg.topic == TOPIC_DECISION:
+            self._decision(h, now)
+        elif msg.topic == TOPIC_OVERLAY and msg.payload:
+            self._overlay(h, msg.payload, now)
 
     def protocol_error(self, _exc: object = None) -> None:
         """Count a message that broke the protocol (the subscriber's `on_error`)."""

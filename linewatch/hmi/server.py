@@ -8,9 +8,11 @@ this is one more subscriber, like a gateway.
 Routes, all GET but one (read-only by default: no route changes anything; any other method is 405):
 - `/`: the page; `/static/<file>`: its assets, from the package only (no CDN, no external font);
 - `/events`: Server-Sent Events, `data: <status JSON>`: one every 1/`events_per_s` s (1 s), and one at
-  once (polled every `SSE_POLL_S`, at most `reject_events_per_s` a second) when a reject arrived, so a
-  reject reaches the page without waiting for the next refresh; every client gets the same text, made
-  once per `SSE_POLL_S` however many clients there are (`?count=N`: N, then the stream ends);
+  once (at most `reject_events_per_s` a second) when a reject arrived, so a reject reaches the page
+  without waiting for the next refresh: the aggregator's `on_reject` wakes the waiting streams
+  (`loop.call_soon_threadsafe`, once however many rejects came meanwhile); nothing polls, so an idle
+  stream costs one wake-up a second; every client gets the same text, made at most once per
+  `SSE_POLL_S` however many clients there are (`?count=N`: N, then the stream ends);
 - `/api/status`: the status JSON (`Aggregator.snapshot`: `decisions`, `rejects`, `passes`, `by_reason`,
   `cameras`, `heartbeat_age_s`, `yield`, `banner`, ...);
 - `/overlay/<camera>.jpg`: the camera's overlay JPEG (404 before the first);
@@ -251,12 +253,35 @@ def create_app(agg: Aggregator, *, archive: str | Path | None = None, events_per
     root = None if archive is None else Path(archive)
     period = 1.0 / events_per_s
     min_gap = min(period, 1.0 / reject_events_per_s)
-    shared: list[Any] = [-1.0, ""]  # (monotonic time made, text): one snapshot text for every client
+    shared: list[Any] = [-1.0, "", -1]  # (monotonic time made, text, rejects then): one text for every client
+    # The push of a reject: the subscriber's thread (agg.on_reject) schedules one wake-up on the server's
+    # loop; every stream waiting then sends. `push` = [loop, the Event streams wait on, waiting streams,
+    # a wake-up already scheduled].
+    push: list[Any] = [None, None, 0, False]
+
+    def wake() -> None:  # on the loop
+        ev = push[1]
+        push[1], push[3] = asyncio.Event(), False
+        if ev is not None:
+            ev.set()
+
+    def on_reject() -> None:  # in the subscriber's thread
+        loop = push[0]
+        if loop is None or not push[2] or push[3]:
+            return
+        push[3] = True
+        try:
+            loop.call_soon_threadsafe(wake)
+        except RuntimeError:  # the loop closed (shutdown)
+            push[3] = False
+
+    agg.on_reject = on_reject
 
     def snapshot_text() -> str:
-        now = time.monotonic()
-        if now - shared[0] >= SSE_POLL_S:
-            shared[0], shared[1] = now, f"data: {jsonfile.dumps(snapshot(), separators=(',', ':'))}\n\n"
+        now, rejects = time.monotonic(), agg.rejects
+        if now - shared[0] >= SSE_POLL_S or rejects != shared[2]:  # a pushed reject is always in it
+            shared[0], shared[2] = now, rejects
+            shared[1] = f"data: {jsonfile.dumps(snapshot(), separators=(',', ':'))}\n\n"
         return str(shared[1])
     change_lock = asyncio.Lock()
 
@@ -279,18 +304,28 @@ def create_app(agg: Aggregator, *, archive: str | Path | None = None, events_per
             return _error(400, str(exc))
 
         async def stream() -> AsyncIterator[str]:
+            if push[0] is None:
+                push[0], push[1] = asyncio.get_running_loop(), asyncio.Event()
             sent = 0
             while count is None or sent < count:
-                rejects, t_sent = agg.rejects, time.monotonic()
+                ev, rejects, t_sent = push[1], agg.rejects, time.monotonic()
                 yield snapshot_text()
                 sent += 1
                 if count is not None and sent >= count:
                     break
-                while True:  # the next: a new reject (not sooner than min_gap), else after `period`
-                    await asyncio.sleep(SSE_POLL_S)
-                    waited = time.monotonic() - t_sent
-                    if waited >= period or (agg.rejects != rejects and waited >= min_gap):
-                        break
+                # the next: after `period`, or at a new reject (not sooner than min_gap after this one)
+                remaining = period - (time.monotonic() - t_sent)
+                push[2] += 1  # before the check: a reject counted after it schedules a wake-up
+                try:
+                    if remaining > 0 and agg.rejects == rejects:
+                        await asyncio.wait_for(ev.wait(), remaining)
+                except TimeoutError:
+                    pass
+                finally:
+                    push[2] -= 1
+                gap = min_gap - (time.monotonic() - t_sent)
+                if gap > 0:
+                    await asyncio.sleep(gap)
                 if await request.is_disconnected():
                     break
 
@@ -402,11 +437,21 @@ def create_app(agg: Aggregator, *, archive: str | Path | None = None, events_per
 
 def serve(connect: str, *, host: str, port: int, archive: str | Path | None = None, curve: Any = None,
           shifts: tuple[str, ...] | None = None, heartbeat_timeout: float | None = None,
-          ready: Callable[[str], Any] | None = None, changes: Changes | None = None, nice: int = 0) -> None:
+          ready: Callable[[str], Any] | None = None, changes: Changes | None = None, nice: int = 0,
+          idle: bool = False) -> None:
     """Subscribe to the daemon at `connect` and serve the page on host:port until SIGINT/SIGTERM.
     `ready(url)` is called once the server listens; `changes` as in `create_app`; `nice`: this process's
-    CPU priority is lowered by that much first (`linewatch hmi --nice`; a refusal is a warning on stderr)."""
+    CPU priority is lowered by that much first (`linewatch hmi --nice`; a refusal is a warning on stderr);
+    `idle`: the process (and every thread it starts) runs at SCHED_IDLE (`linewatch hmi --idle`)."""
     import uvicorn
+
+    if idle:
+        try:  # every thread there is already (e.g. numpy's BLAS pool), and so every thread started later
+            tasks = [int(t) for t in os.listdir("/proc/self/task")] if os.path.isdir("/proc/self/task") else [0]
+            for tid in tasks:
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        except (OSError, AttributeError) as exc:  # not Linux, or forbidden: the page still works
+            print(f"linewatch hmi: --idle not applied ({getattr(exc, 'strerror', None) or exc})", file=sys.stderr)
 
     if nice:
         try:

@@ -98,17 +98,22 @@ def _pct(v: float) -> str:
 
 
 def markdown_table(metrics: dict[str, dict[str, Any]], title: str = "") -> str:
-    """One row per head: AP_pos / AP_neg / TPR_t / TNR_t in percent, counts."""
+    """One row per head: AP_pos / AP_neg / TPR_t / TNR_t in percent, counts; a column t when the heads
+    are measured at different thresholds (e.g. a model's recommended ones)."""
     lines = [f"### {title}", ""] if title else []
-    first = next(iter(metrics.values()))
-    t = first["threshold"]
+    ts = [m["threshold"] for m in metrics.values()]
+    same = all(t == ts[0] for t in ts)
+    label = f"{ts[0]:g}" if same else "t"
     lines += [
-        f"| head | AP_pos | AP_neg | TPR_{t:g} | TNR_{t:g} | positives | negatives | unknown |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| head | AP_pos | AP_neg | TPR_{label} | TNR_{label} |" + ("" if same else " t |")
+        + " positives | negatives | unknown |",
+        "|---|---:|---:|---:|---:|" + ("" if same else "---:|") + "---:|---:|---:|",
     ]
     for head, m in metrics.items():
+        t = m["threshold"]
         lines.append(
             f"| {head} | {_pct(m['AP_pos'])} | {_pct(m['AP_neg'])} | {_pct(m[f'TPR_{t:g}'])} | "
-            f"{_pct(m[f'TNR_{t:g}'])} | {m['n_pos']} | {m['n_neg']} | {m['n_unknown']} |"
+            f"{_pct(m[f'TNR_{t:g}'])} |" + ("" if same else f" {t:g} |")
+            + f" {m['n_pos']} | {m['n_neg']} | {m['n_unknown']} |"
         )
     return "\n".join(lines) + "\n"
