@@ -240,7 +240,7 @@ SSE_POLL_S = 0.05
 
 
 def create_app(agg: Aggregator, *, archive: str | Path | None = None, events_per_s: float = 1.0,
-               reject_events_per_s: float = 10.0,
+               reject_events_per_s: float = 5.0,
                on_startup: Callable[[], Any] | None = None, on_shutdown: Callable[[], Any] | None = None,
                changes: Changes | None = None) -> Starlette:
     """The app over `agg` (module docstring); `on_startup`/`on_shutdown` run in its lifespan; `changes`
@@ -318,7 +318,8 @@ def create_app(agg: Aggregator, *, archive: str | Path | None = None, events_per
                 push[2] += 1  # before the check: a reject counted after it schedules a wake-up
                 try:
                     if remaining > 0 and agg.rejects == rejects:
-                        await asyncio.wait_for(ev.wait(), remaining)
+                        async with asyncio.timeout(remaining):  # no task per wait (wait_for makes one)
+                            await ev.wait()
                 except TimeoutError:
                     pass
                 finally:
@@ -326,8 +327,8 @@ def create_app(agg: Aggregator, *, archive: str | Path | None = None, events_per
                 gap = min_gap - (time.monotonic() - t_sent)
                 if gap > 0:
                     await asyncio.sleep(gap)
-                if await request.is_disconnected():
-                    break
+                # a client gone: StreamingResponse ends the stream (its disconnect listener, or the
+                # failed send), so no per-event `request.is_disconnected()` here
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={**NO_STORE, "X-Accel-Buffering": "no"})
