@@ -194,8 +194,6 @@ def save_manifest_thresholds(model: str | Path, heads: list[HeadCalibration], ru
     `operating_point` (with `rule`, the rates and `data`, the labelled set they were measured on), for a
     model trained before training chose them. A head without a proposal keeps its entry. The ONNX, its
     sha256 and so the model id stay; the manifest is replaced atomically. Returns the new thresholds."""
-    from dataclasses import asdict
-
     from linewatch import jsonfile
     from linewatch.engines.manifest import load_manifest, manifest_path_for
 
@@ -208,10 +206,7 @@ def save_manifest_thresholds(model: str | Path, heads: list[HeadCalibration], ru
         op[c.head] = {"threshold": c.proposed, "TPR": c.proposed_rates[0], "TNR": c.proposed_rates[1],
                       "n_pos": c.positives, "n_neg": c.negatives, "rule": rule, "data": data}
     man.operating_point = jsonfile.clean(op)
-    path = manifest_path_for(Path(model))
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(jsonfile.dumps(asdict(man), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    man.save(manifest_path_for(Path(model)))
     return dict(man.thresholds)
 
 

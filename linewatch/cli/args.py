@@ -178,17 +178,13 @@ def pos_weight_arg(text: str) -> tuple[float, ...] | str:
     return "auto" if text.strip() == "auto" else floats_arg(2, "3,1")(text)
 
 
-RECIPE_OPTIONS = ("dilate", "seg_distance_p", "balance", "joint_epochs", "pos_weight")
-"""The train options a `--recipe` sets (dests); each given option wins over the recipe."""
-
-
 def recipe_settings(args: argparse.Namespace) -> dict[str, Any]:
     """TrainConfig fields of the recipe options: the named recipe's values, then those given on the
     command line; options neither sets are left out (TrainConfig's defaults)."""
     from linewatch.model.train import RECIPES
 
     out = dict(RECIPES[args.recipe]) if getattr(args, "recipe", None) else {}
-    out.update({k: getattr(args, k) for k in RECIPE_OPTIONS if getattr(args, k, None) is not None})
+    out.update({k: getattr(args, k) for k in RECIPES["paper"] if getattr(args, k, None) is not None})
     return out
 
 

@@ -52,7 +52,10 @@ class Manifest:
         return manifest_path.parent / self.onnx
 
     def save(self, path: Path) -> None:
-        path.write_text(jsonfile.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        """Write the manifest atomically (a temporary file beside it, then a rename)."""
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(jsonfile.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
 
 
 def sha256_file(path: Path) -> str:

@@ -552,8 +552,7 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
         best["training"] = {
             "data": str(tc.data), "n_train": len(train_c), "n_val": len(val_c), "epochs_seg": tc.epochs_seg,
             "epochs_cls": tc.epochs_cls, "batch": tc.batch, "lr": tc.lr, "seg_loss": tc.seg_loss,
-            "pos_weight": list(pw), "recipe": {k: getattr(tc, k) for k in ("dilate", "seg_distance_p", "balance",
-                                                                         "joint_epochs")},
+            "pos_weight": list(pw), "recipe": {k: getattr(tc, k) for k in RECIPES["paper"] if k != "pos_weight"},
             "seed": tc.seed, "device": str(device), "amp": str(dtype), "init": tc.init or None,
             "wall_s": round(time.time() - t_start, 1),
         }
