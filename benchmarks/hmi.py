@@ -2,6 +2,7 @@
 
     python benchmarks/hmi.py [--browsers 5] [--browser-nice 19] [--sse-clients 5] [--rounds 2] [--duration 20]
     python benchmarks/hmi.py --line [--browsers 5] [--duration 30]
+    python benchmarks/hmi.py --alternate 10 --duration 240 [--browsers 0 --page-clients 5]
 
 Each round runs `linewatch bench` (the shipped model, closed loop, the profile's settings) twice, side by
 side: once alone, once with `linewatch hmi` connected to the bench's publisher and `--browsers` headless
@@ -17,6 +18,15 @@ synthetic line at its own rate (25 fps, 20 % defects), `linewatch hmi` and `--br
 the reject display times of every page (pooled; rejects of the page's first snapshot left out), the hmi's CPU
 and the daemon's own late and dropped counts from its final status.
 
+`--alternate S`: the side-by-side comparison for a machine whose speed drifts (this project's dev boxes: the
+bench's median moves by ± 15 % between runs of minutes, more than the effect measured). One bench of
+`--duration` s; the hmi, its pages and clients are started once, then frozen (SIGSTOP: the server reads nothing,
+the pages draw nothing, the daemon's publisher drops for a stalled subscriber as for any slow one) and thawed
+(SIGCONT) every S s. Each thawed stretch's mean decisions/s (1-s windows, the first `--settle` s after a switch
+left out) is divided by the mean of the frozen stretches on either side: drift slower than 2 S cancels out.
+Reported: those paired ratios, their median and quartiles, and the hmi's CPU while thawed. The thawed hmi first
+reads the backlog the frozen one left, so the comparison errs against the hmi.
+
 Needs the `hmi` and `dev` extras and Debian's chromium + chromium-driver. Run it on a quiet machine.
 """
 
@@ -31,6 +41,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -156,6 +167,116 @@ def line(args: argparse.Namespace) -> dict:
                        "drops": counters.get("drops"), "late": dict(counters.get("reasons") or {}).get("late", 0)}}
 
 
+def open_side(args: argparse.Namespace, endpoint: str) -> tuple[subprocess.Popen, list, list[subprocess.Popen]]:
+    """`linewatch hmi` on the bench's publisher, and its `--browsers` pages, `--sse-clients` and `--page-clients`."""
+    port = free_port()
+    hmi = subprocess.Popen([sys.executable, "-m", "linewatch", "hmi", "--connect", endpoint, "--bind",
+                            f"127.0.0.1:{port}", *hmi_args(args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(2.0)  # the server listening (the bench warms its engine meanwhile)
+    drivers = open_pages(f"http://127.0.0.1:{port}/", args.browsers, args.browser_nice, args.browser_idle)
+    streams = [subprocess.Popen(["curl", "-sN", f"http://127.0.0.1:{port}/events"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(args.sse_clients)]
+    if args.page_clients:
+        streams.append(subprocess.Popen([sys.executable, "-c", PAGE_CLIENT, str(port), str(args.page_clients)],
+                                        stderr=subprocess.DEVNULL))  # a reset at the end is no news
+    return hmi, drivers, streams
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (from /proc's parent links)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def alternate(args: argparse.Namespace) -> dict:
+    """One long bench; the hmi side (server, pages, clients) frozen and thawed in turns (module doc, `--alternate`)."""
+    cmd = [sys.executable, "-m", "linewatch", "bench", "--duration", str(args.duration), "--warmup",
+           str(args.warmup), "--min-fps", "0", "--json"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    hmi, drivers, streams, toggles, pids = None, [], [], [], []
+    hmi_cpu_on = on_s = 0.0
+    try:
+        assert p.stderr is not None
+        for line in p.stderr:
+            m = ENDPOINT.search(line)
+            if m:
+                hmi, drivers, streams = open_side(args, m.group(1))
+                break
+        assert hmi is not None, "the bench printed no subscriber endpoint"
+        threading.Thread(target=p.stderr.read, daemon=True).start()  # drain the bench's log
+        pids = [hmi.pid] + [q for c in streams for q in process_tree(c.pid)] + \
+               [q for d in drivers for q in process_tree(d.service.process.pid)]
+        on = True
+        while p.poll() is None:
+            c, tm = cpu_seconds(hmi.pid), time.monotonic()
+            toggles.append((time.time(), on))
+            deadline = time.monotonic() + args.alternate
+            while p.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if on:
+                hmi_cpu_on += cpu_seconds(hmi.pid) - c
+                on_s += time.monotonic() - tm
+            on = not on
+            signal_all(pids, signal.SIGCONT if on else signal.SIGSTOP)
+        out = p.stdout.read() if p.stdout else ""
+        p.wait()
+    finally:
+        signal_all(pids, signal.SIGCONT)
+        for d in drivers:
+            d.quit()
+        for c in streams:
+            c.kill()
+        if hmi is not None:
+            hmi.send_signal(signal.SIGTERM)
+            hmi.wait(20)
+    r = json.loads(out)
+    t0 = r["measured"]["t0_unix_ns"] / 1e9
+    segments: list[dict] = []
+    for k, (ts, on) in enumerate(toggles):
+        te = toggles[k + 1][0] if k + 1 < len(toggles) else float("inf")
+        kept = [n for i, n in enumerate(r["throughput"]["per_window"])
+                if t0 + i >= ts + args.settle and t0 + i + 1 <= te]
+        if kept:
+            segments.append({"hmi": on, "windows": len(kept), "fps_mean": round(float(np.mean(kept)), 2)})
+    paired = []
+    for k, seg in enumerate(segments):
+        if seg["hmi"]:
+            offs = [segments[j]["fps_mean"] for j in (k - 1, k + 1) if 0 <= j < len(segments) and not segments[j]["hmi"]]
+            if offs:
+                paired.append(round(seg["fps_mean"] / float(np.mean(offs)), 3))
+    pooled = {side: [s["fps_mean"] for s in segments if s["hmi"] is side] for side in (False, True)}
+    return {"mode": "alternate", "browsers": args.browsers, "browser_idle": args.browser_idle,
+            "sse_clients": args.sse_clients, "page_clients": args.page_clients, "alternate_s": args.alternate,
+            "settle_s": args.settle, "segments": segments, "paired_ratios": paired,
+            "paired_ratio_median": round(float(np.median(paired)), 3) if paired else None,
+            "paired_ratio_iqr": [round(float(np.percentile(paired, q)), 3) for q in (25, 75)] if paired else None,
+            "ratio_of_means": round(float(np.mean(pooled[True]) / np.mean(pooled[False])), 3)
+            if pooled[True] and pooled[False] else None,
+            "hmi_cpu_pct_of_one_core_on": round(100 * hmi_cpu_on / max(on_s, 1e-9), 2),
+            "bench_fps_median": r["throughput"]["fps"]["median"]}
+
+
 def bench(args: argparse.Namespace, with_hmi: bool) -> dict:
     cmd = [sys.executable, "-m", "linewatch", "bench", "--duration", str(args.duration), "--warmup",
            str(args.warmup), "--min-fps", "0", "--json"]
@@ -172,18 +293,7 @@ def bench(args: argparse.Namespace, with_hmi: bool) -> dict:
             m = ENDPOINT.search(line)
             if m:
                 if with_hmi:
-                    port = free_port()
-                    hmi = subprocess.Popen([sys.executable, "-m", "linewatch", "hmi", "--connect", m.group(1), "--bind",
-                                            f"127.0.0.1:{port}", *hmi_args(args)],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                    time.sleep(2.0)  # the server listening (the bench warms its engine meanwhile)
-                    drivers = open_pages(f"http://127.0.0.1:{port}/", args.browsers, args.browser_nice, args.browser_idle)
-                    streams = [subprocess.Popen(["curl", "-sN", f"http://127.0.0.1:{port}/events"],
-                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                               for _ in range(args.sse_clients)]
-                    if args.page_clients:
-                        streams.append(subprocess.Popen([sys.executable, "-c", PAGE_CLIENT, str(port),
-                                                         str(args.page_clients)]))
+                    hmi, drivers, streams = open_side(args, m.group(1))
                     c0, t0 = cpu_seconds(hmi.pid), time.monotonic()
                     ready_after = t0 - t_start
                 break
@@ -235,12 +345,17 @@ def main() -> int:
                          "and must not fall into the measured window)")
     ap.add_argument("--line", action="store_true",
                     help="the browser test's setting: the synthetic line at its own rate, not the bench (module doc)")
+    ap.add_argument("--alternate", type=float, default=0.0, metavar="S",
+                    help="one bench of --duration s; the hmi side frozen (SIGSTOP) and thawed every S s, and each "
+                         "thawed stretch compared with the frozen ones on either side (module doc)")
+    ap.add_argument("--settle", type=float, default=2.0, metavar="S",
+                    help="with --alternate: the 1-s windows of the first S s after each switch are left out")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.warmup is None:
         args.warmup = 45.0 if args.browsers and not args.line else 3.0
-    if args.line:
-        r = line(args)
+    if args.line or args.alternate:
+        r = line(args) if args.line else alternate(args)
         print(dumps(r), flush=True)
         if args.out:
             with open(args.out, "w") as f:

@@ -6,6 +6,7 @@ No speed is asserted (`min_fps=0`): the checks are that the report is complete a
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import threading
 import time
@@ -48,6 +49,8 @@ def check_report(r: dict, duration: float) -> None:
     t = r["throughput"]
     assert t["windows"] == int(duration) == len(t["per_window"]) == len(t["per_window_inferred"])
     assert sum(t["per_window"]) <= m["decisions"]
+    started = datetime.datetime.fromisoformat(r["bench"]["date_utc"].replace("Z", "+00:00")).timestamp()
+    assert abs(m["t0_unix_ns"] / 1e9 - started) < 600, "window 0's wall-clock start lies within the run"
     assert t["fps"]["min"] <= t["fps"]["median"] <= t["fps"]["max"]
     for lat in (r["latency_ms"], *r["latency_split_ms"].values()):
         assert lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]

@@ -483,6 +483,7 @@ def build_report(cfg: BenchConfig, res: dict[str, Any], *, produced: dict[int, i
         "frames": _frames(rows, res, produced, pub_counters, worker_decisions),
         "measured": {
             "window_s": [0, seconds],
+            "t0_unix_ns": int(t0_ns),  # wall-clock start of window 0 (throughput.per_window[i] is [t0 + i s, +1 s))
             "decisions": int(rows.recv_meas.sum()),
             "inferred": int((~rows.fs & rows.recv_meas).sum()),
             "failsafe": int((rows.fs & rows.recv_meas).sum()),
