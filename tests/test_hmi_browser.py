@@ -3,6 +3,9 @@ chromedriver (skipped where either is missing; `.ci/run` installs them where it 
 
 A daemon on a synthetic line (null engine) and `linewatch hmi` run as processes; the page must count past
 N decisions, show a loaded overlay image, and raise the fail-safe banner within 3 s of the daemon's stop.
+With `--archive` (a station record of 12 decisions, 4 rejects, no daemon), the NG gallery must list the
+rejects newest first with their scores, follow its reason and camera filters, and open a reject's kept frame
+with both masks.
 With LINEWATCH_HMI_SCREENSHOT=PATH the page is also saved as a PNG there (docs/hmi.png is made that way)."""
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pytest
 from tests.fakes import stub_model
 from tests.test_daemon_cli import PROFILE
 from tests.test_hmi_cli import free_port, status
+from tests.test_hmi_server import archive  # noqa: F401 - the fixture: a station record with kept frames
 from tests.waiting import wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -96,3 +100,56 @@ def test_the_page_in_chromium_counts_shows_an_overlay_and_raises_the_banner_when
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+@pytest.mark.slow
+def test_the_gallery_lists_the_records_rejects_follows_its_filters_and_opens_a_frame_with_both_masks(
+        tmp_path, archive):  # noqa: F811 - the fixture imported above
+    pytest.importorskip("starlette")
+    from selenium.webdriver.support.ui import Select
+
+    driver = browser()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    hmi = subprocess.Popen([sys.executable, "-m", "linewatch", "hmi", "--connect", f"tcp://127.0.0.1:{free_port()}",
+                            "--bind", f"127.0.0.1:{port}", "--archive", str(archive)], cwd=tmp_path, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: status(base) is not None, 60, f"linewatch hmi listening on {base}", interval=0.1)
+        driver.get(base + "/")
+
+        def frames() -> list[str]:  # read in one script: a redraw between two calls cannot split it
+            return driver.execute_script(
+                "return Array.from(document.querySelectorAll('#archive tbody tr'), tr => tr.dataset.frame)")
+
+        wait_until(lambda: frames() == ["8", "7", "4", "0"], 30, "the record's four rejects, newest first",
+                   interval=0.1)
+        row4 = driver.execute_script("return document.querySelectorAll('#archive tbody tr')[2].innerText")
+        assert "0.900" in row4 and "anomaly" in row4  # its scores and reason
+        reason, camera = Select(driver.find_element("id", "f-reason")), Select(driver.find_element("id", "f-camera"))
+        reason.select_by_value("late")
+        wait_until(lambda: frames() == ["7"], 10, "only the late reject", interval=0.1)
+        reason.select_by_value("")
+        camera.select_by_value("cam1")  # offered: a camera of the fetched rows (no daemon: no live cameras)
+        wait_until(lambda: frames() == ["8"], 10, "only cam1's reject", interval=0.1)
+        camera.select_by_value("")
+        wait_until(lambda: frames() == ["8", "7", "4", "0"], 10, "every reject again", interval=0.1)
+
+        driver.execute_script("document.querySelectorAll('#archive tbody tr')[2].click()")  # frame 4
+        loaded = ("return ['viewer-frame', 'viewer-mask-anomaly', 'viewer-mask-adhesive'].every(id => {"
+                  " const i = document.getElementById(id); return !i.hidden && i.complete && i.naturalWidth > 0; })")
+        wait_until(lambda: driver.execute_script(loaded), 10, "the kept frame and both masks loaded", interval=0.1)
+        assert driver.execute_script("return document.getElementById('viewer').open")
+        assert "cam0 frame 4" in driver.find_element("id", "viewer-title").text
+        assert "anomaly 0.900" in driver.find_element("id", "viewer-scores").text
+        driver.find_element("id", "viewer-close").click()
+        wait_until(lambda: not driver.execute_script("return document.getElementById('viewer').open"), 5,
+                   "the viewer closed", interval=0.1)
+    finally:
+        driver.quit()
+        hmi.send_signal(signal.SIGTERM)
+        try:
+            hmi.wait(20)
+        except subprocess.TimeoutExpired:
+            hmi.kill()

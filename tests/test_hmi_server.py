@@ -43,7 +43,7 @@ def test_api_status_reports_the_counters_cameras_heartbeat_age_and_yield(fed):
     assert set(st["cameras"]) == {"cam0"} and st["cameras"]["cam0"]["state"] == "up"
     assert st["heartbeat_age_s"] == pytest.approx(0.5)
     assert st["yield"]["since_start"]["yield_pct"] == 75.0
-    assert st["banner"]["state"] == "ok" and st["archive_dir"] is None
+    assert st["banner"]["state"] == "ok" and st["archive_dir"] is None and "reject_reasons" not in st
 
 
 def test_events_stream_status_snapshots_as_server_sent_events(fed):
@@ -170,6 +170,8 @@ def test_api_rejects_lists_the_newest_rejects_first_with_their_frames_filtered_b
     assert frame.status_code == 200 and frame.headers["content-type"] == "image/jpeg" and frame.content[:2] == b"\xff\xd8"
     assert mask.status_code == 200 and mask.headers["content-type"] == "image/png"
     assert status["archive_dir"] == str(archive)
+    assert "late" in status["reject_reasons"] and "anomaly" in status["reject_reasons"]  # the gallery's filter
+    assert "pass" not in status["reject_reasons"]
 
 
 def test_archive_serves_only_frames_and_masks_inside_the_archive_folder(fed, archive, tmp_path):

@@ -33,7 +33,8 @@ Routes, all GET but one (read-only by default: no route changes anything; any ot
   on its host (`linewatch reload`). 200: {"old", "new", "pid", "signalled": true, "profile"}. One
   structured log line per change (`thresholds changed`: client address, old, new, pid, signalled).
   Changes are serialised (one at a time).
-`/api/status` (and each `/events` snapshot) adds `archive_dir` and `changes` (true when the POST is on).
+`/api/status` (and each `/events` snapshot) adds `archive_dir` and `changes` (true when the POST is on), and
+with `archive` `reject_reasons` (the reasons a reject can name: the gallery's filter).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from starlette.staticfiles import StaticFiles
 
 from linewatch import HEADS, jsonfile
 from linewatch.hmi.aggregate import Aggregator
+from linewatch.protocol import REASON_PASS, REASONS
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 IMAGE_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
@@ -234,6 +236,8 @@ def _reject_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 HMI_TOPICS = ("decision", "overlay", "heartbeat")
+REJECT_REASONS = [r for r in REASONS if r != REASON_PASS]
+"""The reasons a reject can name (joined by "+"), for the gallery's filter: protocol.REASONS less "pass"."""
 """What the page subscribes to (protocol.TOPIC_*): the reject topic repeats decisions it already has."""
 SSE_POLL_S = 0.05
 """How often each event stream looks for a new reject, and how long one snapshot text is shared."""
@@ -289,6 +293,8 @@ def create_app(agg: Aggregator, *, archive: str | Path | None = None, events_per
         snap = agg.snapshot()
         snap["archive_dir"] = None if root is None else str(root)
         snap["changes"] = changes is not None
+        if root is not None:  # the gallery's reason filter: any reason a reject can have
+            snap["reject_reasons"] = REJECT_REASONS
         return snap
 
     async def page(_: Request) -> Response:

@@ -106,7 +106,7 @@ function draw(s) {
   drawReasons(s.by_reason);
   drawChart(s.rejects_per_minute);
   showRejects(s.recent_rejects || []);
-  if (s.archive_dir) { $("archive-panel").hidden = false; maybeRefreshArchive(s.rejects); }
+  if (s.archive_dir) { $("archive-panel").hidden = false; maybeRefreshArchive(s); }
 }
 
 // Each reject the page has not shown yet: shown now, and its decision -> display time kept in
@@ -126,29 +126,94 @@ function showRejects(recent) {
   if (last) text("last-reject", `last: ${last.camera} frame ${last.frame_id} · ${last.reason}`);
 }
 
-let archiveRejects = -1;
-async function maybeRefreshArchive(rejects) {
-  if (rejects === archiveRejects) return;
-  archiveRejects = rejects;
+// The NG gallery (with --archive): the station record's newest rejects with their scores, filtered by reason
+// and camera; a click on a row opens its kept frame with both masks. Fetched when the reject count changes, at
+// most every GALLERY_GAP_MS (each fetch is a query of the journal on the station PC), and at once when a
+// filter changes; an answer to an older fetch is dropped.
+const GALLERY_LIMIT = 20, GALLERY_GAP_MS = 2000;
+const gallery = { rejects: -1, fetched: 0, timer: null, token: 0, reasons: false };
+const score = (v) => (v === null || v === undefined) ? "-" : Number(v).toFixed(3);
+
+function addOptions(sel, values) {
+  const have = new Set(Array.from(sel.options, (o) => o.value));
+  for (const v of values) {
+    if (have.has(v)) continue;
+    const o = document.createElement("option"); o.value = v; o.textContent = v; sel.appendChild(o); have.add(v);
+  }
+}
+
+function maybeRefreshArchive(s) {
+  if (!gallery.reasons && s.reject_reasons) { addOptions($("f-reason"), s.reject_reasons); gallery.reasons = true; }
+  addOptions($("f-camera"), Object.keys(s.cameras));
+  if (s.rejects === gallery.rejects) return;
+  gallery.rejects = s.rejects;
+  if (gallery.timer) return;  // one fetch pending already
+  const wait = Math.max(0, gallery.fetched + GALLERY_GAP_MS - Date.now());
+  gallery.timer = setTimeout(() => { gallery.timer = null; fetchGallery(); }, wait);
+}
+
+async function fetchGallery() {
+  gallery.fetched = Date.now();
+  const token = ++gallery.token;
+  const q = new URLSearchParams({ limit: String(GALLERY_LIMIT) });
+  for (const [key, id] of [["reason", "f-reason"], ["camera", "f-camera"]]) if ($(id).value) q.set(key, $(id).value);
   try {
-    const r = await fetch("/api/rejects?limit=10");
-    if (!r.ok) return;
-    const body = $("archive").tBodies[0];
-    body.innerHTML = "";
-    for (const row of (await r.json()).rejects) {
-      const tr = body.insertRow();
-      tr.insertCell().textContent = new Date(row.t_decision_ns / 1e6).toLocaleTimeString();
-      tr.insertCell().textContent = row.camera;
-      tr.insertCell().textContent = row.frame_id;
-      tr.insertCell().textContent = row.reason;
-      const td = tr.insertCell();
-      if (row.image_url) {
-        const a = document.createElement("a"); a.href = row.image_url; a.target = "_blank";
-        const img = document.createElement("img"); img.src = row.image_url; img.alt = "kept frame";
-        a.appendChild(img); td.appendChild(a);
-      }
+    const r = await fetch("/api/rejects?" + q);
+    const body = await r.json();
+    if (token !== gallery.token) return;  // a newer fetch (a filter changed) answers instead
+    if (!r.ok) { text("archive-note", body.error || `HTTP ${r.status}`); return; }
+    drawGallery(body.rejects);
+  } catch (e) { /* the next reject retries */ }
+}
+
+function drawGallery(rows) {
+  if (!changed("gallery", rows)) return;  // the same rows: nothing to redraw
+  const body = $("archive").tBodies[0];
+  body.innerHTML = "";
+  text("archive-note", rows.length ? `the ${rows.length} newest` : "no reject matches");
+  addOptions($("f-camera"), rows.map((row) => row.camera));
+  for (const row of rows) {
+    const tr = body.insertRow();
+    tr.dataset.frame = row.frame_id;
+    tr.insertCell().textContent = new Date(row.t_decision_ns / 1e6).toLocaleTimeString([], { hour12: false });
+    tr.insertCell().textContent = row.camera;
+    tr.insertCell().textContent = row.frame_id;
+    tr.insertCell().textContent = row.reason;
+    for (const head of ["anomaly", "adhesive"]) {
+      const td = tr.insertCell(); td.className = "n"; td.textContent = score(row[head]);
     }
-  } catch (e) { /* the next snapshot retries */ }
+    const td = tr.insertCell();
+    if (row.image_url) {
+      const img = document.createElement("img"); img.src = row.image_url; img.alt = "kept frame"; td.appendChild(img);
+    } else {
+      td.className = "muted"; td.textContent = "not kept";
+    }
+    tr.addEventListener("click", () => openViewer(row));
+  }
+}
+
+function openViewer(row) {
+  text("viewer-title", `${row.camera} frame ${row.frame_id} · ${row.reason}`);
+  text("viewer-scores", `${new Date(row.t_decision_ns / 1e6).toLocaleString()} · anomaly ${score(row.anomaly)} ` +
+       `(threshold ${score(row.t_anomaly)}) · adhesive ${score(row.adhesive)} (threshold ${score(row.t_adhesive)})`);
+  const frame = $("viewer-frame"), open = $("viewer-open");
+  frame.hidden = open.hidden = !row.image_url;
+  if (row.image_url) { frame.src = row.image_url; open.href = row.image_url; } else frame.removeAttribute("src");
+  for (const head of ["anomaly", "adhesive"]) {
+    const img = $("viewer-mask-" + head), cap = $("cap-mask-" + head), url = (row.mask_urls || {})[head];
+    const none = () => {
+      img.hidden = true;
+      cap.textContent = `${head} mask: none kept` + (row.failsafe ? ` (not inferred: ${row.reason})` : "");
+    };
+    img.onerror = none;
+    if (url) { img.hidden = false; cap.textContent = `${head} mask (score ${score(row[head])})`; img.src = url; } else none();
+  }
+  const d = $("viewer");
+  if (!d.open) d.showModal();
+}
+
+for (const id of ["f-reason", "f-camera"]) {
+  $(id).addEventListener("change", () => { clearTimeout(gallery.timer); gallery.timer = null; fetchGallery(); });
 }
 
 function connect() {
