@@ -74,6 +74,7 @@ def test_the_page_in_chromium_counts_shows_an_overlay_and_raises_the_banner_when
         banner = driver.find_element("id", "banner")
         assert "failsafe" not in banner.get_attribute("class"), banner.text
         assert "frame" in driver.find_element("id", "last-reject").text  # cam0 sends a corrupt frame every 11th
+        assert driver.find_element("id", "model-name").text == "stub.onnx"  # the model's file, from the heartbeat
         shown = wait_until(lambda: driver.execute_script("return window.linewatchRejectShownMs.slice(1)"), 10,
                            "rejects timed from decision to display")
         print(f"reject decision -> shown in chromium: n {len(shown)}, p50 {sorted(shown)[len(shown) // 2]:.0f} ms, "

@@ -92,6 +92,7 @@ function draw(s) {
   text("station", s.station || "linewatch");
   text("version", s.version ? "v" + s.version : "");
   text("model-id", (s.model && s.model.id) || "-");
+  text("model-name", s.model && s.model.path ? s.model.path.split(/[\\/]/).pop() : "");  // the file, not the folder
   text("model-backend", s.model && s.model.backend ? `${s.model.backend}/${s.model.device || ""}` : "");
   text("thresholds", s.thresholds ? `anomaly ${s.thresholds.anomaly} · adhesive ${s.thresholds.adhesive}` : "-");
   text("rule", s.adhesive_rule || "-");
