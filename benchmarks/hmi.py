@@ -23,7 +23,7 @@ bench's median moves by ± 15 % between runs of minutes, more than the effect me
 `--duration` s; the hmi, its pages and clients are started once, then frozen (SIGSTOP: the server reads nothing,
 the pages draw nothing, the daemon's publisher drops for a stalled subscriber as for any slow one) and thawed
 (SIGCONT) every S s. Each thawed stretch's mean decisions/s (1-s windows, the first `--settle` s after a switch
-left out) is divided by the mean of the frozen stretches on either side: drift slower than 2 S cancels out.
+left out) is divided by the mean of the frozen stretches on both sides: a drift linear over 3 S cancels out.
 Reported: those paired ratios, their median and quartiles, and the hmi's CPU while thawed. The thawed hmi first
 reads the backlog the frozen one left, so the comparison errs against the hmi.
 
@@ -172,14 +172,30 @@ def open_side(args: argparse.Namespace, endpoint: str) -> tuple[subprocess.Popen
     port = free_port()
     hmi = subprocess.Popen([sys.executable, "-m", "linewatch", "hmi", "--connect", endpoint, "--bind",
                             f"127.0.0.1:{port}", *hmi_args(args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(2.0)  # the server listening (the bench warms its engine meanwhile)
-    drivers = open_pages(f"http://127.0.0.1:{port}/", args.browsers, args.browser_nice, args.browser_idle)
-    streams = [subprocess.Popen(["curl", "-sN", f"http://127.0.0.1:{port}/events"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(args.sse_clients)]
-    if args.page_clients:
-        streams.append(subprocess.Popen([sys.executable, "-c", PAGE_CLIENT, str(port), str(args.page_clients)],
-                                        stderr=subprocess.DEVNULL))  # a reset at the end is no news
+    drivers: list = []
+    streams: list[subprocess.Popen] = []
+    try:
+        time.sleep(2.0)  # the server listening (the bench warms its engine meanwhile)
+        drivers = open_pages(f"http://127.0.0.1:{port}/", args.browsers, args.browser_nice, args.browser_idle)
+        streams = [subprocess.Popen(["curl", "-sN", f"http://127.0.0.1:{port}/events"], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL) for _ in range(args.sse_clients)]
+        if args.page_clients:
+            streams.append(subprocess.Popen([sys.executable, "-c", PAGE_CLIENT, str(port), str(args.page_clients)],
+                                            stderr=subprocess.DEVNULL))  # a reset at the end is no news
+    except BaseException:  # nothing started here outlives a failure
+        close_side(hmi, drivers, streams)
+        raise
     return hmi, drivers, streams
+
+
+def close_side(hmi: subprocess.Popen | None, drivers: list, streams: list[subprocess.Popen]) -> None:
+    for d in drivers:
+        d.quit()
+    for c in streams:
+        c.kill()
+    if hmi is not None:
+        hmi.send_signal(signal.SIGTERM)
+        hmi.wait(20)
 
 
 def process_tree(pid: int) -> list[int]:
@@ -209,22 +225,56 @@ def signal_all(pids: list[int], sig: int) -> None:
             pass
 
 
+def pair_stretches(toggles: list[tuple[float, bool]], t0: float, per_window: list[int], settle: float) -> dict:
+    """The `--alternate` comparison from the switch times (wall clock, s; True = the hmi side thawed from then
+    on), the bench's window 0 start `t0` and its 1-s window counts: each stretch's mean over the windows that
+    lie wholly inside it and start `settle` s or more after its switch; each thawed stretch divided by the mean
+    of the frozen stretches on both sides of it (a stretch at either end, with one neighbour, is not paired)."""
+    segments: list[dict] = []
+    for k, (ts, on) in enumerate(toggles):
+        te = toggles[k + 1][0] if k + 1 < len(toggles) else float("inf")
+        kept = [n for i, n in enumerate(per_window) if t0 + i >= ts + settle and t0 + i + 1 <= te]
+        if kept:
+            segments.append({"hmi": on, "windows": len(kept), "fps_mean": round(float(np.mean(kept)), 2)})
+    paired = []  # only stretches with a frozen one on both sides: a drift linear over the three cancels out
+    for k in range(1, len(segments) - 1):
+        if segments[k]["hmi"] and not segments[k - 1]["hmi"] and not segments[k + 1]["hmi"]:
+            off = (segments[k - 1]["fps_mean"] + segments[k + 1]["fps_mean"]) / 2
+            paired.append(round(segments[k]["fps_mean"] / off, 3))
+    on = [s["fps_mean"] for s in segments if s["hmi"]]
+    off = [s["fps_mean"] for s in segments if not s["hmi"]]
+    return {"segments": segments, "paired_ratios": paired,
+            "paired_ratio_median": round(float(np.median(paired)), 3) if paired else None,
+            "paired_ratio_iqr": [round(float(np.percentile(paired, q)), 3) for q in (25, 75)] if paired else None,
+            "ratio_of_means": round(float(np.mean(on) / np.mean(off)), 3) if on and off else None}
+
+
 def alternate(args: argparse.Namespace) -> dict:
     """One long bench; the hmi side (server, pages, clients) frozen and thawed in turns (module doc, `--alternate`)."""
     cmd = [sys.executable, "-m", "linewatch", "bench", "--duration", str(args.duration), "--warmup",
            str(args.warmup), "--min-fps", "0", "--json"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    hmi, drivers, streams, toggles, pids = None, [], [], [], []
+    hmi, drivers, streams = None, [], []
+    toggles: list[tuple[float, bool]] = []
+    pids: list[int] = []
+    log: list[str] = []
     hmi_cpu_on = on_s = 0.0
     try:
-        assert p.stderr is not None
+        assert p.stderr is not None and p.stdout is not None
         for line in p.stderr:
+            log.append(line)
             m = ENDPOINT.search(line)
             if m:
                 hmi, drivers, streams = open_side(args, m.group(1))
                 break
-        assert hmi is not None, "the bench printed no subscriber endpoint"
-        threading.Thread(target=p.stderr.read, daemon=True).start()  # drain the bench's log
+        if hmi is None:
+            raise SystemExit("the bench printed no subscriber endpoint:\n" + "".join(log[-20:]))
+        err = p.stderr
+        threading.Thread(target=lambda: log.extend(err), daemon=True).start()  # drain the bench's log
+        out_parts: list[str] = []
+        out = p.stdout
+        reader = threading.Thread(target=lambda: out_parts.append(out.read()), daemon=True)
+        reader.start()  # its report, read while it runs (no pipe stall)
         pids = [hmi.pid] + [q for c in streams for q in process_tree(c.pid)] + \
                [q for d in drivers for q in process_tree(d.service.process.pid)]
         on = True
@@ -239,43 +289,21 @@ def alternate(args: argparse.Namespace) -> dict:
                 on_s += time.monotonic() - tm
             on = not on
             signal_all(pids, signal.SIGCONT if on else signal.SIGSTOP)
-        out = p.stdout.read() if p.stdout else ""
-        p.wait()
+        reader.join(30)
     finally:
         signal_all(pids, signal.SIGCONT)
-        for d in drivers:
-            d.quit()
-        for c in streams:
-            c.kill()
-        if hmi is not None:
-            hmi.send_signal(signal.SIGTERM)
-            hmi.wait(20)
-    r = json.loads(out)
-    t0 = r["measured"]["t0_unix_ns"] / 1e9
-    segments: list[dict] = []
-    for k, (ts, on) in enumerate(toggles):
-        te = toggles[k + 1][0] if k + 1 < len(toggles) else float("inf")
-        kept = [n for i, n in enumerate(r["throughput"]["per_window"])
-                if t0 + i >= ts + args.settle and t0 + i + 1 <= te]
-        if kept:
-            segments.append({"hmi": on, "windows": len(kept), "fps_mean": round(float(np.mean(kept)), 2)})
-    paired = []
-    for k, seg in enumerate(segments):
-        if seg["hmi"]:
-            offs = [segments[j]["fps_mean"] for j in (k - 1, k + 1) if 0 <= j < len(segments) and not segments[j]["hmi"]]
-            if offs:
-                paired.append(round(seg["fps_mean"] / float(np.mean(offs)), 3))
-    pooled = {side: [s["fps_mean"] for s in segments if s["hmi"] is side] for side in (False, True)}
+        if p.poll() is None:  # a failure above: the bench must not go on loading the machine
+            p.kill()
+            p.wait()
+        close_side(hmi, drivers, streams)
+    if p.returncode != 0 or not out_parts or not out_parts[0].strip():
+        raise SystemExit(f"the bench failed (exit {p.returncode}):\n" + "".join(log[-20:]))
+    r = json.loads(out_parts[0])
+    res = pair_stretches(toggles, r["measured"]["t0_unix_ns"] / 1e9, r["throughput"]["per_window"], args.settle)
     return {"mode": "alternate", "browsers": args.browsers, "browser_idle": args.browser_idle,
             "sse_clients": args.sse_clients, "page_clients": args.page_clients, "alternate_s": args.alternate,
-            "settle_s": args.settle, "segments": segments, "paired_ratios": paired,
-            "paired_ratio_median": round(float(np.median(paired)), 3) if paired else None,
-            "paired_ratio_iqr": [round(float(np.percentile(paired, q)), 3) for q in (25, 75)] if paired else None,
-            "ratio_of_means": round(float(np.mean(pooled[True]) / np.mean(pooled[False])), 3)
-            if pooled[True] and pooled[False] else None,
-            "hmi_cpu_pct_of_one_core_on": round(100 * hmi_cpu_on / max(on_s, 1e-9), 2),
+            "settle_s": args.settle, **res, "hmi_cpu_pct_of_one_core_on": round(100 * hmi_cpu_on / max(on_s, 1e-9), 2),
             "bench_fps_median": r["throughput"]["fps"]["median"]}
-
 
 def bench(args: argparse.Namespace, with_hmi: bool) -> dict:
     cmd = [sys.executable, "-m", "linewatch", "bench", "--duration", str(args.duration), "--warmup",
@@ -303,13 +331,7 @@ def bench(args: argparse.Namespace, with_hmi: bool) -> dict:
         if drivers:
             shown = list(drivers[0].execute_script("return window.linewatchRejectShownMs || []"))
     finally:
-        for d in drivers:
-            d.quit()
-        for c in streams:
-            c.kill()
-        if hmi is not None:
-            hmi.send_signal(signal.SIGTERM)
-            hmi.wait(20)
+        close_side(hmi, drivers, streams)
     r = json.loads(out)
     res = {"hmi": with_hmi, "fps_median": r["throughput"]["fps"]["median"], "p99_ms": r["latency_ms"]["p99"],
            "decisions": r["frames"]["decisions"], "rejects": r["frames"]["rejects"]}
@@ -352,6 +374,9 @@ def main() -> int:
                     help="with --alternate: the 1-s windows of the first S s after each switch are left out")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.alternate and args.alternate < args.settle + 2:
+        ap.error(f"--alternate {args.alternate:g}: must be at least --settle + 2 s ({args.settle + 2:g}): a stretch "
+                 "needs a whole 1-s window after its settling time")
     if args.warmup is None:
         args.warmup = 45.0 if args.browsers and not args.line else 3.0
     if args.line or args.alternate:

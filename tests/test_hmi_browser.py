@@ -4,8 +4,8 @@ chromedriver (skipped where either is missing; `.ci/run` installs them where it 
 A daemon on a synthetic line (null engine) and `linewatch hmi` run as processes; the page must count past
 N decisions, show a loaded overlay image, and raise the fail-safe banner within 3 s of the daemon's stop.
 With `--archive` (a station record of 12 decisions, 4 rejects, no daemon), the NG gallery must list the
-rejects newest first with their scores, follow its reason and camera filters, and open a reject's kept frame
-with both masks.
+rejects newest first with their scores, follow its reason and camera filters, open a reject's kept frame
+with both masks, and say so when a reject's files are gone.
 With LINEWATCH_HMI_SCREENSHOT=PATH the page is also saved as a PNG there (docs/hmi.png is made that way)."""
 
 from __future__ import annotations
@@ -109,6 +109,9 @@ def test_the_gallery_lists_the_records_rejects_follows_its_filters_and_opens_a_f
     pytest.importorskip("starlette")
     from selenium.webdriver.support.ui import Select
 
+    from linewatch.record.images import mask_paths
+    from linewatch.record.read import query
+
     driver = browser()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -118,6 +121,9 @@ def test_the_gallery_lists_the_records_rejects_follows_its_filters_and_opens_a_f
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: status(base) is not None, 60, f"linewatch hmi listening on {base}", interval=0.1)
+        rows = {r["frame_id"]: r for r in query(archive)}  # frame 0's files go, as the record's retention does it
+        for rel in (rows[0]["image"], *mask_paths(rows[0]["image"]).values()):
+            (archive / rel).unlink()
         driver.get(base + "/")
 
         def frames() -> list[str]:  # read in one script: a redraw between two calls cannot split it
@@ -147,6 +153,15 @@ def test_the_gallery_lists_the_records_rejects_follows_its_filters_and_opens_a_f
         driver.find_element("id", "viewer-close").click()
         wait_until(lambda: not driver.execute_script("return document.getElementById('viewer').open"), 5,
                    "the viewer closed", interval=0.1)
+
+        driver.execute_script("document.querySelectorAll('#archive tbody tr')[3].click()")  # frame 0
+        caption = lambda: driver.execute_script(  # noqa: E731
+            "return ['cap-frame', 'cap-mask-anomaly', 'cap-mask-adhesive'].map(id => document.getElementById(id)"
+            ".textContent).join(' | ')")
+        wait_until(lambda: caption().count("none kept") == 2 and "no longer in the station record" in caption(), 10,
+                   lambda: f"the viewer saying frame 0's files are gone (it says {caption()!r})", interval=0.1)
+        assert driver.execute_script("return document.getElementById('viewer-frame').hidden")
+        assert driver.execute_script("return document.querySelectorAll('#archive tbody tr')[3].innerText").endswith("gone")
     finally:
         driver.quit()
         hmi.send_signal(signal.SIGTERM)

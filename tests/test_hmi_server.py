@@ -174,6 +174,20 @@ def test_api_rejects_lists_the_newest_rejects_first_with_their_frames_filtered_b
     assert "pass" not in status["reject_reasons"]
 
 
+def test_an_unreadable_station_record_answers_503_naming_the_folder_and_the_page_goes_on(fed, tmp_path):
+    from linewatch.record.journal import db_path
+
+    _, agg, _ = fed
+    root = tmp_path / "record"
+    root.mkdir()
+    db_path(root).write_bytes(b"this is not an SQLite database" * 100)
+    with TestClient(create_app(agg, archive=root)) as client:
+        r = client.get("/api/rejects")
+        status = client.get("/api/status")
+    assert r.status_code == 503 and str(root) in r.json()["error"]
+    assert status.status_code == 200 and status.json()["archive_dir"] == str(root)
+
+
 def test_archive_serves_only_frames_and_masks_inside_the_archive_folder(fed, archive, tmp_path):
     _, agg, _ = fed
     (tmp_path / "secret.jpg").write_bytes(b"\xff\xd8outside")

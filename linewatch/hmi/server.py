@@ -236,9 +236,9 @@ def _reject_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 HMI_TOPICS = ("decision", "overlay", "heartbeat")
+"""What the page subscribes to (protocol.TOPIC_*): the reject topic repeats decisions it already has."""
 REJECT_REASONS = [r for r in REASONS if r != REASON_PASS]
 """The reasons a reject can name (joined by "+"), for the gallery's filter: protocol.REASONS less "pass"."""
-"""What the page subscribes to (protocol.TOPIC_*): the reject topic repeats decisions it already has."""
 SSE_POLL_S = 0.05
 """How often each event stream looks for a new reject, and how long one snapshot text is shared."""
 

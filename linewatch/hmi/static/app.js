@@ -128,11 +128,13 @@ function showRejects(recent) {
 }
 
 // The NG gallery (with --archive): the station record's newest rejects with their scores, filtered by reason
-// and camera; a click on a row opens its kept frame with both masks. Fetched when the reject count changes, at
-// most every GALLERY_GAP_MS (each fetch is a query of the journal on the station PC), and at once when a
-// filter changes; an answer to an older fetch is dropped.
-const GALLERY_LIMIT = 20, GALLERY_GAP_MS = 2000;
-const gallery = { rejects: -1, fetched: 0, timer: null, token: 0, reasons: false };
+// and camera; a click on a row opens its kept frame with both masks. Fetched GALLERY_SETTLE_MS after the
+// reject count changes (the record commits its rows in batches, at low priority), at most every
+// GALLERY_GAP_MS (each fetch is a query of the journal on the station PC), and at once when a filter changes;
+// an answer to an older fetch is dropped. While the page knows of a newer reject than the newest row (no
+// filter set), or after an error, it asks again GALLERY_RETRY_MS later.
+const GALLERY_LIMIT = 20, GALLERY_SETTLE_MS = 1000, GALLERY_GAP_MS = 2000, GALLERY_RETRY_MS = 2000;
+const gallery = { rejects: -1, fetched: 0, timer: null, token: 0, reasons: false, newest: 0, retries: 0 };
 const score = (v) => (v === null || v === undefined) ? "-" : Number(v).toFixed(3);
 
 function addOptions(sel, values) {
@@ -143,35 +145,60 @@ function addOptions(sel, values) {
   }
 }
 
+function scheduleGallery(delay) {
+  if (gallery.timer) return;  // one fetch pending already
+  const wait = Math.max(delay, gallery.fetched + GALLERY_GAP_MS - Date.now());
+  gallery.timer = setTimeout(() => { gallery.timer = null; fetchGallery(); }, wait);
+}
+
 function maybeRefreshArchive(s) {
   if (!gallery.reasons && s.reject_reasons) { addOptions($("f-reason"), s.reject_reasons); gallery.reasons = true; }
   addOptions($("f-camera"), Object.keys(s.cameras));
+  const recent = s.recent_rejects || [];
+  if (recent.length) gallery.newest = Math.max(gallery.newest, recent[recent.length - 1].t_decision_ns || 0);
   if (s.rejects === gallery.rejects) return;
+  const first = gallery.rejects < 0;
   gallery.rejects = s.rejects;
-  if (gallery.timer) return;  // one fetch pending already
-  const wait = Math.max(0, gallery.fetched + GALLERY_GAP_MS - Date.now());
-  gallery.timer = setTimeout(() => { gallery.timer = null; fetchGallery(); }, wait);
+  gallery.retries = 0;
+  scheduleGallery(first ? 0 : GALLERY_SETTLE_MS);
+}
+
+function galleryFailed(note) {
+  $("archive").tBodies[0].innerHTML = "";  // no rows of another filter beside the error
+  drawn.delete("gallery");
+  text("archive-note", note);
+  scheduleGallery(GALLERY_RETRY_MS);
 }
 
 async function fetchGallery() {
   gallery.fetched = Date.now();
   const token = ++gallery.token;
   const q = new URLSearchParams({ limit: String(GALLERY_LIMIT) });
+  const filtered = $("f-reason").value || $("f-camera").value;
   for (const [key, id] of [["reason", "f-reason"], ["camera", "f-camera"]]) if ($(id).value) q.set(key, $(id).value);
+  let r, body;
   try {
-    const r = await fetch("/api/rejects?" + q);
-    const body = await r.json();
-    if (token !== gallery.token) return;  // a newer fetch (a filter changed) answers instead
-    if (!r.ok) { text("archive-note", body.error || `HTTP ${r.status}`); return; }
-    drawGallery(body.rejects);
-  } catch (e) { /* the next reject retries */ }
+    r = await fetch("/api/rejects?" + q);
+    body = await r.json();
+  } catch (e) {
+    if (token === gallery.token) galleryFailed("the station record did not answer; retrying…");
+    return;
+  }
+  if (token !== gallery.token) return;  // a newer fetch (a filter changed) answers instead
+  if (!r.ok) { galleryFailed(body.error || `HTTP ${r.status}`); return; }
+  drawGallery(body.rejects);
+  const newestRow = body.rejects.length ? body.rejects[0].t_decision_ns : 0;
+  if (!filtered && newestRow < gallery.newest && gallery.retries < 5) {  // not committed yet: ask again
+    gallery.retries += 1;
+    scheduleGallery(GALLERY_RETRY_MS);
+  }
 }
 
 function drawGallery(rows) {
+  text("archive-note", rows.length ? `the ${rows.length} newest` : "no reject matches");
   if (!changed("gallery", rows)) return;  // the same rows: nothing to redraw
   const body = $("archive").tBodies[0];
   body.innerHTML = "";
-  text("archive-note", rows.length ? `the ${rows.length} newest` : "no reject matches");
   addOptions($("f-camera"), rows.map((row) => row.camera));
   for (const row of rows) {
     const tr = body.insertRow();
@@ -185,7 +212,9 @@ function drawGallery(rows) {
     }
     const td = tr.insertCell();
     if (row.image_url) {
-      const img = document.createElement("img"); img.src = row.image_url; img.alt = "kept frame"; td.appendChild(img);
+      const img = document.createElement("img"); img.alt = "kept frame";
+      img.onerror = () => { td.className = "muted"; td.textContent = "gone"; };  // the record's retention removed it
+      img.src = row.image_url; td.appendChild(img);
     } else {
       td.className = "muted"; td.textContent = "not kept";
     }
@@ -197,14 +226,17 @@ function openViewer(row) {
   text("viewer-title", `${row.camera} frame ${row.frame_id} · ${row.reason}`);
   text("viewer-scores", `${new Date(row.t_decision_ns / 1e6).toLocaleString()} · anomaly ${score(row.anomaly)} ` +
        `(threshold ${score(row.t_anomaly)}) · adhesive ${score(row.adhesive)} (threshold ${score(row.t_adhesive)})`);
-  const frame = $("viewer-frame"), open = $("viewer-open");
-  frame.hidden = open.hidden = !row.image_url;
-  if (row.image_url) { frame.src = row.image_url; open.href = row.image_url; } else frame.removeAttribute("src");
+  const frame = $("viewer-frame"), open = $("viewer-open"), cap = $("cap-frame");
+  const noFrame = (why) => { frame.hidden = open.hidden = true; frame.removeAttribute("src"); cap.textContent = why; };
+  frame.onerror = () => noFrame("frame: no longer in the station record (its retention removed it)");
+  if (row.image_url) {
+    frame.hidden = open.hidden = false; cap.textContent = "frame"; frame.src = row.image_url; open.href = row.image_url;
+  } else noFrame("frame: not kept");
   for (const head of ["anomaly", "adhesive"]) {
     const img = $("viewer-mask-" + head), cap = $("cap-mask-" + head), url = (row.mask_urls || {})[head];
     const none = () => {
       img.hidden = true;
-      cap.textContent = `${head} mask: none kept` + (row.failsafe ? ` (not inferred: ${row.reason})` : "");
+      cap.textContent = `${head} mask: none kept` + (row.failsafe ? ` (fail-safe: ${row.reason})` : "");
     };
     img.onerror = none;
     if (url) { img.hidden = false; cap.textContent = `${head} mask (score ${score(row[head])})`; img.src = url; } else none();
