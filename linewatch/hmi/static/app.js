@@ -60,6 +60,7 @@ function changed(part, data) {
 
 function drawChart(perMinute) {
   if (!changed("chart", perMinute)) return;
+  perMinute = perMinute.map((v) => Math.max(0, Math.floor(Number(v)) || 0));  // numbers only go into the markup
   const svg = $("chart"), w = 600, h = 120, n = perMinute.length, max = Math.max(1, ...perMinute);
   const bw = w / n, parts = [`<line x1="0" y1="${h - 0.5}" x2="${w}" y2="${h - 0.5}"/>`];
   perMinute.forEach((v, i) => {
