@@ -3,20 +3,13 @@ the windows it keeps and the ratios it pairs, on made-up window counts (the benc
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.benchmark_scripts import load_benchmark
 
 
 def load_hmi_bench():
-    spec = importlib.util.spec_from_file_location("hmi_bench", ROOT / "benchmarks" / "hmi.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("hmi")
 
 
 T0 = 1_000_000.0

@@ -9,23 +9,18 @@ reported but not bounded here: a few seconds say nothing about growth per hour.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.benchmark_scripts import load_benchmark
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the soak reads /proc")
 
 
 def load_soak():
-    spec = importlib.util.spec_from_file_location("soak", ROOT / "benchmarks" / "soak.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("soak")
 
 
 def test_a_short_soak_decides_every_frame_and_grows_no_fds_or_threads(capsys):
