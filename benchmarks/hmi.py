@@ -167,6 +167,13 @@ def line(args: argparse.Namespace) -> dict:
                        "drops": counters.get("drops"), "late": dict(counters.get("reasons") or {}).get("late", 0)}}
 
 
+def start_bench(args: argparse.Namespace) -> subprocess.Popen:
+    """`linewatch bench --json` of `--duration` s after `--warmup` s, its report on stdout, its log on stderr."""
+    cmd = [sys.executable, "-m", "linewatch", "bench", "--duration", str(args.duration), "--warmup",
+           str(args.warmup), "--min-fps", "0", "--json"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def open_side(args: argparse.Namespace, endpoint: str) -> tuple[subprocess.Popen, list, list[subprocess.Popen]]:
     """`linewatch hmi` on the bench's publisher, and its `--browsers` pages, `--sse-clients` and `--page-clients`."""
     port = free_port()
@@ -251,9 +258,7 @@ def pair_stretches(toggles: list[tuple[float, bool]], t0: float, per_window: lis
 
 def alternate(args: argparse.Namespace) -> dict:
     """One long bench; the hmi side (server, pages, clients) frozen and thawed in turns (module doc, `--alternate`)."""
-    cmd = [sys.executable, "-m", "linewatch", "bench", "--duration", str(args.duration), "--warmup",
-           str(args.warmup), "--min-fps", "0", "--json"]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = start_bench(args)
     hmi, drivers, streams = None, [], []
     toggles: list[tuple[float, bool]] = []
     pids: list[int] = []
@@ -305,10 +310,9 @@ def alternate(args: argparse.Namespace) -> dict:
             "settle_s": args.settle, **res, "hmi_cpu_pct_of_one_core_on": round(100 * hmi_cpu_on / max(on_s, 1e-9), 2),
             "bench_fps_median": r["throughput"]["fps"]["median"]}
 
+
 def bench(args: argparse.Namespace, with_hmi: bool) -> dict:
-    cmd = [sys.executable, "-m", "linewatch", "bench", "--duration", str(args.duration), "--warmup",
-           str(args.warmup), "--min-fps", "0", "--json"]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = start_bench(args)
     t_start = time.monotonic()
     ready_after = 0.0
     hmi = None

@@ -7,6 +7,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+const HEADS = ["anomaly", "adhesive"];  // linewatch.HEADS: the page has an element per head
 const fmtPct = (t) => (t && t.yield_pct !== null && t.yield_pct !== undefined) ? t.yield_pct.toFixed(2) + " %" : "-";
 const cams = new Map();  // camera -> {el, frame}
 
@@ -135,7 +136,7 @@ function showRejects(recent) {
 // an answer to an older fetch is dropped. While the page knows of a newer reject than the newest row (no
 // filter set), or after an error, it asks again GALLERY_RETRY_MS later.
 const GALLERY_LIMIT = 20, GALLERY_SETTLE_MS = 1000, GALLERY_GAP_MS = 2000, GALLERY_RETRY_MS = 2000;
-const gallery = { rejects: -1, fetched: 0, timer: null, token: 0, reasons: false, newest: 0, retries: 0 };
+const gallery = { rejects: -1, fetched: 0, timer: null, token: 0, newest: 0, retries: 0 };
 const score = (v) => (v === null || v === undefined) ? "-" : Number(v).toFixed(3);
 
 function addOptions(sel, values) {
@@ -153,7 +154,7 @@ function scheduleGallery(delay) {
 }
 
 function maybeRefreshArchive(s) {
-  if (!gallery.reasons && s.reject_reasons) { addOptions($("f-reason"), s.reject_reasons); gallery.reasons = true; }
+  addOptions($("f-reason"), s.reject_reasons || []);
   addOptions($("f-camera"), Object.keys(s.cameras));
   const recent = s.recent_rejects || [];
   if (recent.length) gallery.newest = Math.max(gallery.newest, recent[recent.length - 1].t_decision_ns || 0);
@@ -174,9 +175,8 @@ function galleryFailed(note) {
 async function fetchGallery() {
   gallery.fetched = Date.now();
   const token = ++gallery.token;
-  const q = new URLSearchParams({ limit: String(GALLERY_LIMIT) });
-  const filtered = $("f-reason").value || $("f-camera").value;
-  for (const [key, id] of [["reason", "f-reason"], ["camera", "f-camera"]]) if ($(id).value) q.set(key, $(id).value);
+  const filters = Object.entries({ reason: $("f-reason").value, camera: $("f-camera").value }).filter(([, v]) => v);
+  const q = new URLSearchParams([["limit", String(GALLERY_LIMIT)], ...filters]);
   let r, body;
   try {
     r = await fetch("/api/rejects?" + q);
@@ -189,7 +189,7 @@ async function fetchGallery() {
   if (!r.ok) { galleryFailed(body.error || `HTTP ${r.status}`); return; }
   drawGallery(body.rejects);
   const newestRow = body.rejects.length ? body.rejects[0].t_decision_ns : 0;
-  if (!filtered && newestRow < gallery.newest && gallery.retries < 5) {  // not committed yet: ask again
+  if (!filters.length && newestRow < gallery.newest && gallery.retries < 5) {  // not committed yet: ask again
     gallery.retries += 1;
     scheduleGallery(GALLERY_RETRY_MS);
   }
@@ -208,7 +208,7 @@ function drawGallery(rows) {
     tr.insertCell().textContent = row.camera;
     tr.insertCell().textContent = row.frame_id;
     tr.insertCell().textContent = row.reason;
-    for (const head of ["anomaly", "adhesive"]) {
+    for (const head of HEADS) {
       const td = tr.insertCell(); td.className = "n"; td.textContent = score(row[head]);
     }
     const td = tr.insertCell();
@@ -233,7 +233,7 @@ function openViewer(row) {
   if (row.image_url) {
     frame.hidden = open.hidden = false; cap.textContent = "frame"; frame.src = row.image_url; open.href = row.image_url;
   } else noFrame("frame: not kept");
-  for (const head of ["anomaly", "adhesive"]) {
+  for (const head of HEADS) {
     const img = $("viewer-mask-" + head), cap = $("cap-mask-" + head), url = (row.mask_urls || {})[head];
     const none = () => {
       img.hidden = true;
@@ -276,7 +276,7 @@ async function setupChanges() {
     ev.preventDefault();
     sessionStorage.setItem("linewatch-token", token.value);
     const body = {};  // an empty field leaves that threshold as it is
-    for (const head of ["anomaly", "adhesive"]) {
+    for (const head of HEADS) {
       const v = $("set-" + head).value;
       if (v !== "") body[head] = Number(v);
     }
