@@ -307,6 +307,7 @@ def test_any_bytes_are_an_image_within_the_limit_or_corrupt(scratch, data):
 
 @settings(max_examples=150, deadline=None)
 @given(data=hostile_bytes)
+@example(data=b"BM" + bytes(19) + b"\x80" + bytes(4))  # width -2**31: once found by this test
 def test_the_header_reader_gives_a_size_or_a_value_error(data):
     try:
         fmt, w, h = image_header(data)

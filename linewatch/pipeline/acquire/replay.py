@@ -113,7 +113,9 @@ def image_header(data: bytes) -> tuple[str, int, int]:
             if struct.unpack("<I", data[14:18])[0] == 12:  # OS/2 BITMAPCOREHEADER
                 w, h = struct.unpack("<HH", data[18:22])
             else:
-                w, h = struct.unpack("<ii", data[18:26])
+                w, h = struct.unpack("<ii", data[18:26])  # a negative height is a top-down bitmap
+            if w < 0:
+                raise ValueError(f"BMP width {w} < 0")
             return "BMP", w, abs(h)
         if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
             return ("TIFF", *_tiff_size(data))
