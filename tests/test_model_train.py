@@ -411,6 +411,56 @@ def test_ablate_kfold_tiny(toy, tmp_path):
     assert (out / "resse-v1" / "fold0" / "eval.json").stat().st_mtime == mtime
 
 
+def test_a_resumed_run_counts_the_training_time_of_its_earlier_sittings(toy, tmp_path):
+    import torch
+
+    from linewatch.model.train import save_atomic
+
+    out = tmp_path / "run"
+    assert train(cfg(toy, out, epochs_seg=2, epochs_cls=1, stop_after_epochs=2))["stopped"]
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert 0 < last["elapsed_s"] < 1000
+    save_atomic({**last, "elapsed_s": 1000.0}, out / "last.pt")  # as if the first sitting had taken 1000 s
+    train(cfg(toy, out, epochs_seg=2, epochs_cls=1), resume=True)
+    lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2, 3]
+    assert lines[1]["elapsed_s"] < 1000 <= lines[2]["elapsed_s"]
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert best["training"]["wall_s"] >= 1000
+    assert best["training"]["host"]  # which machine it was
+
+
+def test_ablate_reports_each_finished_run_before_the_rest_are_done(toy, tmp_path, monkeypatch):
+    from linewatch.cli import main
+    from linewatch.model import ablate
+
+    calls = []
+    real = ablate._run_one
+
+    def first_only(*a, **k):
+        if calls:
+            raise KeyboardInterrupt  # the session ends while the second run trains
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(ablate, "_run_one", first_only)
+    out = tmp_path / "abl"
+    args = ["ablate", "--data", str(toy), "--out", str(out), "--tables", "resse-v1", "--folds", "2",
+            "--epochs-seg", "1", "--epochs-cls", "1", "--limit-steps", "1", "--batch", "6",
+            "--input-size", "64x96", "--widths", "4,8,8", "--class-channels", "4", "--quiet"]
+    assert main(args) == 130  # interrupted: Ctrl-C's exit status
+    res = json.loads((out / "results.json").read_text())
+    cost = res["cost"]["resse-v1"]
+    assert cost["folds_done"] == 1 and cost["epochs"] == [2] and cost["train_min_per_fold"] is not None
+    assert len(cost["hosts"]) == 1
+    assert len(res["runs"]["resse-v1"]) == 1
+    assert "| 1/2 |" in (out / "ablation.md").read_text()
+    monkeypatch.setattr(ablate, "_run_one", real)
+    assert main(args) == 0  # the rest, fold 0 reused
+    res = json.loads((out / "results.json").read_text())
+    assert res["cost"]["resse-v1"]["folds_done"] == 2 and "| 2/2 |" in (out / "ablation.md").read_text()
+
+
 def test_ablate_parallel_matches_serial(toy, tmp_path):
     from linewatch.cli import main
 

@@ -17,7 +17,9 @@ folds stratified by class (`Sample.group` and labels, seed fixed); each row is t
 k held out as test, and the table shows the mean (± std) over folds. Rows already finished in
 `out` (their `eval.json` exists) are not trained again, so an interrupted ablation continues.
 
-Output: `OUT/<row>/[fold<k>/]` run folders with `eval.json`, `OUT/results.json`, `OUT/ablation.md`.
+Output: `OUT/<row>/[fold<k>/]` run folders with `eval.json`, `OUT/results.json`, `OUT/ablation.md` — the last
+two rewritten after every finished run, with each row's runs done and its training minutes per run (summed
+over `log.jsonl`, every sitting of a resumed run) and the machines that trained it (`results.json` "cost").
 """
 
 from __future__ import annotations
@@ -173,6 +175,7 @@ def run_ablation(base: TrainConfig, out: str | Path, tables: list[str], folds: i
         for key, sub, splits, test in runs:
             print(f"ablate: {key} {sub}".rstrip(), flush=True)
             results[key].append(_run_one(base, key, _run_dir(out, key, sub), splits, test, device))
+            report(out, results, tables, folds, base, keys)
     else:
         # Independent (row, fold) runs in separate processes: a small model leaves a GPU mostly idle
         # between kernel launches, so several trainings share it well. Results keep the serial order.
@@ -186,13 +189,47 @@ def run_ablation(base: TrainConfig, out: str | Path, tables: list[str], folds: i
             for key, fut in futures:
                 results[key].append(fut.result())
                 print(f"ablate: {key} done ({len(results[key])}/{len(jobs)})", flush=True)
-    summary = {key: aggregate(rs) for key, rs in results.items()}
-    (out / "results.json").write_text(jsonfile.dumps({"folds": folds, "seed": base.seed, "rows": summary,
-                                                  "runs": results}, indent=2) + "\n")
-    md = markdown(summary, tables, folds, base)
-    (out / "ablation.md").write_text(md)
-    print(md)
+                report(out, results, tables, folds, base, keys)
+    summary = report(out, results, tables, folds, base, keys)
+    print((out / "ablation.md").read_text())
     return summary
+
+
+def report(out: Path, results: dict[str, list[dict[str, Any]]], tables: list[str], folds: int, base: TrainConfig,
+           keys: list[str]) -> dict[str, Any]:
+    """Write OUT/results.json and OUT/ablation.md from the runs finished so far (after each one, so that a run
+    of days shows where it stands); returns the per-row summary."""
+    summary = {key: aggregate(results.get(key, [])) for key in keys}
+    cost = {key: row_cost([_run_dir(out, key, f"fold{k}" if folds else "") for k in range(len(results.get(key, [])))])
+            for key in keys}
+    (out / "results.json").write_text(jsonfile.dumps({"folds": folds, "seed": base.seed, "rows": summary,
+                                                      "cost": cost, "runs": results}, indent=2) + "\n")
+    (out / "ablation.md").write_text(markdown(summary, tables, folds, base, cost))
+    return summary
+
+
+def run_cost(run_dir: Path) -> dict[str, Any]:
+    """Epochs and training seconds of one run folder, summed over its `log.jsonl` (so every sitting of a
+    resumed run counts, whichever code wrote it), and the machine that finished it (`best.pt`'s training)."""
+    import torch
+
+    log = run_dir / "log.jsonl"
+    lines = [json.loads(x) for x in log.read_text().splitlines() if x.strip()] if log.is_file() else []
+    host = None
+    best = run_dir / "best.pt"
+    if best.is_file():
+        host = torch.load(best, map_location="cpu", weights_only=True).get("training", {}).get("host")
+    return {"epochs": len(lines), "train_s": round(sum(float(x.get("epoch_s", 0.0)) for x in lines), 1),
+            "host": host}
+
+
+def row_cost(run_dirs: list[Path]) -> dict[str, Any]:
+    """A row's cost over its finished folds: how many, epochs each, mean training minutes per fold, hosts."""
+    runs = [run_cost(d) for d in run_dirs]
+    secs = [r["train_s"] for r in runs]
+    return {"folds_done": len(runs), "epochs": sorted({r["epochs"] for r in runs}),
+            "train_min_per_fold": round(float(np.mean(secs)) / 60, 1) if secs else None,
+            "hosts": sorted({r["host"] for r in runs if r["host"]})}
 
 
 def _metric(run: dict[str, Any], head: str, name: str) -> float:
@@ -223,7 +260,11 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
     return agg
 
 
-def markdown(summary: dict[str, Any], tables: list[str], folds: int, base: TrainConfig) -> str:
+def markdown(summary: dict[str, Any], tables: list[str], folds: int, base: TrainConfig,
+             cost: dict[str, dict[str, Any]] | None = None) -> str:
+    """The tables, one per head; with `cost` (`row_cost` per row), each row also says its folds done and
+    its mean training minutes per fold."""
+    cost = cost or {}
     lines = [
         f"Data `{base.data}`; epochs {base.epochs_seg}+{base.epochs_cls}, batch {base.batch}, seed {base.seed}; "
         + (f"{folds}-fold cross-validation (mean ± std)." if folds else "test split."),
@@ -236,8 +277,8 @@ def markdown(summary: dict[str, Any], tables: list[str], folds: int, base: Train
     for title, rows in groups:
         for head in HEADS:
             lines += [f"### {title}: {head}", "",
-                      "| network | AP_pos | AP_neg | TPR_0.7 | TNR_0.7 | TPR_rec | TNR_rec | t_rec |",
-                      "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                      "| network | AP_pos | AP_neg | TPR_0.7 | TNR_0.7 | TPR_rec | TNR_rec | t_rec | runs | train min/run |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for label, key in rows:
                 cells = []
                 for name in METRIC_KEYS:
@@ -248,6 +289,9 @@ def markdown(summary: dict[str, Any], tables: list[str], folds: int, base: Train
                         cells.append(f"{mean:.3f}" + (f" ± {std:.3f}" if folds else ""))
                     else:
                         cells.append(f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if folds else ""))
+                c = cost.get(key, {})
+                cells.append(f"{c['folds_done']}/{folds or 1}" if c else "—")
+                cells.append(f"{c['train_min_per_fold']:.1f}" if c.get("train_min_per_fold") is not None else "—")
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
             lines.append("")
     return "\n".join(lines)

@@ -11,7 +11,8 @@ Fast path: the dataset is decoded once into a uint8 tensor cache that lives on t
 are gathered, augmented and normalised there; channels_last; bf16 (or fp16 + GradScaler) autocast
 on CUDA; losses are accumulated on the device and read once per epoch (no per-step host sync).
 
-Outputs in RUN/: `last.pt` (every epoch: model, optimizer, epoch, stage, RNG, best so far),
+Outputs in RUN/: `last.pt` (every epoch: model, optimizer, epoch, stage, RNG, best so far, training seconds
+so far — `elapsed_s` and `wall_s` count every sitting of a resumed run),
 `best.pt` (lowest validation loss of the current stage; at the switch to stage 2 the best stage-1
 weights are restored first), `log.jsonl` (one JSON line per epoch), `metrics.json` (validation
 metrics of best.pt at 0.7 and at its recommended thresholds). Training ends by choosing, on the
@@ -338,6 +339,23 @@ def predict(
     return torch.cat(seg), torch.cat(tgt), torch.cat(cls)
 
 
+def host_name(device: torch.device) -> str:
+    """What trained: the GPU's name, or the CPU's model name and core count (a run's wall time means little
+    without it; a resumed run names the machine that finished it)."""
+    if device.type == "cuda":
+        return str(torch.cuda.get_device_name(device))
+    import os
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model} ({os.cpu_count()} CPUs)"
+
+
 def rng_state(gen: torch.Generator) -> dict[str, torch.Tensor]:
     return {"generator": gen.get_state(), "torch": torch.get_rng_state()}
 
@@ -428,11 +446,13 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
     n_epochs = tc.epochs_seg + tc.epochs_cls
     fused = device.type == "cuda"  # one kernel per step for all params; same maths as Adam defaults
     start_epoch, best_val, stage = 0, math.inf, 1 if tc.epochs_seg > 0 else 2
+    spent = 0.0  # training seconds of the earlier sittings of this run (a resumed run counts them too)
     params = set_stage(model, stage)
     opt = torch.optim.Adam(params, lr=tc.lr, fused=fused)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         start_epoch, best_val, stage = int(ckpt["epoch"]) + 1, float(ckpt["best_val"]), int(ckpt["stage"])
+        spent = float(ckpt.get("elapsed_s", 0.0))  # checkpoints before 2026-12-03 lack it
         params = set_stage(model, stage)  # the loop switches stage (restoring best.pt) if it is due
         opt = torch.optim.Adam(params, lr=tc.lr, fused=fused)
         opt.load_state_dict(ckpt["optimizer"])
@@ -448,7 +468,7 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
         steps = min(steps, tc.limit_steps)
     progress = TrainingProgress(n_epochs, not tc.quiet)
     logf = open(out / "log.jsonl", "a")  # noqa: SIM115 - closed in finally
-    t_start = time.time()
+    t_start = time.time() - spent
     summary: dict[str, Any] = {}
     ran = 0
     try:
@@ -513,6 +533,7 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
                 "rng": rng_state(gen),
                 "config": cfg.to_dict(),
                 "train": asdict(tc),
+                "elapsed_s": time.time() - t_start,
             }
             save_atomic(state, ckpt_last)
             if improved or val_c is None:
@@ -554,7 +575,7 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
             "epochs_cls": tc.epochs_cls, "batch": tc.batch, "lr": tc.lr, "seg_loss": tc.seg_loss,
             "pos_weight": list(pw), "recipe": {k: getattr(tc, k) for k in RECIPES["paper"] if k != "pos_weight"},
             "seed": tc.seed, "device": str(device), "amp": str(dtype), "init": tc.init or None,
-            "wall_s": round(time.time() - t_start, 1),
+            "wall_s": round(time.time() - t_start, 1), "host": host_name(device),
         }
         save_atomic(best, ckpt_best)
         (out / "metrics.json").write_text(jsonfile.dumps({**metrics, "operating_point": op}, indent=2) + "\n")
