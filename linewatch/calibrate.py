@@ -6,8 +6,10 @@ Frames become the model input by `linewatch.preprocess.to_model_input`, the rule
 of the acquisition (whole images: the dataset's frames are taken as the station's ROI already). `calibrate` then proposes per head the threshold that maximises balanced accuracy
 ((TPR + TNR) / 2, the midpoint of the best gap between scores) or, with a target TNR, the lowest
 threshold whose TNR (share of negatives with score < t) reaches it; a head without labelled
-positives and negatives keeps its current threshold. Proposals are written with 4 decimals,
-rounded up (a TNR target still holds, and the rates reported are those of the value written).
+positives and negatives keeps its current threshold. Proposals are written with 4 decimals: for a TNR
+target rounded up (it still holds); for the best balanced accuracy the written value nearest each gap's
+midpoint that still lies in that gap (rounding the midpoint up could step past the gap's positive), every
+candidate scored as written. The rates reported are always those of the value written.
 `save_thresholds` puts them into a profile file's `[decision]` thresholds: a textual edit
 (`profile.rewrite_thresholds`: comments and every other line stay), checked to be a valid profile
 and replaced atomically.
@@ -91,11 +93,19 @@ def choose_threshold(labels: np.ndarray, scores: np.ndarray, target_tnr: float |
     if pos.size == 0 or neg.size == 0:
         return None
     u = np.unique(s)
-    cands = np.concatenate(([0.0], (u[:-1] + u[1:]) / 2.0, [float(np.nextafter(u[-1], np.inf))]))
-    cands = np.clip(cands, 0.0, 1.0)
+    # one candidate per gap between adjacent scores (lo, hi]: the written value (DECIMALS decimals) nearest its
+    # midpoint that lies in the gap, else the nearest above or below it that does; where none does (a gap under
+    # 10^-DECIMALS), the midpoint rounded down — a false reject rather than a miss. Each is scored as written.
+    lo, hi = np.concatenate(([-np.inf], u)), np.concatenate((u, [np.inf]))
+    mids = np.concatenate(([0.0], (u[:-1] + u[1:]) / 2.0, [float(np.nextafter(u[-1], np.inf))]))
+    step = 10.0**-DECIMALS
+    near, up, down = (np.round(f(mids / step) * step, DECIMALS) for f in (np.round, np.ceil, np.floor))
+    inside = [(lo < v) & (v <= hi) for v in (near, up)]
+    cands = np.clip(np.where(inside[0], near, np.where(inside[1], up, down)), 0.0, 1.0)
     tpr = (pos[None, :] >= cands[:, None]).mean(axis=1)
     tnr = (neg[None, :] < cands[:, None]).mean(axis=1)
-    return float(cands[int(np.argmax(tpr + tnr))])
+    bal = tpr + tnr
+    return float(cands[bal == bal.max()].min())
 
 
 RECOMMEND_RULE = "max balanced accuracy on validation, midway between adjacent scores, lowest of equals"

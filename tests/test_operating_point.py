@@ -13,7 +13,7 @@ import pytest
 from fakes import FakePublisher, stub_model
 
 from linewatch import DEFAULT_THRESHOLD, HEADS
-from linewatch.calibrate import RECOMMEND_RULE, recommend
+from linewatch.calibrate import RECOMMEND_RULE, rates, recommend
 from linewatch.engines.manifest import load_manifest
 from linewatch.pipeline.daemon import Daemon
 from linewatch.profile import parse_profile, rewrite_thresholds
@@ -62,12 +62,21 @@ def test_a_head_without_labelled_positives_and_negatives_keeps_the_papers_thresh
     assert op["anomaly"]["rule"] == RECOMMEND_RULE
 
 
-def test_the_recommended_threshold_is_written_rounded_up_so_its_rates_hold() -> None:
+def test_the_recommended_threshold_is_a_written_value_inside_the_gap_where_one_fits() -> None:
+    # the gap (0.09999, 0.10003] holds the written 0.1000; its midpoint 0.10001 rounded up (0.1001) would
+    # step past the positive and miss it
     labels = both([0, 1])
-    op = recommend(labels, both([0.123451, 0.123459]))["anomaly"]
-    assert op["threshold"] == pytest.approx(0.1235) and op["TPR"] == 0.0  # the written value decides
-    op = recommend(labels, both([0.1, 0.10006]))["anomaly"]
-    assert op["threshold"] == pytest.approx(0.1001) and op["TPR"] == 0.0 and op["TNR"] == 1.0
+    op = recommend(labels, both([0.09999, 0.10003]))["anomaly"]
+    assert op["threshold"] == 0.1 and op["TPR"] == 1.0 and op["TNR"] == 1.0
+
+
+def test_where_no_written_value_fits_the_gap_the_rates_reported_are_those_of_the_value_written() -> None:
+    labels = both([0, 1, 1])
+    scores = both([0.123451, 0.123459, 0.9])
+    op = recommend(labels, scores)["anomaly"]
+    assert op["threshold"] == round(op["threshold"], 4)
+    assert (op["TPR"], op["TNR"]) == rates(labels[:, 0], scores[:, 0], op["threshold"])
+    assert (op["TPR"], op["TNR"]) == (0.5, 1.0)  # the best a 4-decimal value can do here
 
 
 # -- the profile -------------------------------------------------------------------------------

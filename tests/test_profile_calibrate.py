@@ -53,12 +53,12 @@ def test_target_tnr_and_missing_classes():
     assert choose_threshold(np.array([-1, -1]), np.array([0.2, 0.9])) is None
 
 
-def test_calibrate_rounds_proposals_up_and_keeps_a_head_without_both_classes():
+def test_calibrate_writes_4_decimals_and_keeps_a_head_without_both_classes():
     labels = np.array([[0, -1], [0, 1], [1, 1], [1, -1]])
     scores = np.array([[0.1, 0.9], [0.20003, 0.8], [0.9, 0.7], [0.8, 0.6]])
     anomaly, adhesive = calibrate(scores, labels, (0.7, 0.5))
     assert (anomaly.positives, anomaly.negatives) == (2, 2) and anomaly.current_rates == (1.0, 1.0)
-    assert anomaly.proposed == 0.5001 and anomaly.proposed_rates == (1.0, 1.0)  # the midpoint 0.500015, rounded up
+    assert anomaly.proposed == 0.5 and anomaly.proposed_rates == (1.0, 1.0)  # the written value nearest 0.500015
     assert adhesive.proposed is None and adhesive.proposed_rates is None and adhesive.threshold == 0.5
     tight = calibrate(scores, labels, (0.7, 0.5), target_tnr=1.0)[0]
     assert tight.proposed == 0.2001 and tight.proposed_rates == (1.0, 1.0)  # 0.20003 rounded up, TNR kept
