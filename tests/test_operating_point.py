@@ -137,6 +137,38 @@ def test_the_daemon_decides_at_the_manifests_thresholds_where_the_profile_sets_n
     assert d.decider.thresholds == (0.31, 0.9), "the profile's own value wins for its head"
 
 
+def test_a_reload_takes_the_manifests_rewritten_thresholds_for_the_same_model(tmp_path: Path) -> None:
+    """`calibrate --write-manifest` rewrites the recommended thresholds of the model deciding (same ONNX,
+    same id); the next SIGHUP decides the heads the profile leaves out at them, without a restart."""
+    onnx = model_with_thresholds(tmp_path, {"anomaly": 0.31, "adhesive": 0.62})
+    prof = tmp_path / "s.toml"
+    line = CAM.replace("count = 1", "count = 100000\nfps = 50")  # a line that runs while it is reloaded
+    prof.write_text('[model]\npath = "stub.onnx"\nbackend = "null"\n[decision.thresholds]\nadhesive = 0.9\n' + line)
+    from linewatch.profile import load_profile
+
+    pub = FakePublisher()
+    d = Daemon(load_profile(prof), profile_path=prof, publisher=pub, notifier=Notifier(env={}))
+    d.start()
+    try:
+        pub.wait_for_count(1)
+        assert d.decider.thresholds == (0.31, 0.9)
+        assert d.reload() and d.decider.thresholds == (0.31, 0.9)  # nothing changed: nothing applied
+        assert d.last_reload is not None and d.last_reload["applied"] == []
+        man = json.loads(onnx.with_suffix(".json").read_text())
+        man["thresholds"] = {"anomaly": 0.27, "adhesive": 0.5}
+        onnx.with_suffix(".json").write_text(json.dumps(man))
+        assert d.reload(), d.last_reload
+        assert d.decider.thresholds == (0.27, 0.9), "the profile's own adhesive value still wins"
+        assert d.last_reload["applied"] == ["decision.thresholds (the model's manifest)"]
+        with pub.lock:
+            n = len(pub.decisions)
+        pub.wait_for_count(n + 2)
+        assert pub.decisions[-1].thresholds == (0.27, 0.9), "the line decides at them"
+    finally:
+        d.stop()
+        d.join(30)
+
+
 def test_a_model_without_a_manifest_decides_at_the_papers_threshold(tmp_path: Path) -> None:
     from fakes import FakeEngine
 
@@ -199,6 +231,10 @@ def test_calibrate_can_give_an_older_model_its_recommended_thresholds_in_its_man
     prof = tmp_path / "s.toml"
     text = f'[model]\npath = "{model.name}"\n' + CAM
     prof.write_text(text)
+    for split in ("test", "train"):  # a recommended threshold is never chosen on the test part (nor on training)
+        assert main(["calibrate", "--profile", str(prof), "--data", str(data), "--write-manifest",
+                     "--split", split]) == 2
+        assert load_manifest(model)[0].thresholds == before.thresholds
     assert main(["calibrate", "--profile", str(prof), "--data", str(data), "--write-manifest"]) == 0
     after = load_manifest(model)[0]
     assert prof.read_text() == text, "the profile is not touched"

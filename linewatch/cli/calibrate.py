@@ -35,7 +35,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--write-manifest", action="store_true",
                    help="instead: make the proposal the model's recommended thresholds (its manifest's: where a "
                    "profile that leaves a head out decides), for a model trained before training chose them; "
-                   "calibrate on the model's own validation part")
+                   "only from the validation split (--split val, the default)")
 
 
 def _pct(v: float) -> str:
@@ -49,6 +49,16 @@ def run(args: argparse.Namespace) -> int:
     from linewatch.profile import load_profile
 
     check_target_tnr(args.target_tnr)
+    if args.write and args.write_manifest:
+        from linewatch.errors import UsageError
+
+        raise UsageError("--write (the station's profile) or --write-manifest (the model's own thresholds), not both")
+    if args.write_manifest and args.split != "val":
+        from linewatch.errors import UsageError
+
+        raise UsageError(f"--write-manifest --split {args.split}: a model's recommended thresholds come from its "
+                         "validation part only (allowed: --split val); a station's own labelled frames of another "
+                         "split go into its profile with --write")
     prof_path = Path(args.profile)
     profile = load_profile(prof_path)
     model = args.model or profile.model_path()
@@ -68,10 +78,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"{cur}{'(kept)':>8}  needs labelled positives and negatives")
         else:
             print(f"{cur}{c.proposed:>8.4f} {_pct(c.proposed_rates[0])} {_pct(c.proposed_rates[1])}")
-    if args.write and args.write_manifest:
-        from linewatch.errors import UsageError
-
-        raise UsageError("--write (the station's profile) or --write-manifest (the model's own thresholds), not both")
     if args.write_manifest:
         from linewatch.calibrate import RECOMMEND_RULE, save_manifest_thresholds
 

@@ -380,7 +380,8 @@ class Daemon:
     def reload(self) -> bool:
         """Re-read the whole profile (SIGHUP) and apply what can change live; True when nothing was refused.
 
-        `[decision]` is swapped atomically. A changed `[model]` (its keys, or the model file's sha256)
+        `[decision]` is swapped atomically; a head the profile leaves out follows the model's manifest, read
+        again (`linewatch calibrate --write-manifest` rewrites it for the same model). A changed `[model]` (its keys, or the model file's sha256)
         is opened, warmed and checked beside the running model (`linewatch.pipeline.swap.prepare`) and taken
         over by the worker between two batches; a model that fails a check is refused and the old one
         keeps deciding. Changed keys of `[station]`, `[[camera]]`, `[ring]`, `[publish]`, `[archive]` are reported as
@@ -401,6 +402,14 @@ class Daemon:
             refused.append(f"profile: {exc}")
             return self._reloaded(applied, refused, restart)
         cur = self.profile
+        same_model = new.model == cur.model and not self._model_file_changed(new)
+        if same_model and (fresh := model_thresholds(self._model_path())) != self.model_thresholds:
+            # the same model, its manifest's recommended thresholds rewritten (`calibrate --write-manifest`)
+            self.model_thresholds = fresh
+            t = cur.decision.thresholds.resolve(fresh)
+            if new.decision == cur.decision and t != self.decider.thresholds:
+                self.decider.update(t)
+                applied.append("decision.thresholds (the model's manifest)")
         if new.decision != cur.decision:
             d = new.decision
             try:
@@ -410,7 +419,7 @@ class Daemon:
             else:
                 applied += changed_keys(cur.decision, new.decision, "decision")
                 cur = cur.model_copy(update={"decision": new.decision})
-        if new.model != cur.model or self._model_file_changed(new):
+        if not same_model:
             why = self._swap_model(new)
             if why is None:
                 applied.append("model")
