@@ -208,12 +208,24 @@ def test_training_writes_the_operating_point_and_export_puts_it_in_the_manifest(
     loaded, _ = load_manifest(tmp_path / "m.onnx")
     assert loaded.thresholds == {h: op[h]["threshold"] for h in HEADS} == man.thresholds
     assert loaded.operating_point[HEADS[0]]["rule"] == op[HEADS[0]]["rule"]
+    from linewatch.model.evaluate import checkpoint_thresholds
+
+    assert checkpoint_thresholds(tmp_path / "m.pt") == man.thresholds, "the exported weights decide where the ONNX does"
+    again = export_onnx(load_model(tmp_path / "m.pt"), tmp_path / "again.onnx",
+                        operating_point=torch.load(tmp_path / "m.pt", weights_only=True)["operating_point"],
+                        self_check=False)
+    assert again.thresholds == man.thresholds and again.operating_point == man.operating_point
     # an explicit threshold wins, and the manifest then claims no validation choice
     given = export_onnx(load_model(tmp_path / "run" / "best.pt"), tmp_path / "g.onnx", operating_point=op,
                         thresholds={"anomaly": 0.5, "adhesive": 0.6}, self_check=False)
     assert given.thresholds == {"anomaly": 0.5, "adhesive": 0.6} and given.operating_point == {}
+    assert checkpoint_thresholds(tmp_path / "g.pt") == given.thresholds
     old = export_onnx(load_model(tmp_path / "run" / "best.pt"), tmp_path / "o.onnx", self_check=False)
-    assert old.thresholds == {h: DEFAULT_THRESHOLD for h in HEADS}
+    assert old.thresholds == {h: DEFAULT_THRESHOLD for h in HEADS} == checkpoint_thresholds(tmp_path / "o.pt")
+    # weights exported before they kept the operating point fall back to the manifest that names them
+    bare = torch.load(tmp_path / "m.pt", weights_only=True)
+    torch.save({"config": bare["config"], "model": bare["model"]}, tmp_path / "m.pt")
+    assert checkpoint_thresholds(tmp_path / "m.pt") == man.thresholds != {h: DEFAULT_THRESHOLD for h in HEADS}
 
 
 def test_calibrate_can_give_an_older_model_its_recommended_thresholds_in_its_manifest(tmp_path: Path) -> None:

@@ -30,10 +30,23 @@ Predict = Callable[[np.ndarray], np.ndarray]
 
 
 def checkpoint_thresholds(path: str | Path) -> dict[str, float]:
-    """A checkpoint's recommended thresholds (training's `operating_point`), else 0.7 per head."""
+    """A checkpoint's recommended thresholds (training's `operating_point`); for exported weights without one
+    (exports before 2026-12-03), those of the manifest that names them (`<stem>.json`, its `weights`); else 0.7
+    per head."""
     from linewatch.model.export import load_checkpoint
 
     op = load_checkpoint(path).get("operating_point") or {}
+    if not op:
+        from linewatch.engines.manifest import load_manifest
+        from linewatch.errors import EngineError
+
+        path = Path(path)
+        try:
+            man, _ = load_manifest(path.with_suffix(".json"), verify=False)
+        except EngineError:
+            man = None
+        if man is not None and man.weights == path.name and isinstance(man.thresholds, dict):
+            return {h: float(man.thresholds.get(h, DEFAULT_THRESHOLD)) for h in HEADS}
     return {h: float(op[h]["threshold"]) if isinstance(op.get(h), dict) else DEFAULT_THRESHOLD for h in HEADS}
 
 

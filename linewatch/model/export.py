@@ -144,7 +144,8 @@ def export_onnx(
     write_weights: bool = True,
     write_manifest: bool = True,
 ) -> Manifest:
-    """Export `model` to `out_path` (.onnx) with its manifest `<stem>.json` and weights `<stem>.pt`.
+    """Export `model` to `out_path` (.onnx) with its manifest `<stem>.json` and weights `<stem>.pt` (which keep
+    the operating point, training and metrics too: evaluating or exporting them again decides where the ONNX does).
 
     The manifest's thresholds: `thresholds` when given, else the `operating_point`'s (training's
     recommendation, kept in the manifest with its rule and validation rates), else the paper's 0.7."""
@@ -172,10 +173,18 @@ def export_onnx(
     parity: dict[str, float] = {}
     if self_check:
         parity = parity_check(model, out_path)
+    decide_at = dict(thresholds) if thresholds else {
+        h: float(operating_point[h]["threshold"]) if operating_point and h in operating_point else DEFAULT_THRESHOLD
+        for h in HEADS}
+    op = {} if thresholds or not operating_point else jsonfile.clean(dict(operating_point))
     weights_name = ""
-    if write_weights:
+    if write_weights:  # the weights decide where the ONNX does (`evaluate` of either, an export again from them)
         weights_path = out_path.with_suffix(".pt")
-        torch.save({"config": cfg.to_dict(), "model": model.state_dict()}, weights_path)
+        given = {h: {"threshold": float(t), "rule": "given to linewatch export"} for h, t in decide_at.items()}
+        torch.save({"config": cfg.to_dict(), "model": model.state_dict(),
+                    "operating_point": given if thresholds else op,
+                    "training": jsonfile.clean(dict(training or {})), "metrics": jsonfile.clean(dict(metrics or {}))},
+                   weights_path)
         weights_name = weights_path.name
     manifest = Manifest(
         onnx=out_path.name,
@@ -183,10 +192,8 @@ def export_onnx(
         input_height=cfg.input_height,
         input_width=cfg.input_width,
         heads=list(HEADS),
-        thresholds=dict(thresholds) if thresholds else {
-            h: float(operating_point[h]["threshold"]) if operating_point and h in operating_point else DEFAULT_THRESHOLD
-            for h in HEADS},
-        operating_point={} if thresholds or not operating_point else jsonfile.clean(dict(operating_point)),
+        thresholds=decide_at,
+        operating_point=op,
         model=cfg.to_dict(),
         training={**(training or {}), "onnx_opset": opset},
         metrics=jsonfile.clean({**(metrics or {}), **({"parity_max_abs_diff": parity} if parity else {})}),
