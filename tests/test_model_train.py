@@ -461,6 +461,41 @@ def test_ablate_reports_each_finished_run_before_the_rest_are_done(toy, tmp_path
     assert res["cost"]["resse-v1"]["folds_done"] == 2 and "| 2/2 |" in (out / "ablation.md").read_text()
 
 
+def test_ablate_refuses_to_reuse_a_run_trained_with_other_settings(toy, tmp_path):
+    from linewatch.cli import main
+
+    out = tmp_path / "abl"
+    args = ["ablate", "--data", str(toy), "--out", str(out), "--tables", "resse-v1", "--folds", "2",
+            "--epochs-seg", "1", "--epochs-cls", "1", "--limit-steps", "1", "--batch", "6",
+            "--input-size", "64x96", "--widths", "4,8,8", "--class-channels", "4", "--quiet"]
+    assert main(args) == 0
+    eval0 = json.loads((out / "resse-v1" / "fold0" / "eval.json").read_text())
+    assert eval0["train"]["epochs_seg"] == 1 and eval0["train"]["model"]["widths"] == [4, 8, 8]
+    assert main([*args, "--dilate", "3"]) == 2  # a finished run of the paper's recipe is not a +dilate3 run
+    assert main([*args[:-5], "--widths", "4,8,16", "--class-channels", "4", "--quiet"]) == 2
+    (out / "resse-v1" / "fold1" / "eval.json").unlink()  # fold 1 as if interrupted: only its last.pt is left
+    (out / "resse-v1" / "fold0").rename(tmp_path / "fold0")
+    with pytest.raises(SettingError, match=r"fold1 holds a run with other settings \(batch 6 there, 4 here;"):
+        from linewatch.model.ablate import check_same_run, row_train_config
+
+        tc = row_train_config(cfg(toy, out, epochs_seg=1, epochs_cls=1, limit_steps=1, batch=4,
+                                  model={"input_height": 64, "input_width": 96, "widths": [4, 8, 8],
+                                         "class_channels": 4}), "resse-v1", out / "resse-v1" / "fold1")
+        check_same_run(tc, out / "resse-v1" / "fold1")
+    assert main(args) == 0  # the same settings again: fold 1 resumes, fold 0 trains anew
+
+
+def test_ablate_checks_every_rows_options_before_the_first_row_trains(toy, tmp_path):
+    from linewatch.cli import main
+
+    out = tmp_path / "abl"
+    args = ["ablate", "--data", str(toy), "--out", str(out), "--tables", "resse-v1,resse-v1+joint20", "--folds", "2",
+            "--epochs-seg", "1", "--epochs-cls", "1", "--limit-steps", "1", "--batch", "6",
+            "--input-size", "64x96", "--widths", "4,8,8", "--class-channels", "4", "--quiet"]
+    assert main(args) == 2  # joint20 of a 1-epoch stage 2
+    assert not (out / "resse-v1").exists(), "nothing trained before the bad row was refused"
+
+
 def test_ablate_parallel_matches_serial(toy, tmp_path):
     from linewatch.cli import main
 

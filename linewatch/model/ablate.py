@@ -15,7 +15,10 @@ once. Without folds (`folds` 0), each row trains on the dataset's train split (v
 or a held-out share) and is measured on its test split. With `folds` K, all samples are dealt into K
 folds stratified by class (`Sample.group` and labels, seed fixed); each row is trained K times, fold
 k held out as test, and the table shows the mean (± std) over folds. Rows already finished in
-`out` (their `eval.json` exists) are not trained again, so an interrupted ablation continues.
+`out` (their `eval.json` exists) are not trained again, and an interrupted one resumes its `last.pt`, so an
+interrupted ablation continues — only where the run there has this ablation's settings (`RUN_SETTINGS`,
+kept in `eval.json`): one trained otherwise is refused by name, never mixed into the table. Every row's
+options are checked before the first row trains.
 
 Output: `OUT/<row>/[fold<k>/]` run folders with `eval.json`, `OUT/results.json`, `OUT/ablation.md` — the last
 two rewritten after every finished run, with each row's runs done and its training minutes per run (summed
@@ -114,22 +117,76 @@ def plan(tables: list[str]) -> list[str]:
     return keys
 
 
+RUN_SETTINGS = ("epochs_seg", "epochs_cls", "batch", "lr", "seg_loss", "crop", "delta_min", "init", "seed",
+                "val_split", "limit_steps", "eval_every", "pos_weight", "dilate", "seg_distance_p", "balance",
+                "joint_epochs")
+"""The TrainConfig fields that make a run what it is (with the model settings the ablation gives); where it
+ran (device, amp, workers, out, the data folder's path) is not among them: a run begun on a CPU may finish
+on a GPU."""
+
+
+def row_train_config(base: TrainConfig, key: str, run_dir: Path) -> TrainConfig:
+    """The training settings of row `key` in `run_dir`, checked (a SettingError names the option)."""
+    from linewatch.model.train import check_pos_weight, check_recipe
+
+    overrides, loss, train_overrides = row_config(key)
+    tc = replace(base, out=str(run_dir), seg_loss=loss, model={**base.model, **overrides, "seg_activation": "sigmoid"},
+                 **train_overrides)
+    tc.pos_weight = check_pos_weight(tc.pos_weight)
+    try:
+        check_recipe(tc)
+    except SettingError as exc:
+        raise SettingError(f"`tables`: row {key!r}: {exc}") from None
+    return tc
+
+
+def run_settings(tc: TrainConfig) -> dict[str, Any]:
+    """What a run is (`RUN_SETTINGS` and the model settings this ablation sets), as plain JSON values."""
+    plain = json.loads(jsonfile.dumps({k: getattr(tc, k) for k in RUN_SETTINGS}))
+    plain["model"] = json.loads(jsonfile.dumps({k: v for k, v in tc.model.items() if k != "seg_activation"}))
+    return plain
+
+
+def check_same_run(tc: TrainConfig, run_dir: Path) -> None:
+    """SettingError when `run_dir` holds a run (finished: `eval.json`'s settings; interrupted: `last.pt`'s)
+    trained with other settings than `tc` — reusing it would mix two recipes in one table without a word."""
+    done, last = run_dir / "eval.json", run_dir / "last.pt"
+    old: dict[str, Any] | None = None
+    if done.is_file():
+        old = json.loads(done.read_text()).get("train")
+    if old is None and last.is_file():
+        import torch
+
+        saved = torch.load(last, map_location="cpu", weights_only=True)["train"]
+        old = {**run_settings(TrainConfig.from_dict(saved)), "model": json.loads(jsonfile.dumps(saved.get("model", {})))}
+    if old is None:
+        return  # an eval.json from before the settings were kept, and no checkpoint beside it: nothing to compare
+    new = run_settings(tc)
+    diffs = [f"{k} {old.get(k)!r} there, {v!r} here" for k, v in new.items() if k != "model" and old.get(k) != v]
+    old_model = old.get("model") or {}
+    diffs += [f"model.{k} {old_model.get(k)!r} there, {v!r} here" for k, v in new["model"].items()
+              if k in old_model and old_model[k] != v]
+    if diffs:
+        raise SettingError(f"{run_dir} holds a run with other settings ({'; '.join(diffs)}); give the ablation "
+                           "another `out`, or remove that folder to train it again")
+
+
 def _run_one(base: TrainConfig, key: str, run_dir: Path, splits: tuple[Any, list[Any], list[Any]],
              test: list[Any], device: str) -> dict[str, Any]:
     from linewatch.model.evaluate import checkpoint_thresholds, evaluate
 
+    tc = row_train_config(base, key, run_dir)
+    check_same_run(tc, run_dir)
     done = run_dir / "eval.json"
     if done.is_file():
         return json.loads(done.read_text())
-    overrides, loss, train_overrides = row_config(key)
-    tc = replace(base, out=str(run_dir), seg_loss=loss, model={**base.model, **overrides, "seg_activation": "sigmoid"},
-                 **train_overrides)
     train(tc, resume=(run_dir / "last.pt").is_file(), splits=splits)  # an interrupted row continues
     best = run_dir / "best.pt"
     res = evaluate(best, base.data, out=run_dir / "eval", samples=test, device=device, threshold=DEFAULT_THRESHOLD,
                    also_at={"recommended": checkpoint_thresholds(best)})
     res["metrics"] = jsonfile.clean(res["metrics"])
     res["also"] = jsonfile.clean(res["also"])
+    res["train"] = run_settings(tc)
     done.write_text(jsonfile.dumps(res, indent=2) + "\n")
     return res
 
@@ -149,6 +206,8 @@ def run_ablation(base: TrainConfig, out: str | Path, tables: list[str], folds: i
     ds = open_dataset(base.data)
     device = str(pick_device(base.device))
     keys = plan(tables)
+    for key in keys:  # every row's settings checked before the first one trains (hours may pass before the last)
+        row_train_config(base, key, out / key)
     # the same split for every row
     jobs: list[tuple[str, tuple[Any, list[Any], list[Any]], list[Any]]] = []
     if folds:
@@ -265,8 +324,12 @@ def markdown(summary: dict[str, Any], tables: list[str], folds: int, base: Train
     """The tables, one per head; with `cost` (`row_cost` per row), each row also says its folds done and
     its mean training minutes per fold."""
     cost = cost or {}
+    from linewatch.model.train import RECIPES
+
+    recipe = ", ".join(f"{k} {getattr(base, k)}" for k in RECIPES["paper"])
     lines = [
         f"Data `{base.data}`; epochs {base.epochs_seg}+{base.epochs_cls}, batch {base.batch}, seed {base.seed}; "
+        f"recipe of every row unless its key adds an option: {recipe}; "
         + (f"{folds}-fold cross-validation (mean ± std)." if folds else "test split."),
         "",
     ]
