@@ -90,6 +90,21 @@ def test_check_pos_weight_names_the_setting(bad):
     assert check_pos_weight([2, 1]) == (2.0, 1.0)
 
 
+@pytest.mark.parametrize(("field", "value", "allowed"), [("batch", 0, "1 or more"), ("epochs_seg", -1, "0 or more"),
+                                                       ("epochs_cls", -3, "0 or more")])
+def test_a_wrong_batch_or_epoch_count_is_named_with_its_value(tmp_path, field, value, allowed):
+    with pytest.raises(SettingError, match=f"`{field}` {value} is invalid; allowed: {allowed}"):
+        train(TrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), **{field: value}))
+
+
+def test_export_names_a_threshold_out_of_range(tmp_path, capsys):
+    from linewatch.cli import main
+
+    assert main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "m.onnx"),
+                 "--threshold", "0.5", "--threshold", "1.5"]) == 2
+    assert "--threshold 0.5 1.5: give one or two values in (0, 1)" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------ data
 
 

@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     thresholds = None
     if args.threshold:
         if len(args.threshold) not in (1, 2) or not all(0 < t < 1 for t in args.threshold):
-            raise UsageError("--threshold: give one or two values in (0, 1)")
+            raise UsageError(f"--threshold {' '.join(f'{t:g}' for t in args.threshold)}: give one or two values in "
+                             "(0, 1) (anomaly [adhesive])")
         ts = args.threshold * (2 if len(args.threshold) == 1 else 1)
         thresholds = dict(zip(HEADS, ts, strict=True))
     import json

@@ -391,8 +391,11 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
         raise SettingError(f"{out} already holds a run ({ckpt_last}); use `resume` to continue it, or a new `out`")
     if tc.seg_loss not in SEG_LOSSES:
         raise SettingError(f"`seg_loss` {tc.seg_loss!r} is invalid; allowed: {', '.join(SEG_LOSSES)}")
-    if tc.batch < 1 or tc.epochs_seg < 0 or tc.epochs_cls < 0:
-        raise SettingError("`batch` must be >= 1 and the epoch counts (`epochs_seg`, `epochs_cls`) >= 0")
+    if tc.batch < 1:
+        raise SettingError(f"`batch` {tc.batch} is invalid; allowed: 1 or more")
+    for name in ("epochs_seg", "epochs_cls"):
+        if getattr(tc, name) < 0:
+            raise SettingError(f"`{name}` {getattr(tc, name)} is invalid; allowed: 0 or more")
     tc.pos_weight = check_pos_weight(tc.pos_weight)
     check_recipe(tc)
     init = load_init(tc.init) if tc.init and ckpt is None else None
