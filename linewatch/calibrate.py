@@ -3,7 +3,8 @@
 `score_split` runs a model (any backend, through `open_engine`) over a split of a dataset folder:
 scores float [N, 2] and labels int [N, 2] (1, 0, -1 = unknown; columns in `linewatch.HEADS` order).
 Frames become the model input by `linewatch.preprocess.to_model_input`, the rule of training and
-of the acquisition (whole images: the dataset's frames are taken as the station's ROI already). `calibrate` then proposes per head the threshold that maximises balanced accuracy
+of the acquisition (whole images: the dataset's frames are taken as the station's ROI already, as the
+station record keeps them; with `roi`, the camera's own crop is taken first, for its raw full frames). `calibrate` then proposes per head the threshold that maximises balanced accuracy
 ((TPR + TNR) / 2, the midpoint of the best gap between scores) or, with a target TNR, the lowest
 threshold whose TNR (share of negatives with score < t) reaches it; a head without labelled
 positives and negatives keeps its current threshold. Proposals are written with 4 decimals: for a TNR
@@ -158,8 +159,10 @@ def calibrate(scores: np.ndarray, labels: np.ndarray, current: tuple[float, ...]
 
 # -- scoring -------------------------------------------------------------------------------------
 
-def collect_scores(engine: Any, dataset: Any, samples: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Scores float [N, 2] of `samples` through `engine`, and labels int [N, 2] (-1 = unknown)."""
+def collect_scores(engine: Any, dataset: Any, samples: list[Any],
+                   roi: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Scores float [N, 2] of `samples` through `engine`, and labels int [N, 2] (-1 = unknown); `roi`
+    (x, y, w, h) is cropped from each image first, as the line does for its camera."""
     from linewatch.preprocess import Scratch, to_model_input
 
     h, w = engine.input_hw
@@ -170,7 +173,7 @@ def collect_scores(engine: Any, dataset: Any, samples: list[Any]) -> tuple[np.nd
     for start in range(0, len(samples), engine.max_batch):
         chunk = samples[start : start + engine.max_batch]
         for i, s in enumerate(chunk):
-            to_model_input(dataset.load_image(s), dst=batch[i], scratch=scratch)
+            to_model_input(dataset.load_image(s), roi=roi, dst=batch[i], scratch=scratch)
             for j, head in enumerate(HEADS):
                 v = s.labels.get(head)
                 labels[start + i, j] = -1 if v is None else int(v)
@@ -180,8 +183,9 @@ def collect_scores(engine: Any, dataset: Any, samples: list[Any]) -> tuple[np.nd
 
 
 def score_split(model: Path, data: str | Path, split: str, *, backend: str, precision: str | None = None,
-                max_batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """`collect_scores` of `split` of the dataset folder `data` through `model` on `backend`."""
+                max_batch: int = 8, roi: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`collect_scores` of `split` of the dataset folder `data` through `model` on `backend` (`roi`: cropped
+    from every image first)."""
     from linewatch.data.dataset import open_dataset
     from linewatch.engines.factory import open_engine, precision_opts, resolve_backend
 
@@ -192,7 +196,7 @@ def score_split(model: Path, data: str | Path, split: str, *, backend: str, prec
     engine = open_engine(model, backend=backend, max_batch=max_batch,
                          **precision_opts(resolve_backend(backend), precision))
     try:
-        return collect_scores(engine, ds, samples)
+        return collect_scores(engine, ds, samples, roi)
     finally:
         engine.close()
 

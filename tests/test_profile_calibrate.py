@@ -148,3 +148,48 @@ def test_calibrate_command_end_to_end(tmp_path, capsys):
     assert 0 < p.decision.thresholds.anomaly <= 1e-4 and p.decision.thresholds.adhesive is None
     assert p.decision.thresholds.resolve({"adhesive": 0.7})[1] == 0.7
     assert p.decision.adhesive_rule == "ignore"
+
+
+class MeanEngine:
+    """Scores each model input by its mean brightness (both heads): a crop shows in the score."""
+
+    input_hw = (16, 16)
+    max_batch = 4
+
+    def infer(self, batch):
+        s = batch.reshape(len(batch), -1).mean(axis=1) / 255.0
+        return None, np.stack([s, s], axis=1).astype(np.float32)
+
+
+def test_calibrate_crops_a_cameras_roi_from_raw_full_frames_as_the_line_does(tmp_path, capsys):
+    from linewatch.calibrate import collect_scores
+    from linewatch.data.dataset import open_dataset
+    from linewatch.data.write import write_sample
+
+    full, cropped = tmp_path / "full", tmp_path / "cropped"
+    rng = np.random.default_rng(2)
+    for i in range(4):
+        img = np.zeros((60, 80, 3), np.uint8)  # dark surroundings, the cell bright inside the roi (x 20, y 10, 40 x 30)
+        img[10:40, 20:60] = rng.integers(100, 255, (30, 40, 3), dtype=np.uint8)
+        write_sample(full, f"f{i}", "val", img, None, {"anomaly": i % 2, "adhesive": None})
+        write_sample(cropped, f"f{i}", "val", img[10:40, 20:60].copy(), None, {"anomaly": i % 2, "adhesive": None})
+    ds_full, ds_crop = open_dataset(full), open_dataset(cropped)
+    with_roi, _ = collect_scores(MeanEngine(), ds_full, ds_full.split("val"), (20, 10, 40, 30))
+    want, _ = collect_scores(MeanEngine(), ds_crop, ds_crop.split("val"))
+    whole, _ = collect_scores(MeanEngine(), ds_full, ds_full.split("val"))
+    np.testing.assert_array_equal(with_roi, want)
+    assert (whole < with_roi).all(), "guard: without the crop the dark surroundings lower every score"
+
+    from linewatch.engines.manifest import Manifest, sha256_file
+
+    onnx = tmp_path / "stub.onnx"
+    onnx.write_bytes(b"stub")
+    Manifest(onnx=onnx.name, sha256=sha256_file(onnx), input_height=16, input_width=16).save(tmp_path / "stub.json")
+    prof = tmp_path / "s.toml"
+    prof.write_text('[model]\npath = "stub.onnx"\n' + CAM + "roi = [20, 10, 40, 30]\n")
+    base = ["calibrate", "--profile", str(prof), "--data", str(full), "--backend", "null"]
+    assert main([*base, "--camera", "c"]) == 0
+    assert "camera c's roi [20, 10, 40, 30]" in capsys.readouterr().out
+    assert main([*base, "--camera", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "--camera 'nope': no such camera" in err and "allowed: c" in err

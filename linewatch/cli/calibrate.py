@@ -27,6 +27,9 @@ def register(subparsers: Any) -> None:
     add_data(p, help="labelled dataset folder (labels.csv + images/)")
     add_model(p, help="model (default: the profile's model.path)")
     p.add_argument("--split", default="val", help="split of the dataset to calibrate on (default: val)")
+    p.add_argument("--camera", default=None, metavar="ID",
+                   help="the labelled frames are this camera's raw full frames: its profile `roi` is cropped first, "
+                   "as on the line (default: frames taken as cropped already, as the station record keeps them)")
     add_backend(p, default="onnxruntime", help="engine backend (default onnxruntime: every backend agrees within 1e-3)")
     add_precision(p, help="with --backend openvino: auto, f32, bf16, int8 (calibrate on what the station runs)")
     p.add_argument("--target-tnr", type=float, default=None, metavar="R",
@@ -62,14 +65,25 @@ def run(args: argparse.Namespace) -> int:
     prof_path = Path(args.profile)
     profile = load_profile(prof_path)
     model = args.model or profile.model_path()
+    roi: tuple[int, int, int, int] | None = None
+    if args.camera is not None:
+        ids = [c.id for c in profile.camera]
+        if args.camera not in ids:
+            from linewatch.errors import UsageError
+
+            raise UsageError(f"--camera {args.camera!r}: no such camera in {prof_path}; allowed: {', '.join(ids)}")
+        cam_roi = profile.camera[ids.index(args.camera)].roi
+        roi = (cam_roi[0], cam_roi[1], cam_roi[2], cam_roi[3]) if cam_roi is not None else None
     scores, labels = score_split(model, args.data, args.split, backend=args.backend, precision=args.precision,
-                                 max_batch=profile.model.max_batch)
+                                 max_batch=profile.model.max_batch, roi=roi)
     from linewatch.pipeline.swap import model_thresholds
 
     heads = calibrate(scores, labels, profile.decision.thresholds.resolve(model_thresholds(model)), args.target_tnr)
 
     rule = f"TNR >= {args.target_tnr:.3f}" if args.target_tnr is not None else "best balanced accuracy"
-    print(f"calibration of {prof_path} on {args.data} split {args.split!r} ({len(scores)} frames), {model.name}, {rule}")
+    crop = f", camera {args.camera}'s roi {list(roi)}" if roi is not None else ""
+    print(f"calibration of {prof_path} on {args.data} split {args.split!r} ({len(scores)} frames{crop}), {model.name}, "
+          f"{rule}")
     print(f"{'head':<9} {'pos':>5} {'neg':>5}  {'current':>8} {'TPR':>6} {'TNR':>6}  {'proposed':>8} {'TPR':>6} {'TNR':>6}")
     for c in heads:
         cur = f"{c.head:<9} {c.positives:>5} {c.negatives:>5}  {c.current:>8.4f} {_pct(c.current_rates[0])} " \
