@@ -18,6 +18,7 @@ from waiting import wait_until
 from linewatch.pipeline.acquire.base import SourceDown, SourceError
 from linewatch.pipeline.acquire.genicam import GenicamSource, find_bundled_cti, select_device
 from linewatch.pipeline.ring import Ring
+from linewatch.preprocess import to_model_input
 from linewatch.profile import GenicamCamera
 
 HAVE_HARVESTERS = importlib.util.find_spec("harvesters") is not None
@@ -101,12 +102,14 @@ def test_two_viky_cameras_mono8_and_rgba8_into_one_ring():
     assert fmt == "RGBa8" and raw.shape == (240, 320, 4)
     np.testing.assert_array_equal(slot, cv2.resize(raw[..., :3], (160, 120), interpolation=cv2.INTER_AREA))
     assert (slot[..., 0] == 255).all() and (slot[..., 2] < 128).any()
+    np.testing.assert_array_equal(slot, to_model_input(raw, (120, 160)))  # the one rule of training and the line
     # Mono8 -> RGB through the ROI, downscaled 3x.
     raw, fmt, slot = green_w[-1]
     assert fmt == "Mono8" and raw.shape == (480, 640)
     want = cv2.resize(raw[60:420, 80:560], (160, 120), interpolation=cv2.INTER_AREA)
     for ch in range(3):
         np.testing.assert_array_equal(slot[..., ch], want)
+    np.testing.assert_array_equal(slot, to_model_input(raw, (120, 160), roi=(80, 60, 480, 360)))
     assert red._ia is None and green._ia is None  # closed
 
 

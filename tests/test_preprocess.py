@@ -322,6 +322,26 @@ def test_the_bench_pool_is_what_the_synthetic_camera_writes_into_its_ring():
     ring.release(b)
 
 
+@pytest.mark.parametrize(("h", "w"), [(704, 1000), (704, 1504), (800, 800)])
+def test_the_synthetic_camera_at_odd_sizes_writes_to_model_input_of_what_it_rendered(h: int, w: int):
+    """The simulated camera renders at its own size (multiples of 8, the renderer's rule) and its ring
+    slots hold `to_model_input` of that render: the line's one rule, not a resize of its own."""
+    from linewatch.data.synth import render_into
+    from linewatch.pipeline.acquire.synthetic import SyntheticSource, synth_config
+    from linewatch.profile import SyntheticCamera
+
+    cam = SyntheticSource(SyntheticCamera(id="line", seed=7, pool=2, count=2, defect_rate=0.5), height=h, width=w)
+    ring = Ring(4, *LINE_HW)
+    cam.start(ring, 0, threading.Event()).join(60)
+    b = ring.take(4, timeout=5)
+    assert b.n == 2
+    rendered = np.empty((h, w, 3), np.uint8)
+    for i in range(2):
+        render_into(7, i, rendered, synth_config(h, w, 0.5, None))
+        np.testing.assert_array_equal(b.images[i], to_model_input(rendered, LINE_HW), err_msg=f"frame {i}")
+    ring.release(b)
+
+
 def test_the_mask_target_covers_what_the_image_shows_after_the_same_geometry(dataset: Path):
     """The training cache's mask (own rule: any pixel under the cell) and image (to_model_input) agree on
     where the annotated rectangle lies, for every shape: same crop (none), same size, pixel centres aligned."""

@@ -148,3 +148,34 @@ def test_ablate_rows_carry_recipe_options_and_unknown_ones_are_named() -> None:
         row_config("resse-v1+fast")
     with pytest.raises(SettingError, match=r"unknown table or row 'resse-v9\+balance'"):
         plan(["resse-v9+balance"])
+
+
+def test_recipe_flags_reach_the_trained_checkpoint_from_the_cli_and_from_an_ablate_row(tmp_path: Path) -> None:
+    """Not only parsed: the run that trained holds them (its `last.pt` settings), through `linewatch train`
+    and through an ablate row key, and a resumed run keeps them."""
+    import json
+
+    from linewatch.cli import main
+
+    data = write_toy_dataset(tmp_path / "toy", 24, val=6, test=6)
+    small = ["--epochs-seg", "1", "--epochs-cls", "2", "--limit-steps", "1", "--batch", "6", "--input-size", "64x96",
+             "--widths", "8,16,24", "--class-channels", "8", "--quiet", "--workers", "1", "--device", "cpu"]
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), *small, "--balance", "--dilate", "3",
+                 "--seg-distance-p", "2", "--joint-epochs", "1", "--pos-weight", "auto",
+                 "--stop-after-epochs", "1"]) == 0
+    want = {"balance": True, "dilate": 3, "seg_distance_p": 2.0, "joint_epochs": 1, "pos_weight": "auto"}
+
+    def saved(folder: Path) -> dict[str, object]:
+        t = torch.load(folder / "last.pt", weights_only=True)["train"]
+        return {k: t[k] for k in want}
+
+    assert saved(run) == want
+    assert main(["train", "--data", str(data), "--out", str(run), *small, "--resume"]) == 0
+    assert saved(run) == want and torch.load(run / "last.pt", weights_only=True)["epoch"] == 2
+    abl = tmp_path / "abl"
+    assert main(["ablate", "--data", str(data), "--out", str(abl), "--tables", "resse-v1+balance+dilate3+dist2+joint1"
+                 "+posauto", *[a for a in small if a not in ("--device", "cpu")]]) == 0
+    row = abl / "resse-v1+balance+dilate3+dist2+joint1+posauto"
+    assert saved(row) == want
+    assert json.loads((row / "eval.json").read_text())["train"]["joint_epochs"] == 1
