@@ -402,13 +402,20 @@ def test_cpu_bf16_training_learns(toy, tmp_path):
     assert all(v.dtype == torch.float32 for v in ck["model"].values() if v.is_floating_point())  # FP32 master weights
 
 
+TINY_ABLATION = ["--folds", "2", "--epochs-seg", "1", "--epochs-cls", "1", "--limit-steps", "1", "--batch", "6",
+                 "--input-size", "64x96", "--widths", "4,8,8", "--class-channels", "4", "--quiet"]
+"""A 2-fold ablation of one-step epochs on a tiny network (what the ablate tests run; widths last but one)."""
+
+
+def tiny_ablation(toy, out, tables: str) -> list[str]:
+    return ["ablate", "--data", str(toy), "--out", str(out), "--tables", tables, *TINY_ABLATION]
+
+
 def test_ablate_kfold_tiny(toy, tmp_path):
     from linewatch.cli import main
 
     out = tmp_path / "abl"
-    args = ["ablate", "--data", str(toy), "--out", str(out), "--tables", "5", "--folds", "2",
-            "--epochs-seg", "1", "--epochs-cls", "1", "--limit-steps", "1", "--batch", "6",
-            "--input-size", "64x96", "--widths", "4,8,8", "--class-channels", "4", "--quiet"]
+    args = tiny_ablation(toy, out, "5")
     assert main(args) == 0
     md = (out / "ablation.md").read_text()
     for row in ("linear + MSE", "sigmoid + MSE", "sigmoid + CE"):
@@ -460,9 +467,7 @@ def test_ablate_reports_each_finished_run_before_the_rest_are_done(toy, tmp_path
 
     monkeypatch.setattr(ablate, "_run_one", first_only)
     out = tmp_path / "abl"
-    args = ["ablate", "--data", str(toy), "--out", str(out), "--tables", "resse-v1", "--folds", "2",
-            "--epochs-seg", "1", "--epochs-cls", "1", "--limit-steps", "1", "--batch", "6",
-            "--input-size", "64x96", "--widths", "4,8,8", "--class-channels", "4", "--quiet"]
+    args = tiny_ablation(toy, out, "resse-v1")
     assert main(args) == 130  # interrupted: Ctrl-C's exit status
     res = json.loads((out / "results.json").read_text())
     cost = res["cost"]["resse-v1"]
@@ -480,14 +485,12 @@ def test_ablate_refuses_to_reuse_a_run_trained_with_other_settings(toy, tmp_path
     from linewatch.cli import main
 
     out = tmp_path / "abl"
-    args = ["ablate", "--data", str(toy), "--out", str(out), "--tables", "resse-v1", "--folds", "2",
-            "--epochs-seg", "1", "--epochs-cls", "1", "--limit-steps", "1", "--batch", "6",
-            "--input-size", "64x96", "--widths", "4,8,8", "--class-channels", "4", "--quiet"]
+    args = tiny_ablation(toy, out, "resse-v1")
     assert main(args) == 0
     eval0 = json.loads((out / "resse-v1" / "fold0" / "eval.json").read_text())
     assert eval0["train"]["epochs_seg"] == 1 and eval0["train"]["model"]["widths"] == [4, 8, 8]
     assert main([*args, "--dilate", "3"]) == 2  # a finished run of the paper's recipe is not a +dilate3 run
-    assert main([*args[:-5], "--widths", "4,8,16", "--class-channels", "4", "--quiet"]) == 2
+    assert main([*args, "--widths", "4,8,16"]) == 2  # the last --widths wins
     (out / "resse-v1" / "fold1" / "eval.json").unlink()  # fold 1 as if interrupted: only its last.pt is left
     (out / "resse-v1" / "fold0").rename(tmp_path / "fold0")
     with pytest.raises(SettingError, match=r"fold1 holds a run with other settings \(batch 6 there, 4 here;"):
@@ -504,9 +507,7 @@ def test_ablate_checks_every_rows_options_before_the_first_row_trains(toy, tmp_p
     from linewatch.cli import main
 
     out = tmp_path / "abl"
-    args = ["ablate", "--data", str(toy), "--out", str(out), "--tables", "resse-v1,resse-v1+joint20", "--folds", "2",
-            "--epochs-seg", "1", "--epochs-cls", "1", "--limit-steps", "1", "--batch", "6",
-            "--input-size", "64x96", "--widths", "4,8,8", "--class-channels", "4", "--quiet"]
+    args = tiny_ablation(toy, out, "resse-v1,resse-v1+joint20")
     assert main(args) == 2  # joint20 of a 1-epoch stage 2
     assert not (out / "resse-v1").exists(), "nothing trained before the bad row was refused"
 
