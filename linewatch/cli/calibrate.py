@@ -49,16 +49,13 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from linewatch.calibrate import calibrate, check_target_tnr, save_thresholds, score_split
+    from linewatch.errors import UsageError
     from linewatch.profile import load_profile
 
     check_target_tnr(args.target_tnr)
     if args.write and args.write_manifest:
-        from linewatch.errors import UsageError
-
         raise UsageError("--write (the station's profile) or --write-manifest (the model's own thresholds), not both")
     if args.write_manifest and args.split != "val":
-        from linewatch.errors import UsageError
-
         raise UsageError(f"--write-manifest --split {args.split}: a model's recommended thresholds come from its "
                          "validation part only (allowed: --split val); a station's own labelled frames of another "
                          "split go into its profile with --write")
@@ -69,8 +66,6 @@ def run(args: argparse.Namespace) -> int:
     if args.camera is not None:
         ids = [c.id for c in profile.camera]
         if args.camera not in ids:
-            from linewatch.errors import UsageError
-
             raise UsageError(f"--camera {args.camera!r}: no such camera in {prof_path}; allowed: {', '.join(ids)}")
         cam_roi = profile.camera[ids.index(args.camera)].roi
         roi = (cam_roi[0], cam_roi[1], cam_roi[2], cam_roi[3]) if cam_roi is not None else None

@@ -230,11 +230,12 @@ def run_ablation(base: TrainConfig, out: str | Path, tables: list[str], folds: i
     # the rows on the same folds
     runs = [(key, sub, splits, test) for sub, splits, test in jobs for key in keys]
     results: dict[str, list[dict[str, Any]]] = {key: [] for key in keys}
+    summary: dict[str, Any] = {}
     if parallel <= 1:
         for key, sub, splits, test in runs:
             print(f"ablate: {key} {sub}".rstrip(), flush=True)
             results[key].append(_run_one(base, key, _run_dir(out, key, sub), splits, test, device))
-            report(out, results, tables, folds, base, keys)
+            summary = report(out, results, tables, folds, base, keys)
     else:
         # Independent (row, fold) runs in separate processes: a small model leaves a GPU mostly idle
         # between kernel launches, so several trainings share it well. Results keep the serial order.
@@ -248,8 +249,7 @@ def run_ablation(base: TrainConfig, out: str | Path, tables: list[str], folds: i
             for key, fut in futures:
                 results[key].append(fut.result())
                 print(f"ablate: {key} done ({len(results[key])}/{len(jobs)})", flush=True)
-                report(out, results, tables, folds, base, keys)
-    summary = report(out, results, tables, folds, base, keys)
+                summary = report(out, results, tables, folds, base, keys)
     print((out / "ablation.md").read_text())
     return summary
 

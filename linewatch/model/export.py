@@ -180,9 +180,9 @@ def export_onnx(
     weights_name = ""
     if write_weights:  # the weights decide where the ONNX does (`evaluate` of either, an export again from them)
         weights_path = out_path.with_suffix(".pt")
-        given = {h: {"threshold": float(t), "rule": "given to linewatch export"} for h, t in decide_at.items()}
-        torch.save({"config": cfg.to_dict(), "model": model.state_dict(),
-                    "operating_point": given if thresholds else op,
+        kept = {h: {"threshold": float(t), "rule": "given to linewatch export"} for h, t in decide_at.items()} \
+            if thresholds else op
+        torch.save({"config": cfg.to_dict(), "model": model.state_dict(), "operating_point": kept,
                     "training": jsonfile.clean(dict(training or {})), "metrics": jsonfile.clean(dict(metrics or {}))},
                    weights_path)
         weights_name = weights_path.name

@@ -407,7 +407,7 @@ class Daemon:
             # the same model, its manifest's recommended thresholds rewritten (`calibrate --write-manifest`)
             self.model_thresholds = fresh
             t = cur.decision.thresholds.resolve(fresh)
-            if new.decision == cur.decision and t != self.decider.thresholds:
+            if new.decision == cur.decision and t != self.decider.thresholds:  # else the new [decision] takes it
                 self.decider.update(t)
                 applied.append("decision.thresholds (the model's manifest)")
         if new.decision != cur.decision:
