@@ -324,6 +324,27 @@ def test_cli_train_export_evaluate(toy, tmp_path, capsys):
     assert "--pos-weight" in capsys.readouterr().err
 
 
+def test_a_resumed_run_refuses_an_option_that_differs_from_its_own_settings(toy, tmp_path, capsys):
+    from linewatch.cli import main
+
+    run = tmp_path / "run"
+    own = ["--data", str(toy), "--out", str(run), "--epochs-seg", "2", "--epochs-cls", "1", "--limit-steps", "1",
+           "--batch", "6", "--input-size", "64x96", "--widths", "4,8,8", "--class-channels", "4", "--dilate", "3"]
+    assert main(["train", *own, "--workers", "2", "--quiet", "--stop-after-epochs", "1"]) == 0
+    capsys.readouterr()
+    for differs, named in ((["--epochs-seg", "5"], "--epochs-seg 5 (the run's 2)"),
+                           (["--dilate", "5"], "--dilate 5 (the run's 3)"),
+                           (["--widths", "8,8,8"], "--widths [8, 8, 8] (the run's [4, 8, 8])"),
+                           (["--no-crop"], "`crop` False (the run's True)")):
+        assert main(["train", "--data", str(toy), "--out", str(run), "--resume", "--quiet", *differs]) == 2, differs
+        err = capsys.readouterr().err
+        assert named in err and "--resume continues" in err, err
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 0  # nothing trained by a refused resume
+    # the run's own options again, and the per-sitting ones changed: it resumes and finishes
+    assert main(["train", *own, "--resume", "--workers", "1", "--quiet", "--device", "cpu"]) == 0
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 2
+
+
 def test_init_fine_tunes_from_weights_and_takes_their_config(toy, tmp_path):
     base = tmp_path / "base"
     train(cfg(toy, base, epochs_seg=1, epochs_cls=1, limit_steps=1))

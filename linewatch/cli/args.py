@@ -6,6 +6,7 @@ parsers of list-valued options, and the naming of library settings by their opti
   the options of the same name, spelled once (each command passes its own default and help where they differ).
 - `add_train_args`, `add_model_args`, `model_overrides`: the training and network options of `train` and `ablate`.
 - `floats_arg`, `parse_triple`, `parse_size`: comma- and x-separated values; `check_min`: a lower bound.
+- `option_defaults(parser)`: each option's default (what a command line left out).
 - `option_names(parser)` and `with_options(message, names)`: a library error names a setting in backquotes
   (`pos_weight`, see `linewatch.errors.SettingError`); the CLI prints the setting's option (--pos-weight)
   in its place. `linewatch.cli.main` does this for every error it prints.
@@ -243,6 +244,11 @@ def option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
         if longs:
             names.setdefault(action.dest, longs[0])
     return names
+
+
+def option_defaults(parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Each option's dest -> its default (what the command does when the option is left out)."""
+    return {a.dest: a.default for a in parser._actions if a.option_strings and a.dest != "help"}
 
 
 def with_options(message: str, names: Mapping[str, str]) -> str:

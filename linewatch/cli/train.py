@@ -11,6 +11,7 @@ from linewatch.cli.args import (
     add_model_args,
     add_train_args,
     model_overrides,
+    option_defaults,
     recipe_settings,
 )
 
@@ -27,13 +28,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", required=True, help="run folder RUN/")
     p.add_argument("--seg-loss", default="bce", choices=["bce", "mse-sigmoid", "mse-linear"],
                    help="stage 1 loss: bce (sigmoid + CE, the paper), mse-sigmoid, mse-linear (default bce)")
-    p.add_argument("--resume", action="store_true", help="continue RUN/last.pt (its settings win)")
+    p.add_argument("--resume", action="store_true", help="continue RUN/last.pt with its own settings (an option that differs from them is refused; --stop-after-epochs, --device, --workers, --quiet and --data may change)")
     p.add_argument("--init", metavar="CKPT",
                    help="start from these weights (RUN/best.pt or engines/<name>.pt): fine-tune, e.g. the shipped "
                    "model on your own images; the model options default to the checkpoint's")
     p.add_argument("--stop-after-epochs", type=int, default=0, help="stop after N epochs in this invocation")
     add_train_args(p)
     add_model_args(p)
+    p.set_defaults(option_defaults=option_defaults(p))
 
 
 def input_size_for(args: argparse.Namespace, overrides: dict[str, Any], init_hw: tuple[int, int] | None) -> None:
@@ -95,11 +97,24 @@ def train_config(args: argparse.Namespace, **extra: Any) -> Any:
     )
 
 
+def asked_settings(args: argparse.Namespace, tc: Any) -> list[str]:
+    """The settings this command line sets away from `train`'s defaults: the TrainConfig fields (network
+    keys as `model.<key>`) in which `tc` differs from the config the same command without its options
+    would build. On --resume each must match the run's own (linewatch.model.train.resume_clashes)."""
+    from dataclasses import fields
+
+    required = ("data", "out", "resume")
+    plain = argparse.Namespace(**{**vars(args), **{k: v for k, v in args.option_defaults.items() if k not in required}})
+    base = train_config(plain, out=args.out, seg_loss=plain.seg_loss, stop_after_epochs=plain.stop_after_epochs)
+    asked = [f.name for f in fields(tc) if f.name != "model" and getattr(tc, f.name) != getattr(base, f.name)]
+    return asked + [f"model.{k}" for k, v in tc.model.items() if base.model.get(k) != v]
+
+
 def run(args: argparse.Namespace) -> int:
     from linewatch.model.train import train
 
     tc = train_config(args, out=args.out, seg_loss=args.seg_loss, stop_after_epochs=args.stop_after_epochs)
-    summary = train(tc, resume=args.resume)
+    summary = train(tc, resume=args.resume, asked=asked_settings(args, tc) if args.resume else ())
     if not args.quiet:
         print(f"done: {args.out}/best.pt" + (" (stopped early; --resume continues)" if summary.get("stopped") else ""))
     return 0

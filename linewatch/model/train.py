@@ -371,10 +371,41 @@ def save_atomic(obj: Any, path: Path) -> None:
     tmp.replace(path)
 
 
-def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], list[Any]] | None = None) -> dict[str, Any]:
+PER_SITTING = ("stop_after_epochs", "quiet", "device", "workers", "out", "data")
+"""TrainConfig fields a resumed run takes from the caller; every other setting is the run's own."""
+
+
+def _plain(v: Any) -> Any:
+    """A setting as a checkpoint stores it (tuples read back as lists)."""
+    return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+
+def resume_clashes(run: dict[str, Any], tc: TrainConfig, asked: Any) -> list[str]:
+    """The settings in `asked` (TrainConfig fields; network keys as `model.<key>`) whose value in `tc`
+    differs from the run's own (`run`, the checkpoint's "train"), each as "`name` given (the run's value)"."""
+    out = []
+    for name in asked:
+        if name in PER_SITTING:
+            continue
+        if name.startswith("model."):
+            key = name.split(".", 1)[1]
+            given, theirs = tc.model.get(key), run.get("model", {}).get(key)
+        else:
+            given, theirs = getattr(tc, name), run.get(name)
+        given, theirs = _plain(given), _plain(theirs)
+        if given != theirs:
+            out.append(f"`{key if name.startswith('model.') else name}` {given!r} (the run's {theirs!r})")
+    return out
+
+
+def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], list[Any]] | None = None,
+          asked: Any = ()) -> dict[str, Any]:
     """Run (or resume) a two-stage training; returns a summary dict (also the last log line).
 
     `splits` = (dataset, train samples, val samples) overrides the dataset's own split (k-fold ablations).
+    `asked`: the settings the caller set on purpose (TrainConfig fields, network keys as `model.<key>`);
+    a resumed run keeps its own settings (but `PER_SITTING`'s), so one of them that differs from the
+    run's raises SettingError naming it, instead of being silently ignored.
     """
     out = Path(tc.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -384,8 +415,12 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
         if not ckpt_last.is_file():
             raise SettingError(f"`resume`: {ckpt_last} does not exist (nothing to resume)")
         ckpt = torch.load(ckpt_last, map_location="cpu", weights_only=True)
-        keep = {"stop_after_epochs": tc.stop_after_epochs, "quiet": tc.quiet, "device": tc.device,
-                "workers": tc.workers, "out": tc.out, "data": tc.data or ckpt["train"]["data"]}
+        clashes = resume_clashes(ckpt["train"], tc, asked)
+        if clashes:
+            raise SettingError(f"`resume` continues {ckpt_last} with its own settings, and these differ from "
+                               f"them: {', '.join(clashes)}; leave them out, or train into a new `out`")
+        keep = {k: getattr(tc, k) for k in PER_SITTING}
+        keep["data"] = tc.data or ckpt["train"]["data"]
         tc = TrainConfig.from_dict({**ckpt["train"], **keep})
     elif ckpt_last.is_file():
         raise SettingError(f"{out} already holds a run ({ckpt_last}); use `resume` to continue it, or a new `out`")
