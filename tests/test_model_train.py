@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from linewatch.errors import SettingError  # noqa: E402
+from linewatch.model.ablate import worker_threads  # noqa: E402
 from linewatch.model.data import (  # noqa: E402
     augment,
     cropped_labels,
@@ -545,6 +546,18 @@ def test_ablate_parallel_matches_serial(toy, tmp_path):
     b = json.loads((tmp_path / "par" / "results.json").read_text())["rows"]["resse-v1"]["anomaly"]
     for name in ("AP_pos", "AP_neg", "TPR", "TNR"):
         assert a[name][0] == pytest.approx(b[name][0], abs=1e-6), name
+    # each of the 2 runs at once trained with its share of the CPUs, not a thread per core
+    threads = {torch.load(tmp_path / "par" / "resse-v1" / f"fold{k}" / "best.pt", weights_only=True)["training"]["threads"]
+               for k in (0, 1)}
+    assert threads == {worker_threads(2)}
+
+
+def test_parallel_runs_share_the_cpus_out():
+    assert worker_threads(2, cpus=2) == 1
+    assert worker_threads(2, cpus=16) == 8
+    assert worker_threads(5, cpus=16) == 3
+    assert worker_threads(4, cpus=2) == 1  # more runs than CPUs: one thread each, never 0
+    assert worker_threads(1, cpus=2) == 2
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):

@@ -23,12 +23,16 @@ options are checked before the first row trains.
 Output: `OUT/<row>/[fold<k>/]` run folders with `eval.json`, `OUT/results.json`, `OUT/ablation.md` — the last
 two rewritten after every finished run, with each row's runs done and its training minutes per run (summed
 over `log.jsonl`, every sitting of a resumed run) and the machines that trained it (`results.json` "cost").
+
+`parallel` N > 1 trains N runs at once in processes that share the machine's CPUs out between them
+(`worker_threads`): torch in each would otherwise start a thread per core, N times over.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import replace
@@ -191,6 +195,22 @@ def _run_one(base: TrainConfig, key: str, run_dir: Path, splits: tuple[Any, list
     return res
 
 
+def worker_threads(parallel: int, cpus: int | None = None) -> int:
+    """torch's intra-op threads in each of `parallel` training processes: the CPUs this process may run on
+    (`cpus`, default its affinity) shared out, at least 1 each. On the 2-vCPU dev box two 1-thread runs
+    train 1.19x the images a second of one 2-thread run (`benchmarks/train_threads.py`, docs/results.md)."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // max(1, parallel))
+
+
+def _set_threads(n: int) -> None:
+    """A pool worker's initializer: `n` intra-op threads for the runs it trains."""
+    import torch
+
+    torch.set_num_threads(n)
+
+
 def _run_dir(out: Path, key: str, sub: str) -> Path:
     return out / key / sub if sub else out / key
 
@@ -243,7 +263,8 @@ def run_ablation(base: TrainConfig, out: str | Path, tables: list[str], folds: i
         from concurrent.futures import ProcessPoolExecutor
 
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=parallel, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=parallel, mp_context=ctx, initializer=_set_threads,
+                                 initargs=(worker_threads(parallel),)) as pool:
             futures = [(key, pool.submit(_run_one, base, key, _run_dir(out, key, sub), splits, test, device))
                        for key, sub, splits, test in runs]
             for key, fut in futures:

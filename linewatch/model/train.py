@@ -613,7 +613,7 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
             "epochs_cls": tc.epochs_cls, "batch": tc.batch, "lr": tc.lr, "seg_loss": tc.seg_loss,
             "pos_weight": list(pw), "recipe": {k: getattr(tc, k) for k in RECIPES["paper"] if k != "pos_weight"},
             "seed": tc.seed, "device": str(device), "amp": str(dtype), "init": tc.init or None,
-            "wall_s": round(time.time() - t_start, 1), "host": host_name(device),
+            "wall_s": round(time.time() - t_start, 1), "host": host_name(device), "threads": torch.get_num_threads(),
         }
         save_atomic(best, ckpt_best)
         (out / "metrics.json").write_text(jsonfile.dumps({**metrics, "operating_point": op}, indent=2) + "\n")
