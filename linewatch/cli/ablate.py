@@ -22,6 +22,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--folds", type=int, default=0, help="K-fold cross-validation (0 = use the test split)")
     p.add_argument("--parallel", type=int, default=1,
                    help="(row, fold) runs trained at once in separate processes (default 1); same results")
+    p.add_argument("--only-folds", default=None, metavar="K[,K...]",
+                   help="with --folds: train only these folds (0-based) of the same split; the other folds' "
+                   "finished runs in --out are still reported (default: all folds)")
     add_train_args(p)
     add_model_args(p)
 
@@ -35,9 +38,18 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--folds {args.folds}: use 0 (test split) or K >= 2")
     if args.depth or args.resse:
         raise UsageError("--depth/--resse are what the ablation varies; set widths, kernels, input size only")
+    only = None
+    if args.only_folds is not None:
+        allowed = f"allowed: fold numbers 0 to {args.folds - 1}, comma-separated" if args.folds else "needs --folds K"
+        try:
+            only = [int(k) for k in args.only_folds.split(",") if k.strip()]
+        except ValueError:
+            only = []
+        if not args.folds or not only or any(not 0 <= k < args.folds for k in only):
+            raise UsageError(f"--only-folds {args.only_folds!r}: {allowed}")
     base = train_config(args, out=args.out)
     base.model.pop("depth", None)
     base.model.pop("resse", None)
     run_ablation(base, args.out, [t.strip() for t in args.tables.split(",") if t.strip()], args.folds,
-                 parallel=args.parallel)
+                 parallel=args.parallel, only_folds=only)
     return 0

@@ -24,6 +24,10 @@ Output: `OUT/<row>/[fold<k>/]` run folders with `eval.json`, `OUT/results.json`,
 two rewritten after every finished run, with each row's runs done and its training minutes per run (summed
 over `log.jsonl`, every sitting of a resumed run) and the machines that trained it (`results.json` "cost").
 
+`only_folds` (with `folds` K) trains just those folds of the same K-fold split; a run of any other fold
+that has finished in `out` is still reported (its `eval.json`), so folds trained in different sittings or on
+different machines, their run folders copied into one `out`, make one table.
+
 `parallel` N > 1 trains N runs at once in processes that share the machine's CPUs out between them
 (`worker_threads`): torch in each would otherwise start a thread per core, N times over.
 """
@@ -216,11 +220,17 @@ def _run_dir(out: Path, key: str, sub: str) -> Path:
 
 
 def run_ablation(base: TrainConfig, out: str | Path, tables: list[str], folds: int = 0,
-                 parallel: int = 1) -> dict[str, Any]:
-    """Train and evaluate every row of `tables` (`parallel` runs at once, in processes);
-    write OUT/results.json and OUT/ablation.md."""
+                 parallel: int = 1, only_folds: list[int] | None = None) -> dict[str, Any]:
+    """Train and evaluate every row of `tables` (`parallel` runs at once, in processes), only the folds
+    `only_folds` when given (others reported where finished); write OUT/results.json and OUT/ablation.md."""
     from linewatch.data.dataset import open_dataset
 
+    if only_folds is not None:
+        if not folds:
+            raise SettingError(f"only_folds {only_folds}: needs folds K >= 2 (the folds to choose from)")
+        bad = sorted({k for k in only_folds if not 0 <= k < folds})
+        if bad or not only_folds:
+            raise SettingError(f"only_folds {only_folds}: allowed are fold numbers 0 to {folds - 1}, at least one")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ds = open_dataset(base.data)
@@ -250,12 +260,22 @@ def run_ablation(base: TrainConfig, out: str | Path, tables: list[str], folds: i
     # the rows on the same folds
     runs = [(key, sub, splits, test) for sub, splits, test in jobs for key in keys]
     results: dict[str, list[dict[str, Any]]] = {key: [] for key in keys}
-    summary: dict[str, Any] = {}
+    dirs: dict[str, list[Path]] = {key: [] for key in keys}  # the run folder of each result, for its cost
+    if only_folds is not None:  # the other folds: reported where they have finished, never trained here
+        chosen = {f"fold{k}" for k in only_folds}
+        for key, sub, splits, test in runs:
+            run_dir = _run_dir(out, key, sub)
+            if sub not in chosen and (run_dir / "eval.json").is_file():
+                results[key].append(_run_one(base, key, run_dir, splits, test, device))  # checked, then read
+                dirs[key].append(run_dir)
+        runs = [r for r in runs if r[1] in chosen]
+    summary = report(out, results, dirs, tables, folds, base, keys)
     if parallel <= 1:
         for key, sub, splits, test in runs:
             print(f"ablate: {key} {sub}".rstrip(), flush=True)
             results[key].append(_run_one(base, key, _run_dir(out, key, sub), splits, test, device))
-            summary = report(out, results, tables, folds, base, keys)
+            dirs[key].append(_run_dir(out, key, sub))
+            summary = report(out, results, dirs, tables, folds, base, keys)
     else:
         # Independent (row, fold) runs in separate processes: a small model leaves a GPU mostly idle
         # between kernel launches, so several trainings share it well. Results keep the serial order.
@@ -265,23 +285,29 @@ def run_ablation(base: TrainConfig, out: str | Path, tables: list[str], folds: i
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=parallel, mp_context=ctx, initializer=_set_threads,
                                  initargs=(worker_threads(parallel),)) as pool:
-            futures = [(key, pool.submit(_run_one, base, key, _run_dir(out, key, sub), splits, test, device))
+            futures = [(key, sub, pool.submit(_run_one, base, key, _run_dir(out, key, sub), splits, test, device))
                        for key, sub, splits, test in runs]
-            for key, fut in futures:
+            for key, sub, fut in futures:
                 results[key].append(fut.result())
-                print(f"ablate: {key} done ({len(results[key])}/{len(jobs)})", flush=True)
-                summary = report(out, results, tables, folds, base, keys)
+                dirs[key].append(_run_dir(out, key, sub))
+                print(f"ablate: {key} {sub} done ({len(results[key])}/{len(jobs)})".replace("  ", " "), flush=True)
+                summary = report(out, results, dirs, tables, folds, base, keys)
     print((out / "ablation.md").read_text())
     return summary
 
 
-def report(out: Path, results: dict[str, list[dict[str, Any]]], tables: list[str], folds: int, base: TrainConfig,
-           keys: list[str]) -> dict[str, Any]:
+def report(out: Path, results: dict[str, list[dict[str, Any]]], dirs: dict[str, list[Path]], tables: list[str],
+           folds: int, base: TrainConfig, keys: list[str]) -> dict[str, Any]:
     """Write OUT/results.json and OUT/ablation.md from the runs finished so far (after each one, so that a run
-    of days shows where it stands); returns the per-row summary."""
-    summary = {key: aggregate(results.get(key, [])) for key in keys}
-    cost = {key: row_cost([_run_dir(out, key, f"fold{k}" if folds else "") for k in range(len(results.get(key, [])))])
-            for key in keys}
+    of days shows where it stands; `dirs`: each result's run folder); returns the per-row summary."""
+    def fold_order(key: str) -> list[tuple[Path, dict[str, Any]]]:  # fold 0 first, however they finished
+        pairs = zip(dirs.get(key, []), results.get(key, []), strict=True)
+        return sorted(pairs, key=lambda p: int(p[0].name[4:]) if p[0].name.startswith("fold") else 0)
+
+    ordered = {key: fold_order(key) for key in keys}
+    results = {key: [r for _, r in ordered[key]] for key in keys}
+    summary = {key: aggregate(results[key]) for key in keys}
+    cost = {key: row_cost([d for d, _ in ordered[key]]) for key in keys}
     (out / "results.json").write_text(jsonfile.dumps({"folds": folds, "seed": base.seed, "rows": summary,
                                                       "cost": cost, "runs": results}, indent=2) + "\n")
     (out / "ablation.md").write_text(markdown(summary, tables, folds, base, cost))
