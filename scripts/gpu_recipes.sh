@@ -6,12 +6,12 @@
 # can be finished over several calls and several machines (the CPU runs of the dev box included: same
 # split, seed and schedule; FP32 on both, `--amp off`).
 #
-# What comes back: $OUT/mt-recipes.tgz (every run folder's eval.json and log.jsonl, and its last.pt while it
-# has no eval.json: unpack it over .devdata/ and carry .devdata/mt-recipes next time), $OUT/summary.txt (each
-# row's scored folds), the logs.
+# What comes back: $OUT/mt-recipes.tgz (scripts/keep_runs.py: every run folder's eval.json and log.jsonl, and
+# its last.pt and best.pt while it has no eval.json: unpack it over .devdata/ and carry .devdata/mt-recipes
+# next time), $OUT/summary.txt (each row's scored folds), the logs.
 #
 #   device call: carry [".devdata/magnetic-tile-256", ".devdata/mt-recipes"] (made by
-#       scripts/magnetic_tile_256.py; 35 MB + ~1.4 MB per unfinished run), command
+#       scripts/magnetic_tile_256.py; 35 MB + ~2.9 MB per unfinished run), command
 #       `OUT=$OUT bash scripts/gpu_recipes.sh`
 #   rows: ROWS (default the three base rows, in the stored order); the option rows once rule 2 has chosen
 #       the base, e.g. ROWS=resse-v3+balance,resse-v3+posauto,resse-v3+dilate7,resse-v3+dist2,resse-v3+joint20
@@ -55,14 +55,14 @@ rc=$?
 echo "ablate rc $rc at +$(( $(date +%s) - t0 )) s (124: stopped by the budget; rerun to resume)"
 tail -5 "$OUT/ablate.log"
 
-python3 - "$RUNS" "$OUT" <<'EOF' | tee "$OUT/summary.txt"
-"""Each row's scored folds (anomaly head), and the archive of what a later call needs."""
-import json, sys, tarfile
+python3 - "$RUNS" <<'EOF' | tee "$OUT/summary.txt"
+"""Each row's scored folds (anomaly head)."""
+import json, sys
 from pathlib import Path
 
 from linewatch.model.ablate import METRIC_KEYS, _metric
 
-runs, out = Path(sys.argv[1]), Path(sys.argv[2])
+runs = Path(sys.argv[1])
 for row in sorted(p for p in runs.iterdir() if p.is_dir()):
     cells = []
     for fold in sorted(row.glob("fold*")):
@@ -75,13 +75,10 @@ for row in sorted(p for p in runs.iterdir() if p.is_dir()):
                 if (fold / "log.jsonl").is_file() else []
             cells.append(f"{fold.name} at epoch {last[0]['epoch']}/{last[0]['epochs']}" if last else f"{fold.name} -")
     print(f"{row.name}: " + "; ".join(cells))
-with tarfile.open(out / "mt-recipes.tgz", "w:gz") as tar:
-    for f in sorted(runs.rglob("*")):
-        if not f.is_file():
-            continue
-        finished = (f.parent / "eval.json").is_file()
-        if f.suffix in (".json", ".jsonl", ".md") or (f.name == "last.pt" and not finished):
-            tar.add(f, arcname=str(Path("mt-recipes") / f.relative_to(runs)))
-print(f"{out / 'mt-recipes.tgz'}: {(out / 'mt-recipes.tgz').stat().st_size / 1e6:.1f} MB")
 EOF
+# what a later call (or the dev box) needs to go on: scripts/keep_runs.py's choice (an unfinished run's last.pt
+# and best.pt both), archived
+rm -rf "$OUT/keep" && python3 scripts/keep_runs.py "$RUNS" "$OUT/keep/mt-recipes" | tail -1
+tar -czf "$OUT/mt-recipes.tgz" -C "$OUT/keep" mt-recipes && rm -rf "$OUT/keep"
+du -h "$OUT/mt-recipes.tgz"
 echo "done at +$(( $(date +%s) - t0 )) s"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -278,6 +280,62 @@ def test_resume_gives_the_same_state(toy, tmp_path, stop):
         assert torch.equal(ba["model"][k], bb["model"][k]), k
 
 
+def test_a_resumed_run_refuses_to_go_on_without_its_best_weights_so_far(toy, tmp_path):
+    out = tmp_path / "run"
+    assert train(cfg(toy, out, limit_steps=1, stop_after_epochs=1))["stopped"]
+    (out / "best.pt").rename(tmp_path / "best.pt")  # only last.pt travelled
+    with pytest.raises(SettingError, match=r"`resume`: .*best\.pt is missing beside .*last\.pt"):
+        train(cfg(toy, out, limit_steps=1), resume=True)
+    (tmp_path / "best.pt").rename(out / "best.pt")
+    assert not train(cfg(toy, out, limit_steps=1), resume=True).get("stopped")  # guard: with it, it goes on
+
+
+def test_kept_runs_restored_in_a_new_checkout_finish_the_ablation_as_one_sitting_would(toy, tmp_path, monkeypatch):
+    """scripts/keep_runs.py keeps what a later session needs (a finished run's eval.json, an unfinished one's
+    checkpoints); restored into an empty --out, the ablation reuses the one and resumes the other."""
+    import importlib.util
+    import shutil
+
+    from linewatch.cli import main
+    from linewatch.model import ablate
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "keep_runs.py"
+    spec = importlib.util.spec_from_file_location("keep_runs", script)
+    keep_runs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(keep_runs)
+
+    args = ["--tables", "resse-v1", "--folds", "2", "--epochs-seg", "2", "--epochs-cls", "1", "--limit-steps", "1",
+            "--batch", "6", "--input-size", "64x96", "--widths", "4,8,8", "--class-channels", "4", "--quiet",
+            "--data", str(toy)]
+    assert main(["ablate", "--out", str(tmp_path / "whole"), *args]) == 0
+    session = tmp_path / "session1"
+    real = ablate.train
+
+    def interrupted(tc, resume=False, splits=None):  # fold 1 stops after one epoch, as a session ending would
+        if str(tc.out).endswith("fold1"):
+            real(replace(tc, stop_after_epochs=1), resume=resume, splits=splits)
+            raise KeyboardInterrupt
+        return real(tc, resume=resume, splits=splits)
+
+    monkeypatch.setattr(ablate, "train", interrupted)
+    assert main(["ablate", "--out", str(session), *args]) == 130
+    monkeypatch.setattr(ablate, "train", real)
+    kept = tmp_path / "kept"
+    assert keep_runs.main([str(session), str(kept)]) == 0
+    names = sorted(str(f.relative_to(kept)) for f in kept.rglob("*") if f.is_file())
+    assert names == ["ablation.md", "resse-v1/fold0/eval.json", "resse-v1/fold0/log.jsonl",
+                     "resse-v1/fold1/best.pt", "resse-v1/fold1/last.pt", "resse-v1/fold1/log.jsonl", "results.json"]
+    session2 = tmp_path / "session2"  # a new checkout: only what was kept
+    shutil.copytree(kept, session2)
+    assert main(["ablate", "--out", str(session2), *args]) == 0
+    a = json.loads((tmp_path / "whole" / "results.json").read_text())["rows"]["resse-v1"]["anomaly"]
+    b = json.loads((session2 / "results.json").read_text())["rows"]["resse-v1"]["anomaly"]
+    for name in ("AP_pos", "AP_neg", "TPR", "TNR"):
+        assert a[name] == pytest.approx(b[name], abs=1e-6), name
+    assert keep_runs.main([str(session2), str(kept)]) == 0  # fold 1 finished: its checkpoints leave the kept copy
+    assert not (kept / "resse-v1" / "fold1" / "last.pt").exists() and (kept / "resse-v1" / "fold1" / "eval.json").is_file()
+
+
 def test_seeds_repeat(toy, tmp_path):
     train(cfg(toy, tmp_path / "a", epochs_cls=0, limit_steps=2))
     train(cfg(toy, tmp_path / "b", epochs_cls=0, limit_steps=2))
@@ -501,6 +559,42 @@ def test_ablate_reports_each_finished_run_before_the_rest_are_done(toy, tmp_path
     assert main(args) == 0  # the rest, fold 0 reused
     res = json.loads((out / "results.json").read_text())
     assert res["cost"]["resse-v1"]["folds_done"] == 2 and "| 2/2 |" in (out / "ablation.md").read_text()
+
+
+def test_ablate_only_folds_trains_those_folds_and_reports_the_others_finished_runs(toy, tmp_path):
+    """Folds trained in different sittings (or machines, their folders copied into one --out) make one table."""
+    from linewatch.cli import main
+
+    out = tmp_path / "abl"
+    args = tiny_ablation(toy, out, "resse-v1")
+    assert main([*args, "--only-folds", "1"]) == 0
+    assert (out / "resse-v1" / "fold1" / "eval.json").is_file()
+    assert not (out / "resse-v1" / "fold0").exists(), "fold 0 was not asked for"
+    res = json.loads((out / "results.json").read_text())
+    assert res["cost"]["resse-v1"]["folds_done"] == 1 and "| 1/2 |" in (out / "ablation.md").read_text()
+    mtime = (out / "resse-v1" / "fold1" / "eval.json").stat().st_mtime
+    assert main([*args, "--only-folds", "0"]) == 0
+    assert (out / "resse-v1" / "fold1" / "eval.json").stat().st_mtime == mtime, "fold 1 reused, not retrained"
+    res = json.loads((out / "results.json").read_text())
+    assert res["cost"]["resse-v1"]["folds_done"] == 2 and "| 2/2 |" in (out / "ablation.md").read_text()
+    folds = [json.loads((out / "resse-v1" / f"fold{k}" / "eval.json").read_text())["n"] for k in (0, 1)]
+    assert [r["n"] for r in res["runs"]["resse-v1"]] == folds  # in fold order, whichever finished first
+    # the same table as one sitting of both folds
+    assert main([*tiny_ablation(toy, tmp_path / "all", "resse-v1")]) == 0
+    whole = json.loads((tmp_path / "all" / "results.json").read_text())["rows"]["resse-v1"]["anomaly"]
+    for name in ("AP_pos", "AP_neg", "TPR", "TNR"):
+        assert res["rows"]["resse-v1"]["anomaly"][name] == pytest.approx(whole[name], abs=1e-6), name
+
+
+@pytest.mark.parametrize("bad", ["2", "-1", "x", ","])
+def test_ablate_only_folds_names_a_fold_outside_the_split(toy, tmp_path, bad, capsys):
+    from linewatch.cli import main
+
+    out = tmp_path / "abl"
+    assert main([*tiny_ablation(toy, out, "resse-v1"), "--only-folds", bad]) == 2
+    err = capsys.readouterr().err
+    assert f"--only-folds {bad!r}: allowed: fold numbers 0 to 1" in err
+    assert not (out / "resse-v1").exists()
 
 
 def test_ablate_refuses_to_reuse_a_run_trained_with_other_settings(toy, tmp_path):

@@ -419,6 +419,10 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
         if clashes:
             raise SettingError(f"`resume` continues {ckpt_last} with its own settings, and these differ from "
                                f"them: {', '.join(clashes)}; leave them out, or train into a new `out`")
+        if math.isfinite(float(ckpt["best_val"])) and not ckpt_best.is_file():
+            # the best weights so far live only there: stage 2 starts from them and the end scores them
+            raise SettingError(f"`resume`: {ckpt_best} is missing beside {ckpt_last} (its best weights so far, "
+                               f"validation loss {float(ckpt['best_val']):.6g}); copy it back with last.pt")
         keep = {k: getattr(tc, k) for k in PER_SITTING}
         keep["data"] = tc.data or ckpt["train"]["data"]
         tc = TrainConfig.from_dict({**ckpt["train"], **keep})
