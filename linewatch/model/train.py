@@ -371,8 +371,15 @@ def save_atomic(obj: Any, path: Path) -> None:
     tmp.replace(path)
 
 
-PER_SITTING = ("stop_after_epochs", "quiet", "device", "workers", "out", "data")
-"""TrainConfig fields a resumed run takes from the caller; every other setting is the run's own."""
+RUN_SETTINGS = ("epochs_seg", "epochs_cls", "batch", "lr", "seg_loss", "crop", "delta_min", "init", "seed",
+                "val_split", "limit_steps", "eval_every", "pos_weight", "dilate", "seg_distance_p", "balance",
+                "joint_epochs")
+"""The TrainConfig fields that make a run what it is (with `model`, the network); a resumed run keeps its own."""
+
+PER_SITTING = tuple(f.name for f in fields(TrainConfig) if f.name not in RUN_SETTINGS and f.name != "model")
+"""Every other TrainConfig field: where and how this sitting runs (data folder's path, out, device, amp, workers,
+stop_after_epochs, quiet), taken from the caller — a run begun on a CPU may finish on a GPU (FP32 on both only
+where each sitting asks for it: `amp` off)."""
 
 
 def _plain(v: Any) -> Any:
@@ -419,7 +426,7 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
         if clashes:
             raise SettingError(f"`resume` continues {ckpt_last} with its own settings, and these differ from "
                                f"them: {', '.join(clashes)}; leave them out, or train into a new `out`")
-        if math.isfinite(float(ckpt["best_val"])) and not ckpt_best.is_file():
+        if ckpt.get("best_saved", math.isfinite(float(ckpt["best_val"]))) and not ckpt_best.is_file():
             # the best weights so far live only there: stage 2 starts from them and the end scores them
             raise SettingError(f"`resume`: {ckpt_best} is missing beside {ckpt_last} (its best weights so far, "
                                f"validation loss {float(ckpt['best_val']):.6g}); copy it back with last.pt")
@@ -488,6 +495,7 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
     n_epochs = tc.epochs_seg + tc.epochs_cls
     fused = device.type == "cuda"  # one kernel per step for all params; same maths as Adam defaults
     start_epoch, best_val, stage = 0, math.inf, 1 if tc.epochs_seg > 0 else 2
+    best_saved = False  # has best.pt been written in this run (a resume needs it then)
     spent = 0.0  # training seconds of the earlier sittings of this run (a resumed run counts them too)
     params = set_stage(model, stage)
     opt = torch.optim.Adam(params, lr=tc.lr, fused=fused)
@@ -495,6 +503,7 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
         model.load_state_dict(ckpt["model"])
         start_epoch, best_val, stage = int(ckpt["epoch"]) + 1, float(ckpt["best_val"]), int(ckpt["stage"])
         spent = float(ckpt.get("elapsed_s", 0.0))  # checkpoints before 2026-12-03 lack it
+        best_saved = bool(ckpt.get("best_saved", math.isfinite(best_val)))  # (and this before 2026-12-04)
         params = set_stage(model, stage)  # the loop switches stage (restoring best.pt) if it is due
         opt = torch.optim.Adam(params, lr=tc.lr, fused=fused)
         opt.load_state_dict(ckpt["optimizer"])
@@ -576,10 +585,12 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
                 "config": cfg.to_dict(),
                 "train": asdict(tc),
                 "elapsed_s": time.time() - t_start,
+                "best_saved": best_saved or improved or val_c is None,
             }
-            save_atomic(state, ckpt_last)
-            if improved or val_c is None:
+            if improved or val_c is None:  # best before last: a last.pt never names a best not yet on disk
                 save_atomic(state, ckpt_best)
+                best_saved = True
+            save_atomic(state, ckpt_last)
             summary = {
                 "epoch": epoch + 1, "epochs": n_epochs, "stage": stage, "train_loss": round(train_loss, 6),
                 "val_loss": None if math.isnan(val_loss) else round(val_loss, 6), "best": improved,
