@@ -65,7 +65,7 @@ from linewatch.model.ablate import METRIC_KEYS, _metric
 runs = Path(sys.argv[1])
 for row in sorted(p for p in runs.iterdir() if p.is_dir()):
     cells = []
-    for fold in sorted(row.glob("fold*")):
+    for fold in sorted(row.glob("fold*"), key=lambda f: int(f.name[4:])):
         ev = fold / "eval.json"
         if ev.is_file():
             r = json.loads(ev.read_text())

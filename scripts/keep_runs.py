@@ -4,23 +4,34 @@
     cp -r results/mt-recipes/. .devdata/mt-recipes/                       # restore (the next session)
 
 A dev box's checkout is new every session and `.devdata/` does not travel; what is committed does. Kept,
-per run folder (one holding `log.jsonl` or `eval.json`): a finished run's `eval.json` and `log.jsonl` (what
-`linewatch ablate` reuses and reports, with the run's settings and training seconds); an unfinished run's
-`log.jsonl`, `last.pt` and `best.pt` (a resumed run needs both checkpoints: the best weights so far are restored
-at the switch to stage 2 and scored at the end). At the top: `results.json` and `ablation.md`. A checkpoint
+per run folder (one holding `log.jsonl` or `eval.json`): its `split.json` (which fold of which split) and
+`log.jsonl` (training seconds); a finished run's `eval.json` (what `linewatch ablate` reuses and reports, with
+the run's settings and machine); an unfinished run's `last.pt` and `best.pt` (a resumed run needs both: the best
+weights so far are restored at the switch to stage 2 and scored at the end). A run is finished when its
+`eval.json` reads as JSON (the ablation writes it whole, but a copy may be cut off). At the top: `results.json` and `ablation.md`. A checkpoint
 kept earlier in DST for a run that has finished since is removed from DST. Nothing else is copied (a finished
 run's checkpoints and per-image scores stay where they are). Prints what it kept.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
 
 TOP = ("results.json", "ablation.md")
-FINISHED = ("eval.json", "log.jsonl")
-UNFINISHED = ("log.jsonl", "last.pt", "best.pt")
+FINISHED = ("eval.json", "log.jsonl", "split.json")
+UNFINISHED = ("log.jsonl", "split.json", "last.pt", "best.pt")
+
+
+def _reads(path: Path) -> bool:
+    """True when `path` is a whole JSON file."""
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def keep(src: Path, dst: Path) -> list[Path]:
@@ -38,7 +49,7 @@ def keep(src: Path, dst: Path) -> list[Path]:
             copy(src / name)
     runs = sorted({f.parent for pattern in ("log.jsonl", "eval.json") for f in src.rglob(pattern)})
     for run in runs:
-        finished = (run / "eval.json").is_file()
+        finished = _reads(run / "eval.json")
         for name in FINISHED if finished else UNFINISHED:
             if (run / name).is_file():
                 copy(run / name)

@@ -323,8 +323,9 @@ def test_kept_runs_restored_in_a_new_checkout_finish_the_ablation_as_one_sitting
     kept = tmp_path / "kept"
     assert keep_runs.main([str(session), str(kept)]) == 0
     names = sorted(str(f.relative_to(kept)) for f in kept.rglob("*") if f.is_file())
-    assert names == ["ablation.md", "resse-v1/fold0/eval.json", "resse-v1/fold0/log.jsonl",
-                     "resse-v1/fold1/best.pt", "resse-v1/fold1/last.pt", "resse-v1/fold1/log.jsonl", "results.json"]
+    assert names == ["ablation.md", "resse-v1/fold0/eval.json", "resse-v1/fold0/log.jsonl", "resse-v1/fold0/split.json",
+                     "resse-v1/fold1/best.pt", "resse-v1/fold1/last.pt", "resse-v1/fold1/log.jsonl",
+                     "resse-v1/fold1/split.json", "results.json"]
     session2 = tmp_path / "session2"  # a new checkout: only what was kept
     shutil.copytree(kept, session2)
     assert main(["ablate", "--out", str(session2), *args]) == 0
@@ -332,8 +333,37 @@ def test_kept_runs_restored_in_a_new_checkout_finish_the_ablation_as_one_sitting
     b = json.loads((session2 / "results.json").read_text())["rows"]["resse-v1"]["anomaly"]
     for name in ("AP_pos", "AP_neg", "TPR", "TNR"):
         assert a[name] == pytest.approx(b[name], abs=1e-6), name
+    assert json.loads((session2 / "results.json").read_text())["cost"]["resse-v1"]["hosts"]  # fold 0 without best.pt
     assert keep_runs.main([str(session2), str(kept)]) == 0  # fold 1 finished: its checkpoints leave the kept copy
     assert not (kept / "resse-v1" / "fold1" / "last.pt").exists() and (kept / "resse-v1" / "fold1" / "eval.json").is_file()
+
+
+def test_a_resume_in_stage_2_before_its_first_validation_still_needs_the_best_weights(toy, tmp_path):
+    """At the switch to stage 2 the best validation loss starts again (infinite) while best.pt holds stage 1's
+    best: a last.pt written before stage 2's first validation still needs it."""
+    out = tmp_path / "run"
+    assert train(cfg(toy, out, epochs_seg=2, epochs_cls=2, eval_every=2, limit_steps=1, stop_after_epochs=3))["stopped"]
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert last["stage"] == 2 and last["best_val"] == float("inf")  # the case this guards
+    (out / "best.pt").unlink()
+    with pytest.raises(SettingError, match=r"best\.pt is missing"):
+        train(cfg(toy, out, epochs_seg=2, epochs_cls=2, eval_every=2, limit_steps=1), resume=True)
+
+
+def test_a_resumed_run_takes_this_sittings_device_and_precision_and_keeps_its_own_recipe(toy, tmp_path, monkeypatch):
+    from dataclasses import fields
+
+    from linewatch.model import train as train_mod
+
+    assert set(train_mod.PER_SITTING) == {"data", "out", "device", "amp", "workers", "stop_after_epochs", "quiet"}
+    assert {f.name for f in fields(TrainConfig)} == {*train_mod.PER_SITTING, *train_mod.RUN_SETTINGS, "model"}
+    out = tmp_path / "run"
+    assert train(cfg(toy, out, limit_steps=1, stop_after_epochs=1))["stopped"]  # amp "auto"
+    asked = []
+    real = train_mod.amp_dtype
+    monkeypatch.setattr(train_mod, "amp_dtype", lambda amp, device: asked.append(amp) or real(amp, device))
+    train(cfg(toy, out, limit_steps=1, amp="off"), resume=True, asked=["amp"])  # not refused, and used
+    assert asked == ["off"]
 
 
 def test_seeds_repeat(toy, tmp_path):
@@ -554,7 +584,7 @@ def test_ablate_reports_each_finished_run_before_the_rest_are_done(toy, tmp_path
     assert cost["folds_done"] == 1 and cost["epochs"] == [2] and cost["train_min_per_fold"] is not None
     assert len(cost["hosts"]) == 1
     assert len(res["runs"]["resse-v1"]) == 1
-    assert "| 1/2 |" in (out / "ablation.md").read_text()
+    assert "| 1/2 (0) |" in (out / "ablation.md").read_text()
     monkeypatch.setattr(ablate, "_run_one", real)
     assert main(args) == 0  # the rest, fold 0 reused
     res = json.loads((out / "results.json").read_text())
@@ -571,19 +601,61 @@ def test_ablate_only_folds_trains_those_folds_and_reports_the_others_finished_ru
     assert (out / "resse-v1" / "fold1" / "eval.json").is_file()
     assert not (out / "resse-v1" / "fold0").exists(), "fold 0 was not asked for"
     res = json.loads((out / "results.json").read_text())
-    assert res["cost"]["resse-v1"]["folds_done"] == 1 and "| 1/2 |" in (out / "ablation.md").read_text()
+    assert res["cost"]["resse-v1"]["folds_done"] == 1 and "| 1/2 (1) |" in (out / "ablation.md").read_text()
     mtime = (out / "resse-v1" / "fold1" / "eval.json").stat().st_mtime
     assert main([*args, "--only-folds", "0"]) == 0
     assert (out / "resse-v1" / "fold1" / "eval.json").stat().st_mtime == mtime, "fold 1 reused, not retrained"
     res = json.loads((out / "results.json").read_text())
     assert res["cost"]["resse-v1"]["folds_done"] == 2 and "| 2/2 |" in (out / "ablation.md").read_text()
-    folds = [json.loads((out / "resse-v1" / f"fold{k}" / "eval.json").read_text())["n"] for k in (0, 1)]
-    assert [r["n"] for r in res["runs"]["resse-v1"]] == folds  # in fold order, whichever finished first
+    folds = [{"run": f"fold{k}", **json.loads((out / "resse-v1" / f"fold{k}" / "eval.json").read_text())}
+             for k in (0, 1)]
+    assert res["runs"]["resse-v1"] == folds  # in fold order, whichever finished first, each naming its fold
+    assert res["cost"]["resse-v1"]["folds"] == ["fold0", "fold1"]
     # the same table as one sitting of both folds
     assert main([*tiny_ablation(toy, tmp_path / "all", "resse-v1")]) == 0
     whole = json.loads((tmp_path / "all" / "results.json").read_text())["rows"]["resse-v1"]["anomaly"]
     for name in ("AP_pos", "AP_neg", "TPR", "TNR"):
         assert res["rows"]["resse-v1"]["anomaly"][name] == pytest.approx(whole[name], abs=1e-6), name
+
+
+def test_ablate_refuses_a_run_of_another_fold_or_another_k_copied_into_its_out(toy, tmp_path, capsys):
+    import shutil
+
+    from linewatch.cli import main
+
+    out = tmp_path / "abl"
+    args = tiny_ablation(toy, out, "resse-v1")
+    assert main(args) == 0
+    assert json.loads((out / "resse-v1" / "fold0" / "eval.json").read_text())["split"]["fold"] == 0
+    wrong = tmp_path / "wrong"
+    shutil.copytree(out / "resse-v1" / "fold0", wrong / "resse-v1" / "fold1")  # fold 0's run, as fold 1
+    capsys.readouterr()
+    assert main(tiny_ablation(toy, wrong, "resse-v1")) == 2
+    err = capsys.readouterr().err
+    assert "fold1 holds a run of another split (fold 0 there, 1 here;" in err
+    three = [*tiny_ablation(toy, tmp_path / "k3", "resse-v1")]
+    three[three.index("--folds") + 1] = "3"
+    shutil.copytree(out / "resse-v1" / "fold0", tmp_path / "k3" / "resse-v1" / "fold0")  # a 2-fold run in a 3-fold out
+    assert main([*three, "--only-folds", "0"]) == 2
+    assert "holds a run of another split (folds 2 there, 3 here;" in capsys.readouterr().err
+    shutil.rmtree(tmp_path / "k3" / "resse-v1" / "fold0")
+    assert main([*three, "--only-folds", "0"]) == 0  # guard: its own fold 0 trains
+
+
+def test_ablate_report_lists_runs_in_fold_order_past_fold_9(tmp_path):
+    from linewatch.model.ablate import report
+
+    def run(ap):
+        return {"metrics": {h: {"AP_pos": ap} for h in ("anomaly", "adhesive")}}
+
+    out = tmp_path / "abl"
+    out.mkdir()
+    dirs = [out / "r" / f"fold{k}" for k in (10, 2, 0)]
+    report(out, {"r": [run(0.1), run(0.2), run(0.3)]}, {"r": dirs}, ["r"], 11, TrainConfig(), ["r"])
+    res = json.loads((out / "results.json").read_text())
+    assert [r["run"] for r in res["runs"]["r"]] == ["fold0", "fold2", "fold10"]
+    assert [r["metrics"]["anomaly"]["AP_pos"] for r in res["runs"]["r"]] == [0.3, 0.2, 0.1]
+    assert "| 3/11 (0,2,10) |" in (out / "ablation.md").read_text()
 
 
 @pytest.mark.parametrize("bad", ["2", "-1", "x", ","])
@@ -593,7 +665,9 @@ def test_ablate_only_folds_names_a_fold_outside_the_split(toy, tmp_path, bad, ca
     out = tmp_path / "abl"
     assert main([*tiny_ablation(toy, out, "resse-v1"), "--only-folds", bad]) == 2
     err = capsys.readouterr().err
-    assert f"--only-folds {bad!r}: allowed: fold numbers 0 to 1" in err
+    assert "--only-folds " in err and ": allowed: fold numbers" in err and "comma-separated" in err
+    if bad in ("2", "-1"):
+        assert f"--only-folds {bad!r}: allowed: fold numbers 0 to 1" in err
     assert not (out / "resse-v1").exists()
 
 

@@ -17,8 +17,11 @@ folds stratified by class (`Sample.group` and labels, seed fixed); each row is t
 k held out as test, and the table shows the mean (± std) over folds. Rows already finished in
 `out` (their `eval.json` exists) are not trained again, and an interrupted one resumes its `last.pt`, so an
 interrupted ablation continues — only where the run there has this ablation's settings (`RUN_SETTINGS`,
-kept in `eval.json`): one trained otherwise is refused by name, never mixed into the table. Every row's
-options are checked before the first row trains.
+kept in `eval.json`, `linewatch.model.train`'s) and this split (`split.json` beside it: folds, fold, and a
+digest of its train, validation and test samples): one trained otherwise is refused by name, never mixed into
+the table. Every row's options are checked before the first row trains. `eval.json` is written whole or not at
+all (a temporary file renamed), with the machine that trained the run (`trained_on`: host, device, amp,
+threads, wall seconds).
 
 Output: `OUT/<row>/[fold<k>/]` run folders with `eval.json`, `OUT/results.json`, `OUT/ablation.md` — the last
 two rewritten after every finished run, with each row's runs done and its training minutes per run (summed
@@ -49,7 +52,7 @@ from linewatch import HEADS, jsonfile
 from linewatch.errors import SettingError
 from linewatch.model.data import holdout, strat_key, stratified_folds
 from linewatch.model.metrics import DEFAULT_THRESHOLD
-from linewatch.model.train import TrainConfig, pick_device, train
+from linewatch.model.train import RUN_SETTINGS, TrainConfig, pick_device, train
 
 # key -> (model overrides, seg loss)
 ROWS: dict[str, tuple[dict[str, Any], str]] = {
@@ -125,14 +128,6 @@ def plan(tables: list[str]) -> list[str]:
     return keys
 
 
-RUN_SETTINGS = ("epochs_seg", "epochs_cls", "batch", "lr", "seg_loss", "crop", "delta_min", "init", "seed",
-                "val_split", "limit_steps", "eval_every", "pos_weight", "dilate", "seg_distance_p", "balance",
-                "joint_epochs")
-"""The TrainConfig fields that make a run what it is (with the model settings the ablation gives); where it
-ran (device, amp, workers, out, the data folder's path) is not among them: a run begun on a CPU may finish
-on a GPU."""
-
-
 def row_train_config(base: TrainConfig, key: str, run_dir: Path) -> TrainConfig:
     """The training settings of row `key` in `run_dir`, checked (a SettingError names the option)."""
     from linewatch.model.train import check_pos_weight, check_recipe
@@ -179,15 +174,58 @@ def check_same_run(tc: TrainConfig, run_dir: Path) -> None:
                            "another `out`, or remove that folder to train it again")
 
 
+def _digest(samples: list[Any]) -> str:
+    """Which samples, as a short digest of their sorted `group/name`s (the same on every copy of a dataset)."""
+    import hashlib
+
+    names = "\n".join(sorted(f"{s.group}/{s.name}" for s in samples))
+    return hashlib.sha1(names.encode()).hexdigest()[:16]
+
+
+def split_of(folds: int, sub: str, splits: tuple[Any, list[Any], list[Any]], test: list[Any]) -> dict[str, Any]:
+    """A run's place in the ablation's split: K, its fold (None without folds) and digests of its parts."""
+    _, tr, va = splits
+    return {"folds": folds, "fold": int(sub[4:]) if sub.startswith("fold") else None,
+            "train": _digest(tr), "val": _digest(va), "test": _digest(test)}
+
+
+def check_same_split(split: dict[str, Any], run_dir: Path) -> None:
+    """SettingError when `run_dir` holds a run (its `split.json`, or its `eval.json`'s "split") of another split
+    than `split`: a fold of another K, another fold, or another copy of the data is never reported as this one."""
+    old = None
+    for f in (run_dir / "split.json", run_dir / "eval.json"):
+        if old is None and f.is_file():
+            old = json.loads(f.read_text()) if f.name == "split.json" else json.loads(f.read_text()).get("split")
+    if old is None:
+        return  # a run from before splits were kept: nothing to compare
+    diffs = [f"{k} {old.get(k)!r} there, {v!r} here" for k, v in split.items() if old.get(k) != v]
+    if diffs:
+        raise SettingError(f"{run_dir} holds a run of another split ({'; '.join(diffs)}); give the ablation "
+                           "another `out`, or remove that folder to train it again")
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """`text` into `path` whole or not at all (a reader never sees half a file, a kill leaves the old one)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def _run_one(base: TrainConfig, key: str, run_dir: Path, splits: tuple[Any, list[Any], list[Any]],
-             test: list[Any], device: str) -> dict[str, Any]:
+             test: list[Any], device: str, split: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
     from linewatch.model.evaluate import checkpoint_thresholds, evaluate
 
     tc = row_train_config(base, key, run_dir)
     check_same_run(tc, run_dir)
+    check_same_split(split, run_dir)
     done = run_dir / "eval.json"
     if done.is_file():
         return json.loads(done.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "split.json").is_file():
+        _write_whole(run_dir / "split.json", jsonfile.dumps(split, indent=2) + "\n")
     train(tc, resume=(run_dir / "last.pt").is_file(), splits=splits)  # an interrupted row continues
     best = run_dir / "best.pt"
     res = evaluate(best, base.data, out=run_dir / "eval", samples=test, device=device, threshold=DEFAULT_THRESHOLD,
@@ -195,7 +233,10 @@ def _run_one(base: TrainConfig, key: str, run_dir: Path, splits: tuple[Any, list
     res["metrics"] = jsonfile.clean(res["metrics"])
     res["also"] = jsonfile.clean(res["also"])
     res["train"] = run_settings(tc)
-    done.write_text(jsonfile.dumps(res, indent=2) + "\n")
+    res["split"] = split
+    training = torch.load(best, map_location="cpu", weights_only=True).get("training", {})
+    res["trained_on"] = {k: training.get(k) for k in ("host", "device", "amp", "threads", "wall_s")}
+    _write_whole(done, jsonfile.dumps(res, indent=2) + "\n")
     return res
 
 
@@ -226,11 +267,11 @@ def run_ablation(base: TrainConfig, out: str | Path, tables: list[str], folds: i
     from linewatch.data.dataset import open_dataset
 
     if only_folds is not None:
+        listed = ",".join(str(k) for k in only_folds)
         if not folds:
-            raise SettingError(f"only_folds {only_folds}: needs folds K >= 2 (the folds to choose from)")
-        bad = sorted({k for k in only_folds if not 0 <= k < folds})
-        if bad or not only_folds:
-            raise SettingError(f"only_folds {only_folds}: allowed are fold numbers 0 to {folds - 1}, at least one")
+            raise SettingError(f"`only_folds` {listed!r}: needs `folds` K >= 2 (the folds to choose from)")
+        if not only_folds or any(not 0 <= k < folds for k in only_folds):
+            raise SettingError(f"`only_folds` {listed!r}: allowed: fold numbers 0 to {folds - 1}, comma-separated")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ds = open_dataset(base.data)
@@ -258,22 +299,23 @@ def run_ablation(base: TrainConfig, out: str | Path, tables: list[str], folds: i
 
     # fold-major: every row's fold 0 before any row's fold 1, so an interrupted (CPU) run still compares
     # the rows on the same folds
-    runs = [(key, sub, splits, test) for sub, splits, test in jobs for key in keys]
+    runs = [(key, sub, splits, test, split_of(folds, sub, splits, test)) for sub, splits, test in jobs for key in keys]
     results: dict[str, list[dict[str, Any]]] = {key: [] for key in keys}
     dirs: dict[str, list[Path]] = {key: [] for key in keys}  # the run folder of each result, for its cost
     if only_folds is not None:  # the other folds: reported where they have finished, never trained here
         chosen = {f"fold{k}" for k in only_folds}
-        for key, sub, splits, test in runs:
+        for key, sub, splits, test, split in runs:
             run_dir = _run_dir(out, key, sub)
             if sub not in chosen and (run_dir / "eval.json").is_file():
-                results[key].append(_run_one(base, key, run_dir, splits, test, device))  # checked, then read
+                results[key].append(_run_one(base, key, run_dir, splits, test, device, split))  # checked, then read
                 dirs[key].append(run_dir)
         runs = [r for r in runs if r[1] in chosen]
     summary = report(out, results, dirs, tables, folds, base, keys)
+    parallel = min(parallel, len(runs))  # the CPUs shared out among the runs there are, not among idle workers
     if parallel <= 1:
-        for key, sub, splits, test in runs:
+        for key, sub, splits, test, split in runs:
             print(f"ablate: {key} {sub}".rstrip(), flush=True)
-            results[key].append(_run_one(base, key, _run_dir(out, key, sub), splits, test, device))
+            results[key].append(_run_one(base, key, _run_dir(out, key, sub), splits, test, device, split))
             dirs[key].append(_run_dir(out, key, sub))
             summary = report(out, results, dirs, tables, folds, base, keys)
     else:
@@ -285,8 +327,9 @@ def run_ablation(base: TrainConfig, out: str | Path, tables: list[str], folds: i
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=parallel, mp_context=ctx, initializer=_set_threads,
                                  initargs=(worker_threads(parallel),)) as pool:
-            futures = [(key, sub, pool.submit(_run_one, base, key, _run_dir(out, key, sub), splits, test, device))
-                       for key, sub, splits, test in runs]
+            futures = [(key, sub, pool.submit(_run_one, base, key, _run_dir(out, key, sub), splits, test, device,
+                                              split))
+                       for key, sub, splits, test, split in runs]
             for key, sub, fut in futures:
                 results[key].append(fut.result())
                 dirs[key].append(_run_dir(out, key, sub))
@@ -305,12 +348,12 @@ def report(out: Path, results: dict[str, list[dict[str, Any]]], dirs: dict[str, 
         return sorted(pairs, key=lambda p: int(p[0].name[4:]) if p[0].name.startswith("fold") else 0)
 
     ordered = {key: fold_order(key) for key in keys}
-    results = {key: [r for _, r in ordered[key]] for key in keys}
-    summary = {key: aggregate(results[key]) for key in keys}
+    summary = {key: aggregate([r for _, r in ordered[key]]) for key in keys}
     cost = {key: row_cost([d for d, _ in ordered[key]]) for key in keys}
-    (out / "results.json").write_text(jsonfile.dumps({"folds": folds, "seed": base.seed, "rows": summary,
-                                                      "cost": cost, "runs": results}, indent=2) + "\n")
-    (out / "ablation.md").write_text(markdown(summary, tables, folds, base, cost))
+    runs = {key: [{"run": d.name, **r} for d, r in ordered[key]] for key in keys}  # each names its fold
+    _write_whole(out / "results.json", jsonfile.dumps({"folds": folds, "seed": base.seed, "rows": summary,
+                                                       "cost": cost, "runs": runs}, indent=2) + "\n")
+    _write_whole(out / "ablation.md", markdown(summary, tables, folds, base, cost))
     return summary
 
 
@@ -322,8 +365,10 @@ def run_cost(run_dir: Path) -> dict[str, Any]:
     log = run_dir / "log.jsonl"
     lines = [json.loads(x) for x in log.read_text().splitlines() if x.strip()] if log.is_file() else []
     host = None
-    best = run_dir / "best.pt"
-    if best.is_file():
+    done, best = run_dir / "eval.json", run_dir / "best.pt"
+    if done.is_file():  # a kept run travels without its checkpoints (scripts/keep_runs.py)
+        host = (json.loads(done.read_text()).get("trained_on") or {}).get("host")
+    if host is None and best.is_file():
         host = torch.load(best, map_location="cpu", weights_only=True).get("training", {}).get("host")
     return {"epochs": len(lines), "train_s": round(sum(float(x.get("epoch_s", 0.0)) for x in lines), 1),
             "host": host}
@@ -333,7 +378,8 @@ def row_cost(run_dirs: list[Path]) -> dict[str, Any]:
     """A row's cost over its finished folds: how many, epochs each, mean training minutes per fold, hosts."""
     runs = [run_cost(d) for d in run_dirs]
     secs = [r["train_s"] for r in runs]
-    return {"folds_done": len(runs), "epochs": sorted({r["epochs"] for r in runs}),
+    return {"folds_done": len(runs), "folds": [d.name for d in run_dirs],
+            "epochs": sorted({r["epochs"] for r in runs}),
             "train_min_per_fold": round(float(np.mean(secs)) / 60, 1) if secs else None,
             "hosts": sorted({r["host"] for r in runs if r["host"]})}
 
@@ -400,7 +446,10 @@ def markdown(summary: dict[str, Any], tables: list[str], folds: int, base: Train
                     else:
                         cells.append(f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if folds else ""))
                 c = cost.get(key, {})
-                cells.append(f"{c['folds_done']}/{folds or 1}" if c else "—")
+                done = f"{c['folds_done']}/{folds or 1}" if c else "—"
+                if c and folds and 0 < c["folds_done"] < folds:  # which ones: rows may differ
+                    done += " (" + ",".join(f.removeprefix("fold") for f in c["folds"]) + ")"
+                cells.append(done)
                 cells.append(f"{c['train_min_per_fold']:.1f}" if c.get("train_min_per_fold") is not None else "—")
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
             lines.append("")
