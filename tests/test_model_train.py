@@ -424,7 +424,9 @@ def test_a_resumed_run_refuses_an_option_that_differs_from_its_own_settings(toy,
     for differs, named in ((["--epochs-seg", "5"], "--epochs-seg 5 (the run's 2)"),
                            (["--dilate", "5"], "--dilate 5 (the run's 3)"),
                            (["--widths", "8,8,8"], "--widths [8, 8, 8] (the run's [4, 8, 8])"),
-                           (["--no-crop"], "`crop` False (the run's True)")):
+                           (["--no-crop"], "`crop` False (the run's True)"),
+                           (["--epochs-seg", "200"], "--epochs-seg 200 (the run's 2)"),  # typed at its default
+                           (["--recipe", "paper"], "--dilate 0 (the run's 3)")):
         assert main(["train", "--data", str(toy), "--out", str(run), "--resume", "--quiet", *differs]) == 2, differs
         err = capsys.readouterr().err
         assert named in err and "--resume continues" in err, err
@@ -432,6 +434,22 @@ def test_a_resumed_run_refuses_an_option_that_differs_from_its_own_settings(toy,
     # the run's own options again, and the per-sitting ones changed: it resumes and finishes
     assert main(["train", *own, "--resume", "--workers", "1", "--quiet", "--device", "cpu"]) == 0
     assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 2
+
+
+def test_every_option_of_train_names_the_settings_it_sets():
+    """`--resume` compares what each typed option sets; an option added without its place here is caught."""
+    import argparse
+
+    from linewatch.cli import build_parser
+    from linewatch.cli.train import option_settings
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for action in sub.choices["train"]._actions:
+        if action.dest != "help":
+            option_settings(action.dest)  # raises KeyError for an unplaced one
+    assert option_settings("input_size") == ("model.input_height", "model.input_width")
+    with pytest.raises(KeyError, match="sets no known setting"):
+        option_settings("no_such_option")
 
 
 def test_init_fine_tunes_from_weights_and_takes_their_config(toy, tmp_path):

@@ -6,7 +6,8 @@ parsers of list-valued options, and the naming of library settings by their opti
   the options of the same name, spelled once (each command passes its own default and help where they differ).
 - `add_train_args`, `add_model_args`, `model_overrides`: the training and network options of `train` and `ablate`.
 - `floats_arg`, `parse_triple`, `parse_size`: comma- and x-separated values; `check_min`: a lower bound.
-- `option_defaults(parser)`: each option's default (what a command line left out).
+- `option_defaults(parser)`: each option's default (what a command line left out); `given_dests(parser,
+  argv)`: the options a command line typed, at whatever value.
 - `option_names(parser)` and `with_options(message, names)`: a library error names a setting in backquotes
   (`pos_weight`, see `linewatch.errors.SettingError`); the CLI prints the setting's option (--pos-weight)
   in its place. `linewatch.cli.main` does this for every error it prints.
@@ -249,6 +250,20 @@ def option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
 def option_defaults(parser: argparse.ArgumentParser) -> dict[str, Any]:
     """Each option's dest -> its default (what the command does when the option is left out)."""
     return {a.dest: a.default for a in parser._actions if a.option_strings and a.dest != "help"}
+
+
+def given_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The dests that `argv` sets itself, whatever the value (a default's included): `argv` parsed again by
+    `parser` (a fresh one: its defaults are suppressed here, in it and in its subcommands)."""
+    parsers = [parser]
+    while parsers:
+        p = parsers.pop()
+        p._defaults.clear()  # set_defaults (func, option_names, ...)
+        for action in p._actions:
+            action.default = argparse.SUPPRESS
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+    return {k for k in vars(parser.parse_args(argv)) if k != "command"}
 
 
 def with_options(message: str, names: Mapping[str, str]) -> str:

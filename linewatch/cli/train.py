@@ -28,7 +28,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", required=True, help="run folder RUN/")
     p.add_argument("--seg-loss", default="bce", choices=["bce", "mse-sigmoid", "mse-linear"],
                    help="stage 1 loss: bce (sigmoid + CE, the paper), mse-sigmoid, mse-linear (default bce)")
-    p.add_argument("--resume", action="store_true", help="continue RUN/last.pt with its own settings (an option that differs from them is refused; --stop-after-epochs, --device, --workers, --quiet and --data may change)")
+    p.add_argument("--resume", action="store_true", help="continue RUN/last.pt with its own settings (an option that differs from them is refused; --stop-after-epochs, --device, --amp, --workers, --quiet and --data may change)")
     p.add_argument("--init", metavar="CKPT",
                    help="start from these weights (RUN/best.pt or engines/<name>.pt): fine-tune, e.g. the shipped "
                    "model on your own images; the model options default to the checkpoint's")
@@ -97,17 +97,46 @@ def train_config(args: argparse.Namespace, **extra: Any) -> Any:
     )
 
 
+MODEL_OPTIONS = ("depth", "resse", "widths", "kernels", "downsample", "class_channels")
+"""Options whose dest is a network key (`model.<dest>`)."""
+
+
+def option_settings(dest: str) -> tuple[str, ...]:
+    """The settings (TrainConfig fields; network keys as `model.<key>`) that the option `dest` of `train`
+    sets; () for one that sets none (`--resume`)."""
+    from dataclasses import fields
+
+    from linewatch.model.train import RECIPES, TrainConfig
+
+    other = {"no_crop": ("crop",), "input_size": ("model.input_height", "model.input_width"),
+             "recipe": tuple(RECIPES["paper"]), "resume": ()}
+    if dest in other:
+        return other[dest]
+    if dest in MODEL_OPTIONS:
+        return (f"model.{dest}",)
+    if dest in {f.name for f in fields(TrainConfig)}:
+        return (dest,)
+    raise KeyError(f"train: option {dest!r} sets no known setting")  # a new option must be placed here
+
+
 def asked_settings(args: argparse.Namespace, tc: Any) -> list[str]:
-    """The settings this command line sets away from `train`'s defaults: the TrainConfig fields (network
-    keys as `model.<key>`) in which `tc` differs from the config the same command without its options
+    """The settings this command line sets: those of every option it typed (at whatever value, a default's
+    included), and every one in which `tc` differs from the config the same command without its options
     would build. On --resume each must match the run's own (linewatch.model.train.resume_clashes)."""
     from dataclasses import fields
+
+    from linewatch.cli import build_parser
+    from linewatch.cli.args import given_dests
 
     required = ("data", "out", "resume")
     plain = argparse.Namespace(**{**vars(args), **{k: v for k, v in args.option_defaults.items() if k not in required}})
     base = train_config(plain, out=args.out, seg_loss=plain.seg_loss, stop_after_epochs=plain.stop_after_epochs)
     asked = [f.name for f in fields(tc) if f.name != "model" and getattr(tc, f.name) != getattr(base, f.name)]
-    return asked + [f"model.{k}" for k, v in tc.model.items() if base.model.get(k) != v]
+    asked += [f"model.{k}" for k, v in tc.model.items() if base.model.get(k) != v]
+    typed = given_dests(build_parser(), args.argv) if getattr(args, "argv", None) is not None else set()
+    for dest in sorted(typed & set(args.option_defaults)):
+        asked += [name for name in option_settings(dest) if name not in asked]
+    return asked
 
 
 def run(args: argparse.Namespace) -> int:
