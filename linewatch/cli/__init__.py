@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseException:
         release()
         raise
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # what was typed (`args.given_dests`)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what was typed (for `linewatch.cli.args.given_dests`)
     if not getattr(args, "func", None):
         release()
         parser.print_help()
