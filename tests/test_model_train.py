@@ -644,7 +644,7 @@ def test_ablate_refuses_a_run_of_another_fold_or_another_k_copied_into_its_out(t
     out = tmp_path / "abl"
     args = tiny_ablation(toy, out, "resse-v1")
     assert main(args) == 0
-    assert json.loads((out / "resse-v1" / "fold0" / "eval.json").read_text())["split"]["fold"] == 0
+    assert json.loads((out / "resse-v1" / "fold0" / "eval.json").read_text())["fold_split"]["fold"] == 0
     wrong = tmp_path / "wrong"
     shutil.copytree(out / "resse-v1" / "fold0", wrong / "resse-v1" / "fold1")  # fold 0's run, as fold 1
     capsys.readouterr()
@@ -658,6 +658,26 @@ def test_ablate_refuses_a_run_of_another_fold_or_another_k_copied_into_its_out(t
     assert "holds a run of another split (folds 2 there, 3 here;" in capsys.readouterr().err
     shutil.rmtree(tmp_path / "k3" / "resse-v1" / "fold0")
     assert main([*three, "--only-folds", "0"]) == 0  # guard: its own fold 0 trains
+
+
+def test_ablate_reuses_a_run_finished_before_runs_knew_their_split(toy, tmp_path):
+    """An eval.json of the code before split.json (its "split" is evaluate's "test", no "fold_split") is
+    reused as it was, not refused and not a crash."""
+    from linewatch.cli import main
+
+    out = tmp_path / "abl"
+    args = tiny_ablation(toy, out, "resse-v1")
+    assert main(args) == 0
+    for k in (0, 1):
+        run = out / "resse-v1" / f"fold{k}"
+        res = json.loads((run / "eval.json").read_text())
+        assert res["split"] == "test"  # evaluate's own key, as before
+        del res["fold_split"], res["trained_on"]
+        (run / "eval.json").write_text(json.dumps(res))
+        (run / "split.json").unlink()
+    mtime = (out / "resse-v1" / "fold0" / "eval.json").stat().st_mtime
+    assert main(args) == 0
+    assert (out / "resse-v1" / "fold0" / "eval.json").stat().st_mtime == mtime
 
 
 def test_ablate_report_lists_runs_in_fold_order_past_fold_9(tmp_path):

@@ -17,8 +17,8 @@ folds stratified by class (`Sample.group` and labels, seed fixed); each row is t
 k held out as test, and the table shows the mean (± std) over folds. Rows already finished in
 `out` (their `eval.json` exists) are not trained again, and an interrupted one resumes its `last.pt`, so an
 interrupted ablation continues — only where the run there has this ablation's settings (`RUN_SETTINGS`,
-kept in `eval.json`, `linewatch.model.train`'s) and this split (`split.json` beside it: folds, fold, and a
-digest of its train, validation and test samples): one trained otherwise is refused by name, never mixed into
+kept in `eval.json`, `linewatch.model.train`'s) and this split (`split.json` beside it, and eval.json's
+"fold_split": folds, fold, and a digest of its train, validation and test samples): one trained otherwise is refused by name, never mixed into
 the table. Every row's options are checked before the first row trains. `eval.json` is written whole or not at
 all (a temporary file renamed), with the machine that trained the run (`trained_on`: host, device, amp,
 threads, wall seconds).
@@ -190,13 +190,13 @@ def split_of(folds: int, sub: str, splits: tuple[Any, list[Any], list[Any]], tes
 
 
 def check_same_split(split: dict[str, Any], run_dir: Path) -> None:
-    """SettingError when `run_dir` holds a run (its `split.json`, or its `eval.json`'s "split") of another split
+    """SettingError when `run_dir` holds a run (its `split.json`, or its `eval.json`'s "fold_split") of another split
     than `split`: a fold of another K, another fold, or another copy of the data is never reported as this one."""
     old = None
     for f in (run_dir / "split.json", run_dir / "eval.json"):
         if old is None and f.is_file():
-            old = json.loads(f.read_text()) if f.name == "split.json" else json.loads(f.read_text()).get("split")
-    if old is None:
+            old = json.loads(f.read_text()) if f.name == "split.json" else json.loads(f.read_text()).get("fold_split")
+    if not isinstance(old, dict):
         return  # a run from before splits were kept: nothing to compare
     diffs = [f"{k} {old.get(k)!r} there, {v!r} here" for k, v in split.items() if old.get(k) != v]
     if diffs:
@@ -233,7 +233,7 @@ def _run_one(base: TrainConfig, key: str, run_dir: Path, splits: tuple[Any, list
     res["metrics"] = jsonfile.clean(res["metrics"])
     res["also"] = jsonfile.clean(res["also"])
     res["train"] = run_settings(tc)
-    res["split"] = split
+    res["fold_split"] = split  # ("split" is evaluate's: the dataset split scored, "test" for given samples)
     training = torch.load(best, map_location="cpu", weights_only=True).get("training", {})
     res["trained_on"] = {k: training.get(k) for k in ("host", "device", "amp", "threads", "wall_s")}
     _write_whole(done, jsonfile.dumps(res, indent=2) + "\n")
