@@ -311,11 +311,11 @@ def test_kept_runs_restored_in_a_new_checkout_finish_the_ablation_as_one_sitting
     session = tmp_path / "session1"
     real = ablate.train
 
-    def interrupted(tc, resume=False, splits=None):  # fold 1 stops after one epoch, as a session ending would
+    def interrupted(tc, resume=False, splits=None, **kw):  # fold 1 stops after one epoch, as a session ending would
         if str(tc.out).endswith("fold1"):
-            real(replace(tc, stop_after_epochs=1), resume=resume, splits=splits)
+            real(replace(tc, stop_after_epochs=1), resume=resume, splits=splits, **kw)
             raise KeyboardInterrupt
-        return real(tc, resume=resume, splits=splits)
+        return real(tc, resume=resume, splits=splits, **kw)
 
     monkeypatch.setattr(ablate, "train", interrupted)
     assert main(["ablate", "--out", str(session), *args]) == 130
@@ -364,6 +364,36 @@ def test_a_resumed_run_takes_this_sittings_device_and_precision_and_keeps_its_ow
     monkeypatch.setattr(train_mod, "amp_dtype", lambda amp, device: asked.append(amp) or real(amp, device))
     train(cfg(toy, out, limit_steps=1, amp="off"), resume=True, asked=["amp"])  # not refused, and used
     assert asked == ["off"]
+
+
+def test_a_resume_that_does_not_name_the_precision_keeps_the_runs_own(toy, tmp_path, monkeypatch):
+    from linewatch.model import train as train_mod
+
+    out = tmp_path / "run"
+    assert train(cfg(toy, out, limit_steps=1, stop_after_epochs=1, amp="off"))["stopped"]
+    asked = []
+    real = train_mod.amp_dtype
+    monkeypatch.setattr(train_mod, "amp_dtype", lambda amp, device: asked.append(amp) or real(amp, device))
+    train(cfg(toy, out, limit_steps=1), resume=True)  # amp "auto" by default, not named
+    assert asked == ["off"]
+
+
+def test_a_checkpoint_from_before_the_recipe_options_resumes_under_the_options_typed_at_their_defaults(toy, tmp_path):
+    """Its missing settings are the defaults (from_dict fills them in): `--recipe paper` does not clash with them."""
+    from linewatch.cli import main
+    from linewatch.model.train import save_atomic
+
+    run = tmp_path / "run"
+    own = ["--data", str(toy), "--out", str(run), "--epochs-seg", "2", "--epochs-cls", "1", "--limit-steps", "1",
+           "--batch", "6", "--input-size", "64x96", "--widths", "4,8,8", "--class-channels", "4", "--quiet"]
+    assert main(["train", *own, "--stop-after-epochs", "1"]) == 0
+    last = torch.load(run / "last.pt", weights_only=True)
+    for k in ("dilate", "seg_distance_p", "balance", "joint_epochs", "pos_weight"):
+        del last["train"][k]
+    del last["best_saved"]
+    save_atomic(last, run / "last.pt")
+    assert main(["train", *own, "--resume", "--recipe", "paper", "--dilate", "0"]) == 0
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 2
 
 
 def test_seeds_repeat(toy, tmp_path):
@@ -756,6 +786,17 @@ def test_ablate_parallel_matches_serial(toy, tmp_path):
     threads = {torch.load(tmp_path / "par" / "resse-v1" / f"fold{k}" / "best.pt", weights_only=True)["training"]["threads"]
                for k in (0, 1)}
     assert threads == {worker_threads(2)}
+
+
+def test_ablate_parallel_gives_the_one_run_left_all_the_cpus(toy, tmp_path):
+    from linewatch.cli import main
+
+    out = tmp_path / "abl"
+    args = tiny_ablation(toy, out, "resse-v1")
+    assert main([*args, "--only-folds", "0"]) == 0
+    assert main([*args, "--parallel", "2"]) == 0  # fold 0 finished: one run to train, not two workers' share
+    threads = torch.load(out / "resse-v1" / "fold1" / "best.pt", weights_only=True)["training"]["threads"]
+    assert threads == torch.get_num_threads()
 
 
 def test_parallel_runs_share_the_cpus_out():

@@ -263,7 +263,10 @@ def given_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
             action.default = argparse.SUPPRESS
             if isinstance(action, argparse._SubParsersAction):
                 parsers.extend(action.choices.values())
-    return {k for k in vars(parser.parse_args(argv)) if k != "command"}
+    try:
+        return {k for k in vars(parser.parse_args(argv)) if k != "command"}
+    except SystemExit:  # argv parsed once already; a parser this cannot reparse tells nothing, never exits
+        return set()
 
 
 def with_options(message: str, names: Mapping[str, str]) -> str:

@@ -28,7 +28,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", required=True, help="run folder RUN/")
     p.add_argument("--seg-loss", default="bce", choices=["bce", "mse-sigmoid", "mse-linear"],
                    help="stage 1 loss: bce (sigmoid + CE, the paper), mse-sigmoid, mse-linear (default bce)")
-    p.add_argument("--resume", action="store_true", help="continue RUN/last.pt with its own settings (an option that differs from them is refused; --stop-after-epochs, --device, --amp, --workers, --quiet and --data may change)")
+    p.add_argument("--resume", action="store_true", help="continue RUN/last.pt with its own settings (an option that differs from them is refused; --stop-after-epochs, --device, --amp (when typed), --workers, --quiet and --data may change)")
     p.add_argument("--init", metavar="CKPT",
                    help="start from these weights (RUN/best.pt or engines/<name>.pt): fine-tune, e.g. the shipped "
                    "model on your own images; the model options default to the checkpoint's")

@@ -186,7 +186,7 @@ def split_of(folds: int, sub: str, splits: tuple[Any, list[Any], list[Any]], tes
     """A run's place in the ablation's split: K, its fold (None without folds) and digests of its parts."""
     _, tr, va = splits
     return {"folds": folds, "fold": int(sub[4:]) if sub.startswith("fold") else None,
-            "train": _digest(tr), "val": _digest(va), "test": _digest(test)}
+            "train": _digest(tr), "val": _digest(va), "test": _digest(test), "n_test": len(test)}
 
 
 def check_same_split(split: dict[str, Any], run_dir: Path) -> None:
@@ -196,9 +196,13 @@ def check_same_split(split: dict[str, Any], run_dir: Path) -> None:
     for f in (run_dir / "split.json", run_dir / "eval.json"):
         if old is None and f.is_file():
             old = json.loads(f.read_text()) if f.name == "split.json" else json.loads(f.read_text()).get("fold_split")
-    if not isinstance(old, dict):
-        return  # a run from before splits were kept: nothing to compare
-    diffs = [f"{k} {old.get(k)!r} there, {v!r} here" for k, v in split.items() if old.get(k) != v]
+    if not isinstance(old, dict):  # a run from before splits were kept: its test part's size, at least
+        n = json.loads((run_dir / "eval.json").read_text()).get("n") if (run_dir / "eval.json").is_file() else None
+        if n is not None and split.get("n_test") is not None and n != split["n_test"]:
+            raise SettingError(f"{run_dir} holds a run of another split ({n} test images there, {split['n_test']} "
+                               "here); give the ablation another `out`, or remove that folder to train it again")
+        return
+    diffs = [f"{k} {old[k]!r} there, {v!r} here" for k, v in split.items() if k in old and old[k] != v]  # older: fewer
     if diffs:
         raise SettingError(f"{run_dir} holds a run of another split ({'; '.join(diffs)}); give the ablation "
                            "another `out`, or remove that folder to train it again")
@@ -206,7 +210,7 @@ def check_same_split(split: dict[str, Any], run_dir: Path) -> None:
 
 def _write_whole(path: Path, text: str) -> None:
     """`text` into `path` whole or not at all (a reader never sees half a file, a kill leaves the old one)."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: sittings may share an out
     tmp.write_text(text)
     tmp.replace(path)
 
@@ -224,9 +228,11 @@ def _run_one(base: TrainConfig, key: str, run_dir: Path, splits: tuple[Any, list
     if done.is_file():
         return json.loads(done.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "split.json").is_file():
-        _write_whole(run_dir / "split.json", jsonfile.dumps(split, indent=2) + "\n")
-    train(tc, resume=(run_dir / "last.pt").is_file(), splits=splits)  # an interrupted row continues
+    if not (run_dir / "split.json").is_file():  # a run begun before split.json: assumed to be of this split
+        mark = {"assumed": True} if (run_dir / "last.pt").is_file() else {}
+        _write_whole(run_dir / "split.json", jsonfile.dumps({**split, **mark}, indent=2) + "\n")
+    # an interrupted row continues, in the precision this ablation asks for (`amp` is the sitting's)
+    train(tc, resume=(run_dir / "last.pt").is_file(), splits=splits, asked=("amp",))
     best = run_dir / "best.pt"
     res = evaluate(best, base.data, out=run_dir / "eval", samples=test, device=device, threshold=DEFAULT_THRESHOLD,
                    also_at={"recommended": checkpoint_thresholds(best)})
@@ -311,7 +317,8 @@ def run_ablation(base: TrainConfig, out: str | Path, tables: list[str], folds: i
                 dirs[key].append(run_dir)
         runs = [r for r in runs if r[1] in chosen]
     summary = report(out, results, dirs, tables, folds, base, keys)
-    parallel = min(parallel, len(runs))  # the CPUs shared out among the runs there are, not among idle workers
+    left = sum(not (_run_dir(out, key, sub) / "eval.json").is_file() for key, sub, *_ in runs)
+    parallel = min(parallel, left)  # the CPUs shared out among the runs to train, not among idle workers
     if parallel <= 1:
         for key, sub, splits, test, split in runs:
             print(f"ablate: {key} {sub}".rstrip(), flush=True)

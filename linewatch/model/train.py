@@ -378,8 +378,8 @@ RUN_SETTINGS = ("epochs_seg", "epochs_cls", "batch", "lr", "seg_loss", "crop", "
 
 PER_SITTING = tuple(f.name for f in fields(TrainConfig) if f.name not in RUN_SETTINGS and f.name != "model")
 """Every other TrainConfig field: where and how this sitting runs (data folder's path, out, device, amp, workers,
-stop_after_epochs, quiet), taken from the caller — a run begun on a CPU may finish on a GPU (FP32 on both only
-where each sitting asks for it: `amp` off)."""
+stop_after_epochs, quiet), taken from the caller — a run begun on a CPU may finish on a GPU. `amp` only where the
+caller names it in `asked` (`--amp` typed; `linewatch ablate` always): else a resume keeps the run's precision."""
 
 
 def _plain(v: Any) -> Any:
@@ -394,11 +394,13 @@ def resume_clashes(run: dict[str, Any], tc: TrainConfig, asked: Any) -> list[str
     for name in asked:
         if name in PER_SITTING:
             continue
-        if name.startswith("model."):
+        if name.startswith("model."):  # a setting an older checkpoint lacks is its default (from_dict fills it in)
+            from linewatch.model.resse import NetworkConfig
+
             key = name.split(".", 1)[1]
-            given, theirs = tc.model.get(key), run.get("model", {}).get(key)
+            given, theirs = tc.model.get(key), run.get("model", {}).get(key, NetworkConfig().to_dict().get(key))
         else:
-            given, theirs = getattr(tc, name), run.get(name)
+            given, theirs = getattr(tc, name), run.get(name, getattr(TrainConfig(), name))
         given, theirs = _plain(given), _plain(theirs)
         if given != theirs:
             out.append(f"`{key if name.startswith('model.') else name}` {given!r} (the run's {theirs!r})")
@@ -430,7 +432,8 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
             # the best weights so far live only there: stage 2 starts from them and the end scores them
             raise SettingError(f"`resume`: {ckpt_best} is missing beside {ckpt_last} (its best weights so far, "
                                f"validation loss {float(ckpt['best_val']):.6g}); copy it back with last.pt")
-        keep = {k: getattr(tc, k) for k in PER_SITTING}
+        # the sitting's own, but the precision only where asked for: a resume that does not name it keeps the run's
+        keep = {k: getattr(tc, k) for k in PER_SITTING if k != "amp" or "amp" in asked}
         keep["data"] = tc.data or ckpt["train"]["data"]
         tc = TrainConfig.from_dict({**ckpt["train"], **keep})
     elif ckpt_last.is_file():
@@ -503,7 +506,7 @@ def train(tc: TrainConfig, resume: bool = False, splits: tuple[Any, list[Any], l
         model.load_state_dict(ckpt["model"])
         start_epoch, best_val, stage = int(ckpt["epoch"]) + 1, float(ckpt["best_val"]), int(ckpt["stage"])
         spent = float(ckpt.get("elapsed_s", 0.0))  # checkpoints before 2026-12-03 lack it
-        best_saved = bool(ckpt.get("best_saved", math.isfinite(best_val)))  # (and this before 2026-12-04)
+        best_saved = bool(ckpt.get("best_saved", math.isfinite(best_val))) or ckpt_best.is_file()  # (older: no flag)
         params = set_stage(model, stage)  # the loop switches stage (restoring best.pt) if it is due
         opt = torch.optim.Adam(params, lr=tc.lr, fused=fused)
         opt.load_state_dict(ckpt["optimizer"])
