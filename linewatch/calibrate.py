@@ -29,14 +29,13 @@ and the engine's own errors (`ProfileError`, `EngineError`, `DatasetError`) as t
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from linewatch import DEFAULT_THRESHOLD, HEADS
+from linewatch import DEFAULT_THRESHOLD, HEADS, atomicfile
 from linewatch.errors import SettingError
 
 DECIMALS = 4
@@ -232,6 +231,4 @@ def save_thresholds(path: str | Path, thresholds: dict[str, float]) -> None:
     path = Path(path)
     new = rewrite_thresholds(path.read_text(encoding="utf-8"), thresholds)
     parse_profile(new, name=str(path), base_dir=path.resolve().parent)  # still a valid profile
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(new, encoding="utf-8")
-    os.replace(tmp, path)
+    atomicfile.write_text(path, new)

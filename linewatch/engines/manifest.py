@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from linewatch import DEFAULT_THRESHOLD, HEADS, jsonfile
+from linewatch import DEFAULT_THRESHOLD, HEADS, atomicfile, jsonfile
 from linewatch.errors import EngineError
 
 MANIFEST_FORMAT = "linewatch-model/1"
@@ -52,10 +52,8 @@ class Manifest:
         return manifest_path.parent / self.onnx
 
     def save(self, path: Path) -> None:
-        """Write the manifest atomically (a temporary file beside it, then a rename)."""
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(jsonfile.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
-        tmp.replace(path)
+        """Write the manifest atomically (`atomicfile.write_text`)."""
+        atomicfile.write_text(path, jsonfile.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
 
 
 def sha256_file(path: Path) -> str:

@@ -47,7 +47,6 @@ import os
 import signal
 import sqlite3
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -61,7 +60,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from linewatch import HEADS, jsonfile
+from linewatch import HEADS, atomicfile, jsonfile
 from linewatch.hmi.aggregate import Aggregator
 from linewatch.protocol import REASON_PASS, REASONS
 
@@ -141,22 +140,6 @@ def _thresholds_body(body: Any) -> dict[str, float]:
     return out
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """`text` into `path` through a temporary file in its folder and a rename (the file's mode is kept)."""
-    mode = path.stat().st_mode & 0o7777
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def rewrite_profile(profile: Path, heads: dict[str, float]) -> tuple[dict[str, float | None], dict[str, float | None]]:
     """Set `heads` in the profile's [decision] thresholds (the others kept): (old, new) thresholds as read
     back by `load_profile` (None: the profile leaves that head to the model's recommended threshold).
@@ -177,14 +160,14 @@ def rewrite_profile(profile: Path, heads: dict[str, float]) -> tuple[dict[str, f
     except ProfileError as exc:
         raise _ChangeError(500, f"the profile {profile}, nothing written: {exc}") from exc
     try:
-        _write_atomic(path, new_text)
+        atomicfile.write_text(path, new_text)
     except OSError as exc:
         raise _ChangeError(500, f"cannot write the profile {profile} ({exc.strerror or exc}): nothing "
                                 "changed") from exc
     try:
         new_t = load_profile(path).decision.thresholds
     except ProfileError as exc:
-        _write_atomic(path, old_text)
+        atomicfile.write_text(path, old_text)
         raise _ChangeError(500, f"the rewritten profile {profile} does not validate, the old one is back: "
                                 f"{exc}") from exc
     return old, {h: _maybe_float(getattr(new_t, h)) for h in HEADS}

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from linewatch import HEADS, jsonfile
+from linewatch import HEADS, atomicfile, jsonfile
 from linewatch.errors import SettingError
 from linewatch.model.data import holdout, strat_key, stratified_folds
 from linewatch.model.metrics import DEFAULT_THRESHOLD
@@ -208,13 +208,6 @@ def check_same_split(split: dict[str, Any], run_dir: Path) -> None:
                            "another `out`, or remove that folder to train it again")
 
 
-def _write_whole(path: Path, text: str) -> None:
-    """`text` into `path` whole or not at all (a reader never sees half a file, a kill leaves the old one)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: sittings may share an out
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def _run_one(base: TrainConfig, key: str, run_dir: Path, splits: tuple[Any, list[Any], list[Any]],
              test: list[Any], device: str, split: dict[str, Any]) -> dict[str, Any]:
     import torch
@@ -230,7 +223,7 @@ def _run_one(base: TrainConfig, key: str, run_dir: Path, splits: tuple[Any, list
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "split.json").is_file():  # a run begun before split.json: assumed to be of this split
         mark = {"assumed": True} if (run_dir / "last.pt").is_file() else {}
-        _write_whole(run_dir / "split.json", jsonfile.dumps({**split, **mark}, indent=2) + "\n")
+        atomicfile.write_text(run_dir / "split.json", jsonfile.dumps({**split, **mark}, indent=2) + "\n")
     # an interrupted row continues, in the precision this ablation asks for (`amp` is the sitting's)
     train(tc, resume=(run_dir / "last.pt").is_file(), splits=splits, asked=("amp",))
     best = run_dir / "best.pt"
@@ -242,7 +235,7 @@ def _run_one(base: TrainConfig, key: str, run_dir: Path, splits: tuple[Any, list
     res["fold_split"] = split  # ("split" is evaluate's: the dataset split scored, "test" for given samples)
     training = torch.load(best, map_location="cpu", weights_only=True).get("training", {})
     res["trained_on"] = {k: training.get(k) for k in ("host", "device", "amp", "threads", "wall_s")}
-    _write_whole(done, jsonfile.dumps(res, indent=2) + "\n")
+    atomicfile.write_text(done, jsonfile.dumps(res, indent=2) + "\n")
     return res
 
 
@@ -358,9 +351,9 @@ def report(out: Path, results: dict[str, list[dict[str, Any]]], dirs: dict[str, 
     summary = {key: aggregate([r for _, r in ordered[key]]) for key in keys}
     cost = {key: row_cost([d for d, _ in ordered[key]]) for key in keys}
     runs = {key: [{"run": d.name, **r} for d, r in ordered[key]] for key in keys}  # each names its fold
-    _write_whole(out / "results.json", jsonfile.dumps({"folds": folds, "seed": base.seed, "rows": summary,
+    atomicfile.write_text(out / "results.json", jsonfile.dumps({"folds": folds, "seed": base.seed, "rows": summary,
                                                        "cost": cost, "runs": runs}, indent=2) + "\n")
-    _write_whole(out / "ablation.md", markdown(summary, tables, folds, base, cost))
+    atomicfile.write_text(out / "ablation.md", markdown(summary, tables, folds, base, cost))
     return summary
 
 
