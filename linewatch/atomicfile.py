@@ -1,41 +1,88 @@
-"""Write a text file whole or not at all: the one way linewatch replaces a file others read.
+"""Replace a file whole or not at all: the one way linewatch rewrites a file that something else reads
+(a profile the daemon reloads on SIGHUP, a manifest, a TensorRT plan and its sidecar, an ablation's
+results that a second sitting may read).
 
-`write_text(path, text)` writes `text` (UTF-8) to a temporary file in `path`'s folder, flushes and fsyncs
-it, and renames it over `path` (`os.replace`, atomic on one file system). So a reader — a daemon applying
-a profile on SIGHUP, a second `ablate` sitting sharing an `out`, a user's editor — sees the old file or the
-new one, never half of one; a process killed mid-write leaves the old file; nothing is left behind on an
-error (the temporary file is removed and the error raised). The temporary name is unique per call
-(process id and a random token), so processes and threads writing the same path never share one. A file
-that exists keeps its permission bits; a new one gets the mode `open()` gives (0o666 less the umask).
+`write_text(path, text)` (UTF-8) and `write_bytes(path, data)`:
+- write to a temporary file in the target's folder, fsync it, rename it over the target (`os.replace`,
+  atomic on one file system) and fsync the folder: a reader sees the old file or the new one, never half of
+  one; a process killed mid-write leaves the old file; after a power cut the file is the old or the new one.
+- A symlink is followed: its target is replaced, the link stays (`os.path.realpath`).
+- A file that exists keeps its permission bits and, where the writer may set them (root, or its owner for
+  a group it belongs to), its owner and group — a profile `root:linewatch 0640` written by root stays
+  readable by the daemon. The temporary file is 0600 until then, so new contents are never more readable
+  than the old. ACLs and extended attributes are not copied. A new file gets the mode `open()` gives
+  (0o666 less the umask).
+- The temporary name is unique per call (`.<name>.<pid>.<random>.tmp`), so processes and threads writing one
+  path never share it; the last rename wins (no locking: a caller that reads, changes and writes a file
+  does so on its own account). On an error the temporary file is removed and the error raised; only a kill
+  mid-write can leave one behind, and no reader's pattern matches that name.
 
-Binary files with their own reader contract (`record/images.py`: `.part` names its readers skip) and
-torch checkpoints (`model/train.py: save_atomic`) keep their own writers.
+Record images keep their own writer (`record/images.py`: `.part` names its readers skip, and no fsync per
+image on the recorder's thread); `tests/test_atomicfile.py` checks that no other code renames files by hand.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
 
 
 def write_text(path: str | Path, text: str) -> None:
-    """`text` into `path` atomically (module doc). OSError as the file system gives it."""
-    path = Path(path)
+    """`text` (UTF-8) into `path` atomically (module doc). OSError as the file system gives it."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """`data` into `path` atomically (module doc). OSError as the file system gives it."""
+    target = Path(os.path.realpath(path))
     try:
-        mode: int | None = path.stat().st_mode & 0o7777
+        st: os.stat_result | None = target.stat()
     except FileNotFoundError:
-        mode = None  # a new file: the umask applies, as for open()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        st = None  # a new file: the umask applies, as for open()
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = -1
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if st is not None else 0o666)
+        if st is not None:
+            _keep_owner(fd, st)
+            os.fchmod(fd, st.st_mode & 0o7777)  # after chown, which clears set-id bits
+        with os.fdopen(fd, "wb") as f:
+            fd = -1  # the file object owns it now
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise
+    _sync_folder(target.parent)
+
+
+def _keep_owner(fd: int, st: os.stat_result) -> None:
+    """The old file's owner and group on the new one, as far as this process may set them."""
+    if (st.st_uid, st.st_gid) == (os.geteuid(), os.getegid()):
+        return
+    try:
+        os.fchown(fd, st.st_uid, st.st_gid)
+    except PermissionError:
+        with contextlib.suppress(PermissionError):
+            os.fchown(fd, -1, st.st_gid)  # not root: the group still, when the writer belongs to it
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync the folder so the rename itself survives a power cut (best effort: not every file system can)."""
+    try:
+        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(dfd)
+    finally:
+        os.close(dfd)

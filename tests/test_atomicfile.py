@@ -3,8 +3,8 @@ replaces a text file another way."""
 
 from __future__ import annotations
 
+import ast
 import os
-import re
 import stat
 from pathlib import Path
 
@@ -13,10 +13,6 @@ import pytest
 from linewatch import atomicfile
 
 ROOT = Path(__file__).resolve().parents[1]
-
-# Writers with their own contract (atomicfile's module doc): binary records, torch checkpoints.
-OWN_WRITERS = {"linewatch/atomicfile.py", "linewatch/record/images.py", "linewatch/model/train.py"}
-
 
 def test_the_text_is_written_and_no_temporary_file_is_left(tmp_path: Path) -> None:
     p = tmp_path / "a.json"
@@ -44,6 +40,50 @@ def test_a_new_file_gets_the_mode_open_gives_under_the_umask(tmp_path: Path) -> 
     assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == 0o640
     assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == stat.S_IMODE(
         (tmp_path / "plain.json").stat().st_mode)
+
+
+def test_a_symlinked_file_has_its_target_replaced_and_the_link_kept(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "station.toml"
+    target.write_text("old\n")
+    link = tmp_path / "station.toml"
+    link.symlink_to(target)
+    atomicfile.write_text(str(link), "new\n")
+    assert link.is_symlink() and target.read_text() == "new\n"
+    assert sorted(x.name for x in (tmp_path / "real").iterdir()) == ["station.toml"]
+
+
+def test_new_contents_are_never_more_readable_than_the_old_file(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    p = tmp_path / "station.toml"
+    p.write_text("old\n")
+    p.chmod(0o600)
+    modes: list[int] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        modes.append(stat.S_IMODE(os.fstat(fd).st_mode))
+        real(fd)
+
+    monkeypatch.setattr(atomicfile.os, "fsync", spy)
+    old = os.umask(0o000)
+    try:
+        atomicfile.write_bytes(p, b"secret\n")
+    finally:
+        os.umask(old)
+    assert modes[0] == 0o600 and p.read_bytes() == b"secret\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root gives a file to another owner")
+def test_a_file_written_by_root_keeps_its_owner_and_group(tmp_path: Path) -> None:
+    """A profile root:linewatch 0640 that calibrate (as root) rewrites stays readable by the daemon's user."""
+    p = tmp_path / "station.toml"
+    p.write_text("old\n")
+    os.chown(p, 4321, 4322)
+    p.chmod(0o640)
+    atomicfile.write_text(p, "new\n")
+    st = p.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (4321, 4322, 0o640)
 
 
 def test_a_write_that_fails_leaves_the_old_file_and_no_temporary_one(tmp_path: Path,
@@ -76,16 +116,58 @@ def test_two_writers_of_one_path_never_share_a_temporary_name(tmp_path: Path,
     assert len(set(seen)) == 3 and all(n.startswith(".results.json.") and n.endswith(".tmp") for n in seen)
 
 
-_REPLACE = re.compile(r"os\.replace\(|\.replace\(\s*path\s*\)|\bmkstemp\(")
+RENAMERS = {("os", "replace"), ("os", "rename"), ("shutil", "move")}
+MAKERS = {"mkstemp", "NamedTemporaryFile"}
 
 
-def test_the_replace_check_finds_a_hand_written_atomic_write() -> None:
-    """The check below can fail: it sees the pattern the four former copies used."""
-    assert _REPLACE.search('    tmp.write_text(text)\n    tmp.replace(path)\n')
-    assert _REPLACE.search('    os.replace(tmp, path)\n')
+def hand_written_renames(source: str) -> list[tuple[str, int]]:
+    """(enclosing function, line) of each call that renames or stages a file by hand: `os.replace`,
+    `os.rename`, `shutil.move` (also imported bare), a one-argument `.replace(x)` / `.rename(x)` (a Path's; a
+    str's takes two), `mkstemp`, `NamedTemporaryFile`."""
+    found: list[tuple[str, int]] = []
+    bare = {a.asname or a.name for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)
+            for a in n.names if (n.module, a.name) in RENAMERS}
+
+    def visit(node: ast.AST, func: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            name = child.name if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef) else func
+            if isinstance(child, ast.Call):
+                f = child.func
+                if isinstance(f, ast.Attribute):
+                    owner = f.value.id if isinstance(f.value, ast.Name) else ""
+                    if ((owner, f.attr) in RENAMERS or f.attr in MAKERS
+                            or (f.attr in ("replace", "rename") and len(child.args) == 1 and not child.keywords
+                                and owner != "dataclasses")):
+                        found.append((func, child.lineno))
+                elif isinstance(f, ast.Name) and (f.id in bare or f.id in MAKERS):
+                    found.append((func, child.lineno))
+            visit(child, name)
+
+    visit(ast.parse(source), "<module>")
+    return found
+
+
+# The two writers with their own contract (module doc of linewatch.atomicfile), by file and function.
+OWN_WRITERS = {("linewatch/atomicfile.py", "write_bytes"), ("linewatch/record/images.py", "_write_whole")}
+
+
+def test_the_rename_check_finds_every_hand_written_atomic_write() -> None:
+    """The check below can fail: it sees the ways a file can be replaced by hand, and not a str's replace."""
+    for src in ("def f(path):\n    tmp.write_text(t)\n    tmp.replace(path)\n",
+                "def f(p):\n    tmp.replace(self.dest)\n", "def f():\n    os.replace(a, b)\n",
+                "def f():\n    os.rename (a, b)\n", "def f():\n    shutil.move(a, b)\n",
+                "from os import replace\ndef f():\n    replace(a, b)\n", "def f():\n    p.rename(q)\n",
+                "def f():\n    fd, t = tempfile.mkstemp()\n",
+                "def f():\n    t = tempfile.NamedTemporaryFile(delete=False)\n"):
+        assert hand_written_renames(src) == [("f", src.count("\n"))], src
+    assert hand_written_renames('def f():\n    s.replace("a", "b")\n    dataclasses.replace(c, x=1)\n'
+                                '    # os.replace(tmp, path) in a comment\n') == []
 
 
 def test_no_module_replaces_a_file_except_through_atomicfile() -> None:
-    offenders = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "linewatch").rglob("*.py"))
-                 if str(p.relative_to(ROOT)) not in OWN_WRITERS and _REPLACE.search(p.read_text(encoding="utf-8"))]
-    assert offenders == [], f"write these through linewatch.atomicfile.write_text: {offenders}"
+    offenders = []
+    for p in sorted((ROOT / "linewatch").rglob("*.py")):
+        rel = str(p.relative_to(ROOT))
+        offenders += [f"{rel}:{line} ({func})" for func, line in hand_written_renames(p.read_text(encoding="utf-8"))
+                      if (rel, func) not in OWN_WRITERS]
+    assert offenders == [], f"write these through linewatch.atomicfile: {offenders}"

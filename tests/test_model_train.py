@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -815,18 +816,16 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
     path = tmp_path / "last.pt"
     train_mod.save_atomic({"epoch": 1}, path)
-    real_save = torch.save
 
-    def dying_save(obj, f):
-        real_save(obj, f)
-        with open(f, "r+b") as fh:  # a torn write, then the process dies
-            fh.truncate(10)
+    def dying_fsync(fd):
+        os.ftruncate(fd, 10)  # a torn write, then the process dies
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_mod.torch, "save", dying_save)
+    monkeypatch.setattr(train_mod.atomicfile.os, "fsync", dying_fsync)
     with pytest.raises(KeyboardInterrupt):
         train_mod.save_atomic({"epoch": 2}, path)
     assert torch.load(path, weights_only=True) == {"epoch": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
 def test_train_step_benchmark_smoke(capsys):

@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from linewatch import jsonfile
+from linewatch import atomicfile, jsonfile
 from linewatch.engines.base import INPUT_NAME
 from linewatch.errors import EngineError
 
@@ -50,7 +50,7 @@ class PlanInfo:
     format: str = PLAN_FORMAT
 
     def save(self, path: Path) -> None:
-        path.write_text(jsonfile.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        atomicfile.write_text(path, jsonfile.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> PlanInfo:
@@ -259,8 +259,8 @@ def build_plan(
         if serialized is None:
             raise EngineError(f"{onnx_path}: TensorRT could not build a plan (see its log above)")
         folder.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(bytes(serialized))
-        cache_file.write_bytes(bytes(config.get_timing_cache().serialize()))
+        atomicfile.write_bytes(out, bytes(serialized))  # a daemon loading this key's plan never sees half
+        atomicfile.write_bytes(cache_file, bytes(config.get_timing_cache().serialize()))
         info = PlanInfo(
             onnx=onnx_path.name,
             onnx_sha256=onnx_sha256,

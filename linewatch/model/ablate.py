@@ -351,8 +351,8 @@ def report(out: Path, results: dict[str, list[dict[str, Any]]], dirs: dict[str, 
     summary = {key: aggregate([r for _, r in ordered[key]]) for key in keys}
     cost = {key: row_cost([d for d, _ in ordered[key]]) for key in keys}
     runs = {key: [{"run": d.name, **r} for d, r in ordered[key]] for key in keys}  # each names its fold
-    atomicfile.write_text(out / "results.json", jsonfile.dumps({"folds": folds, "seed": base.seed, "rows": summary,
-                                                       "cost": cost, "runs": runs}, indent=2) + "\n")
+    atomicfile.write_text(out / "results.json", jsonfile.dumps(
+        {"folds": folds, "seed": base.seed, "rows": summary, "cost": cost, "runs": runs}, indent=2) + "\n")
     atomicfile.write_text(out / "ablation.md", markdown(summary, tables, folds, base, cost))
     return summary
 

@@ -26,6 +26,7 @@ A wrong setting raises `SettingError` naming the `TrainConfig` field (or `resume
 
 from __future__ import annotations
 
+import io
 import math
 import sys
 import time
@@ -36,7 +37,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from linewatch import jsonfile
+from linewatch import atomicfile, jsonfile
 from linewatch.errors import SettingError
 from linewatch.model.data import TensorCache, augment, build_cache, cropped_labels, holdout, strat_key
 from linewatch.model.resse import NetworkConfig, ResSENet
@@ -364,11 +365,11 @@ def rng_state(gen: torch.Generator) -> dict[str, torch.Tensor]:
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename it over `path`: a run killed
-    mid-write leaves the previous checkpoint intact, so a resumed run always finds a whole one."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    """torch.save into memory, then `atomicfile.write_bytes` over `path`: a run killed mid-write leaves the
+    previous checkpoint intact, so a resumed run always finds a whole one."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomicfile.write_bytes(path, buf.getvalue())
 
 
 RUN_SETTINGS = ("epochs_seg", "epochs_cls", "batch", "lr", "seg_loss", "crop", "delta_min", "init", "seed",
