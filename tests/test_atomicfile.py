@@ -14,6 +14,7 @@ from linewatch import atomicfile
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
 def test_the_text_is_written_and_no_temporary_file_is_left(tmp_path: Path) -> None:
     p = tmp_path / "a.json"
     atomicfile.write_text(p, "one\n")
@@ -57,21 +58,21 @@ def test_new_contents_are_never_more_readable_than_the_old_file(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     p = tmp_path / "station.toml"
     p.write_text("old\n")
-    p.chmod(0o600)
+    p.chmod(0o644)
     modes: list[int] = []
-    real = os.fsync
+    real = os.fchmod
 
-    def spy(fd: int) -> None:
+    def spy(fd: int, mode: int) -> None:  # the temporary file as created, before it gets the old mode
         modes.append(stat.S_IMODE(os.fstat(fd).st_mode))
-        real(fd)
+        real(fd, mode)
 
-    monkeypatch.setattr(atomicfile.os, "fsync", spy)
+    monkeypatch.setattr(atomicfile.os, "fchmod", spy)
     old = os.umask(0o000)
     try:
         atomicfile.write_bytes(p, b"secret\n")
     finally:
         os.umask(old)
-    assert modes[0] == 0o600 and p.read_bytes() == b"secret\n"
+    assert modes == [0o600] and p.read_bytes() == b"secret\n" and stat.S_IMODE(p.stat().st_mode) == 0o644
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root gives a file to another owner")
@@ -84,6 +85,23 @@ def test_a_file_written_by_root_keeps_its_owner_and_group(tmp_path: Path) -> Non
     atomicfile.write_text(p, "new\n")
     st = p.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (4321, 4322, 0o640)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root gives a file to another group")
+def test_a_group_that_cannot_be_kept_gets_no_access_rather_than_another_group_getting_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = tmp_path / "station.toml"
+    p.write_text("old\n")
+    os.chown(p, os.geteuid(), 4322)
+    p.chmod(0o640)
+
+    def refused(fd: int, uid: int, gid: int) -> None:  # as for a writer outside that group
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(atomicfile.os, "fchown", refused)
+    atomicfile.write_text(p, "new\n")
+    st = p.stat()
+    assert st.st_gid != 4322 and stat.S_IMODE(st.st_mode) == 0o600 and p.read_text() == "new\n"
 
 
 def test_a_write_that_fails_leaves_the_old_file_and_no_temporary_one(tmp_path: Path,
@@ -116,7 +134,7 @@ def test_two_writers_of_one_path_never_share_a_temporary_name(tmp_path: Path,
     assert len(set(seen)) == 3 and all(n.startswith(".results.json.") and n.endswith(".tmp") for n in seen)
 
 
-RENAMERS = {("os", "replace"), ("os", "rename"), ("shutil", "move")}
+RENAMERS = {("os", "replace"), ("os", "rename"), ("os", "renames"), ("shutil", "move")}
 MAKERS = {"mkstemp", "NamedTemporaryFile"}
 
 
@@ -125,8 +143,10 @@ def hand_written_renames(source: str) -> list[tuple[str, int]]:
     `os.rename`, `shutil.move` (also imported bare), a one-argument `.replace(x)` / `.rename(x)` (a Path's; a
     str's takes two), `mkstemp`, `NamedTemporaryFile`."""
     found: list[tuple[str, int]] = []
-    bare = {a.asname or a.name for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)
+    tree = ast.parse(source)
+    bare = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
             for a in n.names if (n.module, a.name) in RENAMERS}
+    alias = {a.asname or a.name: a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
 
     def visit(node: ast.AST, func: str) -> None:
         for child in ast.iter_child_nodes(node):
@@ -135,9 +155,11 @@ def hand_written_renames(source: str) -> list[tuple[str, int]]:
                 f = child.func
                 if isinstance(f, ast.Attribute):
                     owner = f.value.id if isinstance(f.value, ast.Name) else ""
+                    owner = alias.get(owner, owner)
+                    one_arg = (len(child.args) == 1 and not child.keywords) or (
+                        not child.args and [k.arg for k in child.keywords] == ["target"])
                     if ((owner, f.attr) in RENAMERS or f.attr in MAKERS
-                            or (f.attr in ("replace", "rename") and len(child.args) == 1 and not child.keywords
-                                and owner != "dataclasses")):
+                            or (f.attr in ("replace", "rename") and one_arg and owner != "dataclasses")):
                         found.append((func, child.lineno))
                 elif isinstance(f, ast.Name) and (f.id in bare or f.id in MAKERS):
                     found.append((func, child.lineno))
@@ -156,6 +178,7 @@ def test_the_rename_check_finds_every_hand_written_atomic_write() -> None:
     for src in ("def f(path):\n    tmp.write_text(t)\n    tmp.replace(path)\n",
                 "def f(p):\n    tmp.replace(self.dest)\n", "def f():\n    os.replace(a, b)\n",
                 "def f():\n    os.rename (a, b)\n", "def f():\n    shutil.move(a, b)\n",
+                "import os as _os\ndef f():\n    _os.replace(a, b)\n", "def f():\n    tmp.replace(target=d)\n",
                 "from os import replace\ndef f():\n    replace(a, b)\n", "def f():\n    p.rename(q)\n",
                 "def f():\n    fd, t = tempfile.mkstemp()\n",
                 "def f():\n    t = tempfile.NamedTemporaryFile(delete=False)\n"):

@@ -369,7 +369,7 @@ def save_atomic(obj: Any, path: Path) -> None:
     previous checkpoint intact, so a resumed run always finds a whole one."""
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomicfile.write_bytes(path, buf.getvalue())
+    atomicfile.write_bytes(path, buf.getbuffer())
 
 
 RUN_SETTINGS = ("epochs_seg", "epochs_cls", "batch", "lr", "seg_loss", "crop", "delta_min", "init", "seed",
